@@ -1,0 +1,44 @@
+"""Tiny LlamaGen GPTs with random weights, saved the way the official files are."""
+from __future__ import annotations
+
+import argparse
+
+import torch
+
+from zipar.models.llamagen import GPTConfig, LlamaGenGPT
+
+
+def tiny_gpt_config(model_type: str = "c2i", **overrides) -> GPTConfig:
+    base = dict(dim=64, n_layer=2, n_head=4, n_kv_head=4, ffn_hidden=176, vocab_size=64, model_type=model_type,
+                num_classes=10, caption_dim=24, prefix_len=1 if model_type == "c2i" else 8)
+    base.update(overrides)
+    return GPTConfig(**base)
+
+
+def make_tiny_gpt(model_type: str = "c2i", seed: int = 0, **overrides) -> LlamaGenGPT:
+    """Random weights large enough that logits differ clearly between contexts."""
+    torch.manual_seed(seed)
+    model = LlamaGenGPT(tiny_gpt_config(model_type, **overrides))
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if name.endswith("norm.weight"):
+                p.copy_(1.0 + 0.1 * torch.randn_like(p))
+            else:
+                p.copy_(torch.randn_like(p) * (0.5 / p.shape[-1] ** 0.5 if p.ndim > 1 else 0.5))
+        for name, b in model.named_buffers():
+            b.copy_(torch.randn_like(b))
+    return model.eval()
+
+
+def save_official_gpt(model: LlamaGenGPT, path, wrapper: str | None = "model") -> None:
+    """Save as LlamaGen's training scripts do (``{"model": sd, ...}``), bare, or as safetensors."""
+    sd = {k: v.contiguous() for k, v in model.state_dict().items()}
+    path = str(path)
+    if path.endswith(".safetensors"):
+        from safetensors.torch import save_file
+
+        save_file(sd, path)
+    elif wrapper is None:
+        torch.save(sd, path)
+    else:
+        torch.save({wrapper: sd, "steps": 1000, "args": argparse.Namespace(gpt_model="GPT-tiny")}, path)

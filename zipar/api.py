@@ -1,0 +1,154 @@
+"""The Python API the CLI, the ComfyUI nodes and the benchmarks share.
+
+    model = load_ar_model("c2i_L_384.pt")              # LlamaGen GPT, config read off the weights
+    vq = load_vq("vq_ds16_c2i.pt")
+    result = generate(model, class_condition([207, 360]), grid_for(384, vq), window=8, seed=0)
+    images = decode_tokens(vq, result.tokens)          # [N, 3, 384, 384] float in [0, 1]
+"""
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .checkpoint import read_state_dict
+from .decode import GenerationResult, generate
+from .errors import ZipARError
+from .models.base import Condition
+from .models.llamagen import gpt_from_state_dict
+from .models.llamagen_adapter import LlamaGenModel
+from .models.registry import checkpoint_kind
+from .models.vq import VQModel, load_vq as _load_vq_file
+from .sampling import SamplingOptions
+
+PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+__all__ = [
+    "load_ar_model", "load_vq", "generate", "decode_tokens", "class_condition", "caption_condition",
+    "grid_for", "default_image_size", "check_pair", "save_images", "SamplingOptions", "GenerationResult",
+    "resolve_device", "resolve_dtype",
+]
+
+
+def resolve_device(device: str | torch.device | None = None) -> torch.device:
+    if device is None or str(device) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ZipARError("CUDA was requested but this PyTorch sees no GPU; use --device cpu.")
+    return device
+
+
+def resolve_dtype(precision: str, device: torch.device) -> torch.dtype:
+    """'auto' is bf16 on GPUs that support it (the official inference precision), else fp32."""
+    if precision == "auto":
+        if device.type == "cuda" and torch.cuda.is_bf16_supported():
+            return torch.bfloat16
+        return torch.float32
+    if precision not in PRECISIONS:
+        raise ZipARError(f"precision must be one of auto, {', '.join(PRECISIONS)} (got {precision!r}).")
+    return PRECISIONS[precision]
+
+
+def load_ar_model(
+    path: str | os.PathLike, device: str | torch.device | None = None, precision: str = "auto", n_head: int | None = None
+) -> LlamaGenModel:
+    """Load an official LlamaGen GPT checkpoint (.pt/.pth/.safetensors) for decoding."""
+    dev = resolve_device(device)
+    sd = read_state_dict(path)
+    kind = checkpoint_kind(sd)
+    if kind == "llamagen-vq":
+        raise ZipARError(
+            f"{Path(path).name} is a VQ image tokenizer, not an AR model. Use it as the VQ model and pick a "
+            "LlamaGen GPT checkpoint (e.g. c2i_L_384.pt) as the AR model."
+        )
+    gpt = gpt_from_state_dict(sd, dev, resolve_dtype(precision, dev), n_head)
+    return LlamaGenModel(gpt, str(path))
+
+
+def load_vq(path: str | os.PathLike, device: str | torch.device | None = None, precision: str = "fp32") -> VQModel:
+    """Load an official LlamaGen VQ tokenizer (vq_ds16_c2i.pt, vq_ds16_t2i.pt, vq_ds8_c2i.pt)."""
+    dev = resolve_device(device)
+    return _load_vq_file(path, device=dev, dtype=resolve_dtype(precision, dev))
+
+
+def default_image_size(path: str | os.PathLike) -> int | None:
+    """The resolution a published file name states (c2i_L_384.pt -> 384), if any."""
+    match = re.search(r"_(256|384|512|768|1024)(?:\D|$)", Path(path).name)
+    return int(match.group(1)) if match else None
+
+
+def grid_for(image_size: int, vq_or_downsample: VQModel | int) -> tuple[int, int]:
+    ds = vq_or_downsample if isinstance(vq_or_downsample, int) else vq_or_downsample.downsample
+    if image_size <= 0 or image_size % ds:
+        raise ZipARError(
+            f"image size {image_size} is not a multiple of the VQ downsampling factor {ds}; "
+            f"use e.g. {max(ds, image_size // ds * ds)} or {(image_size // ds + 1) * ds}."
+        )
+    return image_size // ds, image_size // ds
+
+
+def check_pair(model: LlamaGenModel, vq: VQModel) -> None:
+    """A GPT and a VQ must agree on the codebook, or the decoded image is noise."""
+    if model.vocab_size != vq.codebook_size:
+        raise ZipARError(
+            f"the AR model predicts {model.vocab_size} codes but the VQ has a codebook of {vq.codebook_size}; "
+            "use the VQ released with the model (vq_ds16_c2i.pt for c2i models, vq_ds16_t2i.pt for t2i)."
+        )
+
+
+def class_condition(class_ids: list[int], labels: list[str] | None = None) -> Condition:
+    ids = [int(i) for i in class_ids]
+    return Condition(class_ids=ids, labels=labels or [f"class{i}" for i in ids])
+
+
+def caption_condition(features: torch.Tensor, mask: torch.Tensor | None = None, labels: list[str] | None = None) -> Condition:
+    """Text features [N, T, C] + token mask -> a LlamaGen t2i condition, real tokens moved last.
+
+    LlamaGen's text models were sampled with left padding (pads first, the caption right
+    before the image), so the real tokens are moved to the end in their original order.
+    """
+    if features.ndim == 2:
+        features = features[None]
+    if mask is None:
+        mask = torch.ones(features.shape[:2], dtype=torch.bool)
+    mask = mask.bool().reshape(features.shape[:2])
+    order = torch.sort(mask.to(torch.uint8), dim=1, stable=True).indices
+    features = torch.gather(features, 1, order[..., None].expand_as(features))
+    mask = torch.gather(mask, 1, order)
+    n = features.shape[0]
+    return Condition(caption_features=features, caption_mask=mask, labels=labels or [f"caption{i}" for i in range(n)])
+
+
+def decode_tokens(vq: VQModel, tokens: torch.Tensor | np.ndarray) -> torch.Tensor:
+    """Token grids [N, H, W] (or [H, W]) -> float32 images [N, 3, H*ds, W*ds] in [0, 1]."""
+    tokens = torch.as_tensor(np.asarray(tokens) if isinstance(tokens, np.ndarray) else tokens).long()
+    if tokens.ndim == 2:
+        tokens = tokens[None]
+    return vq.decode_codes(tokens)
+
+
+def output_paths(out: str | os.PathLike, count: int) -> list[Path]:
+    """out.png for one image; out_0.png, out_1.png ... for several."""
+    out = Path(out)
+    if count == 1:
+        return [out]
+    return [out.with_name(f"{out.stem}_{i}{out.suffix or '.png'}") for i in range(count)]
+
+
+def save_images(images: torch.Tensor, out: str | os.PathLike, overwrite: bool = False) -> list[Path]:
+    """Write [N, 3, H, W] images in [0, 1] as PNGs; refuse to replace existing files unless asked."""
+    from PIL import Image
+
+    paths = output_paths(out, images.shape[0])
+    existing = [str(p) for p in paths if p.exists()]
+    if existing and not overwrite:
+        raise ZipARError(f"{existing[0]} already exists; choose another --out or pass --overwrite.")
+    for img, path in zip(images, paths):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        pixels = (img.float().clamp(0, 1) * 255).round().to(torch.uint8).permute(1, 2, 0).cpu().numpy()
+        Image.fromarray(pixels).save(path)
+    return paths

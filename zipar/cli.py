@@ -1,0 +1,136 @@
+"""python -m zipar: generate with NTP or ZipAR from official LlamaGen files, decode token grids."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from . import api
+from .errors import ZipARError
+from .sampling import SamplingOptions
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m zipar", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    gen = sub.add_parser("generate", help="sample token grids and decode them to images")
+    gen.add_argument("--ar-model", required=True, help="LlamaGen GPT checkpoint (c2i_L_384.pt, t2i_XL_stage2_512.pt, ...)")
+    gen.add_argument("--vq-model", help="LlamaGen VQ tokenizer (vq_ds16_c2i.pt); needed to write images")
+    gen.add_argument("--image-size", type=int, help="output resolution; default: the size in the AR file name")
+    gen.add_argument("--downsample", type=int, default=16, help="VQ downsampling when no --vq-model is given")
+    gen.add_argument("--class-id", type=int, nargs="+", help="ImageNet class ids (class-to-image models)")
+    gen.add_argument("--prompt", nargs="+", help="prompts (text-to-image models, with --text-encoder)")
+    gen.add_argument("--text-encoder", help="local flan-t5-xl folder")
+    gen.add_argument("--caption-embeddings", help=".safetensors with 'features' [N,120,2048] and 'mask' [N,120]")
+    gen.add_argument("--window", type=int, default=8, help="ZipAR window; at or above the grid width: next-token prediction")
+    gen.add_argument("--cfg", type=float, default=4.0, help="classifier-free guidance scale (1 = off)")
+    gen.add_argument("--temperature", type=float, default=1.0)
+    gen.add_argument("--top-k", type=int, default=0, help="0 = no top-k filtering")
+    gen.add_argument("--top-p", type=float, default=1.0, help="1.0 = no nucleus filtering")
+    gen.add_argument("--seed", type=int, default=0)
+    gen.add_argument("--greedy", action="store_true", help="take the arg-max token (deterministic)")
+    gen.add_argument("--batch", type=int, default=1, help="images per class id / prompt")
+    gen.add_argument("--precision", choices=["auto", "fp32", "bf16", "fp16"], default="auto")
+    gen.add_argument("--device", default="auto", help="cpu, cuda, cuda:1 ... (default: cuda if available)")
+    gen.add_argument("--out", help="output PNG; several images become out_0.png, out_1.png, ...")
+    gen.add_argument("--tokens-out", help="write the token grids as int64 .npy [images, H, W]")
+    gen.add_argument("--stats-json", help="write forward passes, grid, window, timing ... as JSON")
+    gen.add_argument("--overwrite", action="store_true", help="replace existing output files")
+
+    dec = sub.add_parser("decode", help="decode a .npy token grid with a VQ model")
+    dec.add_argument("--vq-model", required=True)
+    dec.add_argument("--tokens", required=True, help=".npy of shape [images, H, W] or [H, W]")
+    dec.add_argument("--out", required=True)
+    dec.add_argument("--device", default="auto")
+    dec.add_argument("--overwrite", action="store_true")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        if args.command == "generate":
+            run_generate(args)
+        elif args.command == "decode":
+            run_decode(args)
+    except ZipARError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def _refuse_existing(path: str | None, overwrite: bool) -> None:
+    if path and Path(path).exists() and not overwrite:
+        raise ZipARError(f"{path} already exists; choose another name or pass --overwrite.")
+
+
+def run_generate(args: argparse.Namespace) -> None:
+    if not (args.out or args.tokens_out or args.stats_json):
+        raise ZipARError("nothing to write: give --out (images), --tokens-out and/or --stats-json.")
+    if args.out and not args.vq_model:
+        raise ZipARError("--out needs --vq-model to turn tokens into pixels (or write --tokens-out only).")
+    for path in (args.tokens_out, args.stats_json):
+        _refuse_existing(path, args.overwrite)
+    device = api.resolve_device(args.device)
+    vq = api.load_vq(args.vq_model, device) if args.vq_model else None
+    model = api.load_ar_model(args.ar_model, device, args.precision)
+    if vq is not None:
+        api.check_pair(model, vq)
+    image_size = args.image_size or api.default_image_size(args.ar_model)
+    if image_size is None:
+        raise ZipARError(f"cannot tell the image size from {Path(args.ar_model).name}; pass --image-size (e.g. 256 or 384).")
+    grid = api.grid_for(image_size, vq if vq is not None else args.downsample)
+    cond = _condition(args, model, device)
+    if args.out:
+        for path in api.output_paths(args.out, len(cond) * max(args.batch, 1)):
+            _refuse_existing(str(path), args.overwrite)
+    options = SamplingOptions(args.cfg, args.temperature, args.top_k, args.top_p, args.greedy)
+    result = api.generate(model, cond, grid, args.window, options, seed=args.seed, batch=args.batch)
+    print(f"{model.describe()}: {result.report()}", file=sys.stderr)
+    if args.tokens_out:
+        np.save(args.tokens_out, result.tokens.numpy().astype(np.int64))
+    if args.out:
+        for path in api.save_images(api.decode_tokens(vq, result.tokens.to(device)), args.out, args.overwrite):
+            print(path)
+    if args.stats_json:
+        Path(args.stats_json).write_text(json.dumps(result.stats(), indent=2))
+
+
+def _condition(args: argparse.Namespace, model, device):
+    if model.model_type == "c2i":
+        if not args.class_id:
+            raise ZipARError("this is a class-to-image model: give --class-id (ImageNet ids 0..999).")
+        return api.class_condition(args.class_id)
+    if args.caption_embeddings:
+        from .text_encoder import load_caption_embeddings
+
+        return load_caption_embeddings(args.caption_embeddings)
+    if not args.prompt:
+        raise ZipARError("this is a text-to-image model: give --prompt with --text-encoder, or --caption-embeddings.")
+    if not args.text_encoder:
+        raise ZipARError("--prompt needs --text-encoder: a local flan-t5-xl folder (google/flan-t5-xl).")
+    from .text_encoder import T5TextEncoder
+
+    dtype = torch.float32 if device.type == "cpu" else torch.bfloat16
+    return T5TextEncoder(args.text_encoder, device, dtype).condition(args.prompt)
+
+
+def run_decode(args: argparse.Namespace) -> None:
+    path = Path(args.tokens)
+    if not path.is_file():
+        raise ZipARError(f"token file not found: {path}")
+    try:
+        tokens = np.load(path)
+    except Exception as exc:
+        raise ZipARError(f"cannot read {path} as a .npy array ({exc}).") from exc
+    if tokens.ndim not in (2, 3) or not np.issubdtype(tokens.dtype, np.integer):
+        raise ZipARError(f"{path} holds a {tokens.dtype} array of shape {tokens.shape}; expected integers [images, H, W].")
+    device = api.resolve_device(args.device)
+    vq = api.load_vq(args.vq_model, device)
+    for out in api.save_images(api.decode_tokens(vq, torch.from_numpy(tokens).to(device)), args.out, args.overwrite):
+        print(out)

@@ -1,0 +1,81 @@
+"""The contract between the decode loop and a model family.
+
+The loop owns the schedule, the token grid, the visibility mask and sampling; an adapter
+owns everything that differs between families: how a condition becomes a prefix (per CFG
+branch, possibly of different lengths, left-padded to one length with hidden pads), where
+each grid cell sits (2D rotary for LlamaGen, 1D indices with row-end columns for Emu3 and
+Lumina), which vocabulary slice is sampled, and the key/value cache. The cache is indexed
+by slot = prefix length + raster cell, so a stand-in and the real token share a slot and
+"what a query may see" is one boolean mask over slots.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import torch
+
+
+@dataclass
+class Condition:
+    """What to draw, one entry per image (before ``batch`` repeats it).
+
+    Exactly one of the fields is set, matching the model family: ImageNet class ids for
+    LlamaGen c2i; flan-t5 features with their token mask for LlamaGen t2i; prompts for the
+    chat-style families that tokenize text themselves.
+    """
+
+    class_ids: list[int] | None = None
+    caption_features: torch.Tensor | None = None  # [N, T, C]
+    caption_mask: torch.Tensor | None = None  # [N, T] bool, True = real token
+    prompts: list[str] | None = None
+    labels: list[str] = field(default_factory=list)  # human-readable, for reports and file names
+
+    def __len__(self) -> int:
+        for value in (self.class_ids, self.caption_features, self.prompts):
+            if value is not None:
+                return len(value)
+        return 0
+
+    def repeat(self, times: int) -> "Condition":
+        """Each entry ``times`` times in a row (image order: cond0 x times, cond1 x times...)."""
+        if times == 1:
+            return self
+        rep = lambda t: None if t is None else t.repeat_interleave(times, dim=0)  # noqa: E731
+        many = lambda xs: None if xs is None else [x for x in xs for _ in range(times)]  # noqa: E731
+        return Condition(many(self.class_ids), rep(self.caption_features), rep(self.caption_mask), many(self.prompts), many(self.labels) or [])
+
+
+@dataclass
+class Prefix:
+    """The prefill's result: logits that predict cell 0, and which prefix slots are real."""
+
+    logits: torch.Tensor  # [rows, vocab] float32
+    visible: torch.Tensor  # [rows, prefix_len] bool
+    length: int
+
+
+class DecodeSession(Protocol):
+    """One request's cache and prefix; rows are [conditional..., unconditional...]."""
+
+    prefix: Prefix
+
+    def step(self, ids: torch.Tensor, cells: torch.Tensor, mask: torch.Tensor, kv_len: int, queries: torch.Tensor) -> torch.Tensor:
+        """Feed ``ids`` [rows, n] into the slots of ``cells`` [n]; return [rows, m, vocab] logits at ``queries`` [m].
+
+        ``mask`` [rows or 1, 1, n, kv_len] says which slots each input may attend to.
+        """
+        ...
+
+
+class ARModel(Protocol):
+    family: str
+    vocab_size: int  # image codes the loop samples from
+
+    def check_condition(self, cond: Condition) -> None:
+        """Raise ZipARError if the condition does not suit this model (wrong kind, id out of range)."""
+        ...
+
+    def start(self, cond: Condition, grid: tuple[int, int], guidance: bool) -> DecodeSession:
+        """Allocate the cache for ``len(cond)`` images (twice that with guidance) and run the prefix."""
+        ...
