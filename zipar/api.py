@@ -15,9 +15,9 @@ import numpy as np
 import torch
 
 from .checkpoint import read_state_dict
+from .conditions import caption_condition, class_condition
 from .decode import GenerationResult, generate
 from .errors import ZipARError
-from .models.base import Condition
 from .models.llamagen import gpt_from_state_dict
 from .models.llamagen_adapter import LlamaGenModel
 from .models.registry import checkpoint_kind
@@ -98,29 +98,6 @@ def check_pair(model: LlamaGenModel, vq: VQModel) -> None:
             f"the AR model predicts {model.vocab_size} codes but the VQ has a codebook of {vq.codebook_size}; "
             "use the VQ released with the model (vq_ds16_c2i.pt for c2i models, vq_ds16_t2i.pt for t2i)."
         )
-
-
-def class_condition(class_ids: list[int], labels: list[str] | None = None) -> Condition:
-    ids = [int(i) for i in class_ids]
-    return Condition(class_ids=ids, labels=labels or [f"class{i}" for i in ids])
-
-
-def caption_condition(features: torch.Tensor, mask: torch.Tensor | None = None, labels: list[str] | None = None) -> Condition:
-    """Text features [N, T, C] + token mask -> a LlamaGen t2i condition, real tokens moved last.
-
-    LlamaGen's text models were sampled with left padding (pads first, the caption right
-    before the image), so the real tokens are moved to the end in their original order.
-    """
-    if features.ndim == 2:
-        features = features[None]
-    if mask is None:
-        mask = torch.ones(features.shape[:2], dtype=torch.bool)
-    mask = mask.bool().reshape(features.shape[:2])
-    order = torch.sort(mask.to(torch.uint8), dim=1, stable=True).indices
-    features = torch.gather(features, 1, order[..., None].expand_as(features))
-    mask = torch.gather(mask, 1, order)
-    n = features.shape[0]
-    return Condition(caption_features=features, caption_mask=mask, labels=labels or [f"caption{i}" for i in range(n)])
 
 
 def decode_tokens(vq: VQModel, tokens: torch.Tensor | np.ndarray) -> torch.Tensor:

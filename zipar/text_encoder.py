@@ -13,6 +13,7 @@ from pathlib import Path
 import torch
 
 from .errors import ZipARError
+from .conditions import caption_condition
 from .models.base import Condition
 
 MAX_TOKENS = 120
@@ -46,15 +47,12 @@ class T5TextEncoder:
         return feats.float().cpu(), mask.bool().cpu()
 
     def condition(self, prompts: list[str]) -> Condition:
-        from .api import caption_condition
-
         feats, mask = self.encode(prompts)
         return caption_condition(feats, mask, labels=list(prompts))
 
 
 def load_caption_embeddings(path: str | os.PathLike) -> Condition:
     """A .safetensors file with ``features`` [N, 120, C] and optionally ``mask`` [N, 120]."""
-    from .api import caption_condition
     from .checkpoint import read_state_dict
 
     sd = read_state_dict(path)
