@@ -42,3 +42,29 @@ def save_official_gpt(model: LlamaGenGPT, path, wrapper: str | None = "model") -
         torch.save(sd, path)
     else:
         torch.save({wrapper: sd, "steps": 1000, "args": argparse.Namespace(gpt_model="GPT-tiny")}, path)
+
+
+def deterministic_state_dict(model: LlamaGenGPT) -> dict[str, torch.Tensor]:
+    """Weights that depend only on each key's name and shape, so any implementation that
+    uses the official key names can be loaded with exactly the same numbers."""
+    import zlib
+
+    sd = {}
+    for name, t in model.state_dict().items():
+        g = torch.Generator().manual_seed(zlib.crc32(name.encode()))
+        w = torch.randn(t.shape, generator=g)
+        if name.endswith("norm.weight"):
+            w = 1.0 + 0.1 * w
+        elif w.ndim > 1:
+            w = w * (0.5 / w.shape[-1] ** 0.5)
+        sd[name] = w
+    return sd
+
+
+def golden_inputs(model_type: str, cfg: GPTConfig):
+    """Fixed condition and 10 image tokens on a 4x4 grid, for logits recorded from the official code."""
+    g = torch.Generator().manual_seed(99)
+    tokens = torch.randint(0, cfg.vocab_size, (2, 10), generator=g)
+    if model_type == "c2i":
+        return torch.tensor([3, cfg.num_classes]), tokens
+    return torch.randn(2, cfg.prefix_len, cfg.caption_dim, generator=g), tokens
