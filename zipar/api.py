@@ -77,7 +77,7 @@ def load_vq(path: str | os.PathLike, device: str | torch.device | None = None, p
 
 def default_image_size(path: str | os.PathLike) -> int | None:
     """The resolution a published file name states (c2i_L_384.pt -> 384), if any."""
-    match = re.search(r"_(256|384|512|768|1024)(?:\D|$)", Path(path).name)
+    match = re.search(r"_(\d{2,4})$", Path(path).stem)
     return int(match.group(1)) if match else None
 
 
