@@ -79,7 +79,7 @@ def test_pass_counts_24x24(window, passes):
 
 
 def test_grouped_query_attention_checkpoints_decode_exactly():
-    model = LlamaGenModel(make_tiny_gpt("c2i", seed=3, n_kv_head=2))
+    model = LlamaGenModel(make_tiny_gpt("c2i", seed=3, n_head=4, n_kv_head=2))
     cond = class_condition([4])
     result = generate(model, cond, (3, 4), 4, SamplingOptions(cfg=2.0, greedy=True))
     assert torch.equal(result.tokens, naive_ntp(model, cond, (3, 4), 2.0))

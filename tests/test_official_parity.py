@@ -12,6 +12,7 @@ import torch
 from tiny_gpt import deterministic_state_dict, golden_inputs, tiny_gpt_config
 from zipar.models.llamagen import LlamaGenGPT
 
+GOLDEN_SHAPE = dict(dim=64, n_head=4, n_kv_head=4, ffn_hidden=176)  # the official ModelArgs(dim=64, n_layer=2, n_head=4, multiple_of=16)
 GOLDEN = {
     "c2i": dict(
         prefix_len=1,
@@ -35,7 +36,7 @@ GOLDEN = {
 @pytest.mark.parametrize("kind", ["c2i", "t2i"])
 def test_logits_match_official_implementation(kind):
     golden = GOLDEN[kind]
-    cfg = tiny_gpt_config(kind, prefix_len=golden["prefix_len"])
+    cfg = tiny_gpt_config(kind, prefix_len=golden["prefix_len"], **GOLDEN_SHAPE)
     gpt = LlamaGenGPT(cfg)
     gpt.load_state_dict(deterministic_state_dict(gpt), strict=True)
     gpt.eval()

@@ -9,8 +9,12 @@ from zipar.models.llamagen import GPTConfig, LlamaGenGPT
 
 
 def tiny_gpt_config(model_type: str = "c2i", **overrides) -> GPTConfig:
-    base = dict(dim=64, n_layer=2, n_head=4, n_kv_head=4, ffn_hidden=176, vocab_size=64, model_type=model_type,
-                num_classes=10, caption_dim=24, prefix_len=1 if model_type == "c2i" else 8)
+    # width 128 -> 2 heads, which is what the loader infers for an unpublished width (width / 64)
+    base = dict(dim=128, n_layer=2, n_head=2, n_kv_head=2, ffn_hidden=352, vocab_size=64, model_type=model_type)
+    if model_type == "c2i":
+        base.update(num_classes=10, prefix_len=1)
+    else:
+        base.update(caption_dim=24, prefix_len=8)
     base.update(overrides)
     return GPTConfig(**base)
 
