@@ -1,0 +1,215 @@
+"""Decode-speed benchmark: NTP and ZipAR windows on LlamaGen GPTs of the published sizes.
+
+    python -m bench.decode --model B --grid 16 --windows 16,8,4 --device cpu --precision fp32 --json out.json
+
+Weights are random (decoding time does not depend on them). Every configuration runs in
+the same process after a warm-up, so the ratios latency(ZipAR)/latency(NTP) and
+passes(ZipAR)/passes(NTP) are measured side by side. A plain eager KV-cache loop (one
+token per pass, causal mask, nothing precomputed) is timed as the NTP baseline, and the
+VQ-16 decoder separately. Writes JSON and a markdown table (for README).
+"""
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import platform
+import resource
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from zipar.api import resolve_device, resolve_dtype
+from zipar.conditions import class_condition
+from zipar.decode import generate
+from zipar.models.llamagen import GPTConfig, LlamaGenGPT
+from zipar.models.llamagen_adapter import LlamaGenModel
+from zipar.sampling import SamplingOptions, combine_guidance, make_generator, sample_tokens
+
+SIZES = {"B": (768, 12, 12), "L": (1024, 24, 16), "XL": (1280, 36, 20), "XXL": (1536, 48, 24), "3B": (3200, 24, 32)}
+
+
+def published_config(size: str, vocab: int = 16384) -> GPTConfig:
+    dim, layers, heads = SIZES[size]
+    hidden = int(2 * 4 * dim / 3)
+    hidden = -(-hidden // 256) * 256  # LlamaGen rounds the SwiGLU width up to a multiple of 256
+    return GPTConfig(dim=dim, n_layer=layers, n_head=heads, n_kv_head=heads, ffn_hidden=hidden, vocab_size=vocab, num_classes=1000)
+
+
+def random_model(size: str, device: torch.device, dtype: torch.dtype, seed: int = 0) -> LlamaGenModel:
+    torch.manual_seed(seed)
+    with torch.device("meta"):
+        gpt = LlamaGenGPT(published_config(size))
+    gpt = gpt.to_empty(device=device)
+    with torch.no_grad():
+        for name, p in gpt.named_parameters():
+            p.copy_(torch.ones_like(p) if name.endswith("norm.weight") else torch.randn_like(p) * 0.02)
+        for b in gpt.buffers():
+            b.normal_()
+    return LlamaGenModel(gpt.to(dtype).eval().requires_grad_(False))
+
+
+@torch.inference_mode()
+def plain_kv_loop(model: LlamaGenModel, class_ids: list[int], grid: tuple[int, int], opts: SamplingOptions, seed: int) -> float:
+    """The textbook baseline: prefill, then one token per pass into a causal KV cache."""
+    gpt, dev = model.gpt, model.device
+    H, W = grid
+    embeds, _ = model.prefix_embeddings(class_condition(class_ids), opts.guidance)
+    P = embeds.shape[1]
+    rows = embeds.shape[0]
+    cache = gpt.new_cache(rows, P + H * W)
+    rope = gpt.rope_table(H, W).to(dev)
+    gen = make_generator(seed, dev)
+    sync(dev)
+    start = time.perf_counter()
+    h = gpt.hidden(embeds, rope[:P], None, cache, torch.arange(P, device=dev), P)
+    logits = gpt.logits(h[:, -1:])
+    for i in range(H * W):
+        if opts.guidance:
+            logits = combine_guidance(logits, opts.cfg)
+        token = sample_tokens(logits, opts, gen)
+        if i == H * W - 1:
+            break
+        ids = torch.cat([token, token]) if opts.guidance else token
+        slot = torch.tensor([P + i], device=dev)
+        h = gpt.hidden(gpt.tok_embeddings(ids), rope[slot], None, cache, slot, P + i + 1)
+        logits = gpt.logits(h)
+    sync(dev)
+    return time.perf_counter() - start
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def peak_memory_mb(device: torch.device) -> float:
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # process peak RSS so far (Linux: KiB)
+
+
+def time_vq_decode(grid: tuple[int, int], images: int, device: torch.device, repeats: int) -> dict:
+    from zipar.models.vq import VQConfig, VQModel
+
+    with torch.device("meta"):
+        vq = VQModel(VQConfig(codebook_size=16384, codebook_embed_dim=8))
+    vq = vq.to_empty(device=device)
+    with torch.no_grad():
+        for p in vq.parameters():
+            p.normal_(0, 0.02)
+    vq.eval()
+    codes = torch.randint(0, 16384, (images, *grid), device=device)
+    vq.decode_codes(codes)
+    times = []
+    for _ in range(repeats):
+        sync(device)
+        t = time.perf_counter()
+        vq.decode_codes(codes)
+        sync(device)
+        times.append(time.perf_counter() - t)
+    return {"images": images, "grid": list(grid), "median_s": statistics.median(times), "min_s": min(times), "max_s": max(times)}
+
+
+def run(args: argparse.Namespace) -> dict:
+    device = resolve_device(args.device)
+    dtype = resolve_dtype(args.precision, device)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    grid = (args.grid, args.grid)
+    model = random_model(args.model, device, dtype)
+    class_ids = [(207 + 13 * i) % 1000 for i in range(args.batch)]
+    cond = class_condition(class_ids)
+    opts = SamplingOptions(cfg=args.cfg, temperature=1.0, top_k=args.top_k, top_p=1.0)
+    windows = sorted({min(int(w), args.grid) for w in args.windows.split(",")} | {args.grid}, reverse=True)
+
+    generate(model, cond, grid, args.grid, opts, seed=0)  # warm-up: allocator, kernels, plan cache
+    plain_kv_loop(model, class_ids, grid, opts, 0)
+    results = []
+    for window in windows:
+        if device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(device)
+        generate(model, cond, grid, window, opts, seed=0)  # per-window warm-up (plan tensors)
+        runs = [generate(model, cond, grid, window, opts, seed=r) for r in range(args.repeats)]
+        secs = [r.seconds for r in runs]
+        med = statistics.median(secs)
+        images = len(cond)
+        results.append({
+            "window": window, "mode": "NTP" if window >= args.grid else "ZipAR",
+            "forward_passes": runs[0].forward_passes, "median_s": med, "min_s": min(secs), "max_s": max(secs),
+            "ms_per_pass": 1000 * med / runs[0].forward_passes, "images_per_s": images / med,
+            "tokens_per_s": images * grid[0] * grid[1] / med, "peak_memory_mb": round(peak_memory_mb(device), 1),
+        })
+        print(f"window {window:>3}: {runs[0].forward_passes} passes, median {med:.3f} s", file=sys.stderr)
+    ntp = results[0]
+    for r in results:
+        r["latency_ratio"] = r["median_s"] / ntp["median_s"]
+        r["pass_ratio"] = r["forward_passes"] / ntp["forward_passes"]
+        r["latency_over_pass_ratio"] = r["latency_ratio"] / r["pass_ratio"]
+    baseline = [plain_kv_loop(model, class_ids, grid, opts, r) for r in range(args.repeats)]
+    report = {
+        "benchmark": "decode",
+        "date": datetime.date.today().isoformat(),
+        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)",
+        "torch": torch.__version__,
+        "model": f"LlamaGen-{args.model} (random weights)",
+        "grid": list(grid), "batch": args.batch, "cfg": args.cfg, "top_k": args.top_k,
+        "precision": str(dtype).removeprefix("torch."), "repeats": args.repeats,
+        "results": results,
+        "plain_kv_loop_ntp": {"median_s": statistics.median(baseline), "min_s": min(baseline), "max_s": max(baseline),
+                              "ntp_over_plain": ntp["median_s"] / statistics.median(baseline)},
+    }
+    if not args.no_vq:
+        report["vq_decode"] = time_vq_decode(grid, args.batch, device, max(1, min(args.repeats, 3)))
+    return report
+
+
+def markdown(report: dict) -> str:
+    head = (f"LlamaGen-{report['model'].split('-')[1].split()[0]}, {report['grid'][0]}x{report['grid'][1]} grid, "
+            f"batch {report['batch']}, CFG {report['cfg']}, {report['precision']}, {report['device']}, "
+            f"torch {report['torch']}, {report['date']}")
+    lines = [head, "", "| mode | window | passes | median s | ms/pass | latency ratio | pass ratio | ratio / pass ratio | peak MB |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for r in report["results"]:
+        lines.append(f"| {r['mode']} | {r['window']} | {r['forward_passes']} | {r['median_s']:.3f} | {r['ms_per_pass']:.2f} | "
+                     f"{r['latency_ratio']:.3f} | {r['pass_ratio']:.3f} | {r['latency_over_pass_ratio']:.3f} | {r['peak_memory_mb']:.0f} |")
+    base = report["plain_kv_loop_ntp"]
+    lines.append("")
+    lines.append(f"Plain eager KV-cache loop (NTP baseline): {base['median_s']:.3f} s; our NTP / baseline = {base['ntp_over_plain']:.3f}.")
+    if "vq_decode" in report:
+        v = report["vq_decode"]
+        lines.append(f"VQ-16 decode of {v['images']} image(s): {v['median_s']:.3f} s.")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m bench.decode", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", choices=list(SIZES), default="B")
+    p.add_argument("--grid", type=int, choices=[16, 24, 32], default=16)
+    p.add_argument("--windows", default="16,12,8,4")
+    p.add_argument("--batch", type=int, default=1)
+    p.add_argument("--cfg", type=float, default=4.0)
+    p.add_argument("--top-k", type=int, default=0)
+    p.add_argument("--device", default="auto")
+    p.add_argument("--precision", choices=["auto", "fp32", "bf16", "fp16"], default="auto")
+    p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
+    p.add_argument("--no-vq", action="store_true", help="skip the VQ decode timing")
+    p.add_argument("--json", help="write the report here")
+    p.add_argument("--markdown", help="write the markdown table here")
+    args = p.parse_args(argv)
+    report = run(args)
+    table = markdown(report)
+    print(table)
+    if args.json:
+        Path(args.json).write_text(json.dumps(report, indent=2))
+    if args.markdown:
+        Path(args.markdown).write_text(table)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
