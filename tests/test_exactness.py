@@ -83,3 +83,16 @@ def test_grouped_query_attention_checkpoints_decode_exactly():
     cond = class_condition([4])
     result = generate(model, cond, (3, 4), 4, SamplingOptions(cfg=2.0, greedy=True))
     assert torch.equal(result.tokens, naive_ntp(model, cond, (3, 4), 2.0))
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_half_precision_runs_close_to_fp32(dtype):
+    cond = class_condition([3, 7])
+    full = tiny_model("c2i")
+    half = LlamaGenModel(make_tiny_gpt("c2i", seed=1).to(dtype))
+    first = {}
+    for name, model in (("full", full), ("half", half)):
+        result = generate(model, cond, (3, 4), 2, SamplingOptions(cfg=3.0, greedy=True),
+                          trace=lambda s, cells, logits, name=name: first.setdefault(name, logits.float()))
+        assert result.tokens.shape == (2, 3, 4) and result.dtype == str(model.dtype).removeprefix("torch.")
+    torch.testing.assert_close(first["half"], first["full"], atol=0.05, rtol=0.05)

@@ -7,6 +7,21 @@ each grid cell sits (2D rotary for LlamaGen, 1D indices with row-end columns for
 Lumina), which vocabulary slice is sampled, and the key/value cache. The cache is indexed
 by slot = prefix length + raster cell, so a stand-in and the real token share a slot and
 "what a query may see" is one boolean mask over slots.
+
+The loop speaks only in image codes and grid cells; how the other families fit:
+
+- Vocabulary: ``ids`` are image codes 0..vocab_size-1 and the returned logits cover exactly
+  those codes. Janus (separate generation head), Emu3 and Lumina (visual tokens inside a text
+  vocabulary, mapped by token name) translate codes <-> vocabulary ids inside the adapter.
+- Positions: the adapter maps a cell to its position: 2D rotary (row, col) for LlamaGen; a
+  1D index after the prompt for Janus; ``prompt + row * (W + 1) + col`` for Emu3/Lumina,
+  whose rows end with a fixed end-of-line token.
+- Row ends: an adapter with row-end tokens stores its cache in its own physical layout and
+  expands each step: feeding cell (r, W-1), real or stand-in, also feeds the fixed EOL token
+  right after it (seeing what that cell sees, plus the cell); the query for cell (r+1, 0) is
+  read at that EOL. The loop's mask over (prefix + cells) expands mechanically to that layout.
+- CFG prefixes of different lengths (Emu3's negative prompt) are left-padded to one length
+  with ``Prefix.visible`` False on the pads, and each branch keeps its own positions from 0.
 """
 from __future__ import annotations
 
