@@ -29,7 +29,8 @@ from zipar.models.llamagen import GPTConfig, LlamaGenGPT
 from zipar.models.llamagen_adapter import LlamaGenModel
 from zipar.sampling import SamplingOptions, combine_guidance, make_generator, sample_tokens
 
-SIZES = {"B": (768, 12, 12), "L": (1024, 24, 16), "XL": (1280, 36, 20), "XXL": (1536, 48, 24), "3B": (3200, 24, 32)}
+# (width, layers, heads); "tiny" exists only so tests can smoke-run the harness.
+SIZES = {"tiny": (64, 2, 2), "B": (768, 12, 12), "L": (1024, 24, 16), "XL": (1280, 36, 20), "XXL": (1536, 48, 24), "3B": (3200, 24, 32)}
 
 
 def published_config(size: str, vocab: int = 16384) -> GPTConfig:
