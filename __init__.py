@@ -1,0 +1,10 @@
+"""ComfyUI-ZipAR: ZipAR parallel decoding for autoregressive image models, as ComfyUI nodes.
+
+ComfyUI imports this file as a package from custom_nodes/<any folder name>. The nodes live
+in the ``nodes`` subpackage, imported relatively here: ComfyUI has a top-level module of
+its own called ``nodes``, so ours must never be imported under that name inside ComfyUI.
+The engine (``zipar/``) is plain Python + PyTorch with no ComfyUI import.
+"""
+from .nodes import NODE_CLASS_MAPPINGS, NODE_DISPLAY_NAME_MAPPINGS
+
+__all__ = ["NODE_CLASS_MAPPINGS", "NODE_DISPLAY_NAME_MAPPINGS"]

@@ -1,0 +1,61 @@
+"""Loaded models, kept so that a second run with the same loader inputs does not read the disk.
+
+One slot per kind (AR model, VQ, text encoder): loading another file replaces the cached one
+(the old one is dropped before the new one is read, so two models never sit in memory side
+by side because of this cache). The key is the file's real path, modification time and size
+plus precision and device, so a file replaced on disk is read again. ComfyUI additionally
+keeps node outputs while their inputs are unchanged. "Unload models" in ComfyUI (and its
+out-of-memory recovery) clears these slots too.
+"""
+from __future__ import annotations
+
+import gc
+import os
+from typing import Callable, Hashable
+
+from . import host
+
+
+def file_key(path: str) -> tuple:
+    """(real path, mtime in ns, size) of a file; for a folder, of its newest file."""
+    real = os.path.realpath(path)
+    if os.path.isdir(real):
+        stats = [os.stat(os.path.join(real, f)) for f in sorted(os.listdir(real)) if os.path.isfile(os.path.join(real, f))]
+        return (real, max((s.st_mtime_ns for s in stats), default=0), sum(s.st_size for s in stats))
+    st = os.stat(real)
+    return (real, st.st_mtime_ns, st.st_size)
+
+
+class OneSlot:
+    def __init__(self, kind: str):
+        self.kind = kind
+        self.key: Hashable | None = None
+        self.value = None
+        self.loads = 0  # how often the disk was read (tests check the cache with it)
+
+    def get(self, key: Hashable, load: Callable[[], object]):
+        if self.value is not None and self.key == key:
+            return self.value
+        self.clear()
+        value = load()
+        self.loads += 1
+        self.key, self.value = key, value
+        return value
+
+    def clear(self) -> None:
+        had = self.value is not None
+        self.key = self.value = None
+        if had:
+            gc.collect()
+            host.soft_empty_cache()
+
+
+AR_MODELS = OneSlot("AR model")
+VQ_MODELS = OneSlot("VQ")
+TEXT_ENCODERS = OneSlot("text encoder")
+SLOTS = (AR_MODELS, VQ_MODELS, TEXT_ENCODERS)
+
+
+def clear_all() -> None:
+    for slot in SLOTS:
+        slot.clear()

@@ -1,0 +1,117 @@
+"""What to draw: an ImageNet class (LlamaGen c2i) or a text prompt through flan-t5-xl (LlamaGen t2i)."""
+from __future__ import annotations
+
+import os
+from functools import lru_cache
+
+from . import cache, host
+from .datatypes import CONDITION
+from .engine import ZipARError, api, text_encoder_class
+
+CATEGORY = "ZipAR"
+CLASSES_FILE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "imagenet_classes.txt")
+DEFAULT_CLASS = 207  # golden retriever
+
+
+@lru_cache(maxsize=1)
+def imagenet_classes() -> tuple[str, ...]:
+    """The 1000 ImageNet-1k class names, index = class id."""
+    with open(CLASSES_FILE, encoding="utf-8") as f:
+        names = tuple(line.strip() for line in f if line.strip())
+    if len(names) != 1000:
+        raise ZipARError(f"{CLASSES_FILE} lists {len(names)} classes instead of 1000; the pack is damaged, reinstall it.")
+    return names
+
+
+def class_choices() -> list[str]:
+    return [f"{i}: {name}" for i, name in enumerate(imagenet_classes())]
+
+
+def parse_class(choice: str) -> tuple[int, str]:
+    """'207: golden retriever' -> (207, 'golden retriever'); a bare id works too."""
+    head, _, name = str(choice).partition(":")
+    try:
+        class_id = int(head.strip())
+    except ValueError:
+        raise ZipARError(f"not an ImageNet class: {choice!r}; pick one from the list, e.g. '207: golden retriever'.") from None
+    if not 0 <= class_id < 1000:
+        raise ZipARError(f"ImageNet class id {class_id} is out of range 0..999.")
+    return class_id, name.strip() or imagenet_classes()[class_id]
+
+
+class ZipARImageNetClass:
+    DESCRIPTION = (
+        "Picks one of the 1000 ImageNet classes for a class-to-image model (LlamaGen c2i_*.pt). "
+        "Type in the list to search by name."
+    )
+    CATEGORY = CATEGORY
+    RETURN_TYPES = (CONDITION,)
+    RETURN_NAMES = ("condition",)
+    OUTPUT_TOOLTIPS = ("The class to draw; connect it to ZipAR Sampler.",)
+    FUNCTION = "encode"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        choices = class_choices()
+        return {
+            "required": {
+                "class_name": (choices, {
+                    "default": choices[DEFAULT_CLASS],
+                    "tooltip": "What to draw: an ImageNet class, shown with its id (e.g. 207: golden retriever, "
+                               "360: otter). Only class-to-image models (c2i_*.pt) understand these.",
+                }),
+            }
+        }
+
+    def encode(self, class_name):
+        class_id, name = parse_class(class_name)
+        return (api.class_condition([class_id], labels=[name]),)
+
+
+class ZipARTextEncodeT5:
+    DESCRIPTION = (
+        "Encodes a text prompt with flan-t5-xl for a LlamaGen text-to-image model (t2i_*.pt). The encoder folder "
+        "goes in ComfyUI/models/text_encoders (e.g. text_encoders/flan-t5-xl with its config.json). The encoder "
+        "stays loaded for the next prompt."
+    )
+    CATEGORY = CATEGORY
+    RETURN_TYPES = (CONDITION,)
+    RETURN_NAMES = ("condition",)
+    OUTPUT_TOOLTIPS = ("The encoded prompt; connect it to ZipAR Sampler with a t2i model.",)
+    FUNCTION = "encode"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {
+            "required": {
+                "prompt": ("STRING", {
+                    "multiline": True, "default": "a photo of a red fox sitting in fresh snow",
+                    "tooltip": "What to draw, in plain English. The models read the first 120 tokens (about 90 "
+                               "words); the text is lower-cased as in LlamaGen's own sampler.",
+                }),
+                "text_encoder": (host.list_text_encoders(), {
+                    "tooltip": "The google/flan-t5-xl folder under ComfyUI/models/text_encoders (any folder with "
+                               "a config.json is listed).",
+                }),
+                "precision": (["auto", "fp32", "bf16", "fp16"], {
+                    "default": "auto",
+                    "tooltip": "Number format of the encoder. auto: bf16 on GPUs that support it, fp32 on the CPU. "
+                               "fp16 is known to break T5 (overflow); prefer bf16 or fp32.",
+                }),
+                "device": (host.DEVICES, {
+                    "default": "default",
+                    "tooltip": "Where the encoder runs (it is large: about 5 GB in fp32). default: ComfyUI's "
+                               "device; cpu saves GPU memory at the cost of a few seconds per prompt.",
+                }),
+            }
+        }
+
+    def encode(self, prompt, text_encoder, precision, device):
+        if not str(prompt).strip():
+            raise ZipARError("the prompt is empty; describe the image to draw.")
+        folder = host.text_encoder_path(text_encoder)
+        dev = host.torch_device(device)
+        dtype = api.resolve_dtype(precision, dev)
+        key = (*cache.file_key(folder), str(dtype), str(dev))
+        encoder = cache.TEXT_ENCODERS.get(key, lambda: text_encoder_class()(folder, device=dev, dtype=dtype))
+        return (encoder.condition([str(prompt)]),)

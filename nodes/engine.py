@@ -1,0 +1,33 @@
+"""The zipar engine, imported the same way inside ComfyUI and in tests.
+
+ComfyUI loads this pack as a package (``custom_nodes/<folder>/__init__.py`` under a module
+name of its own, whatever the folder is called), so ``nodes`` is a subpackage here and the
+engine is reached relatively, beside it, without touching ``sys.path`` and without any
+clash with ComfyUI's own top-level ``nodes`` module. When ``nodes`` is itself the top-level
+package (pytest, with the repository root on ``sys.path``), there is no parent package and
+the engine is the top-level ``zipar`` package, the one the engine's own tests use.
+"""
+from __future__ import annotations
+
+if "." in (__package__ or ""):
+    from ..zipar import api, decode
+    from ..zipar.errors import ZipARError
+    from ..zipar.models.base import Condition
+    from ..zipar.sampling import SamplingOptions
+else:  # nodes/ imported as a top-level package: tests, scripts
+    from zipar import api, decode
+    from zipar.errors import ZipARError
+    from zipar.models.base import Condition
+    from zipar.sampling import SamplingOptions
+
+
+def text_encoder_class():
+    """T5TextEncoder, imported on first use (it pulls in transformers only when called)."""
+    if "." in (__package__ or ""):
+        from ..zipar.text_encoder import T5TextEncoder
+    else:
+        from zipar.text_encoder import T5TextEncoder
+    return T5TextEncoder
+
+
+__all__ = ["api", "decode", "ZipARError", "Condition", "SamplingOptions", "text_encoder_class"]

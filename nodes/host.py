@@ -1,0 +1,212 @@
+"""Everything the nodes need from ComfyUI, imported lazily, with plain fallbacks.
+
+Inside ComfyUI: model folders come from ``folder_paths`` (so ``extra_model_paths.yaml``
+works), compute runs on ``model_management.get_torch_device()``, progress goes through
+``comfy.utils.ProgressBar`` and the queue's cancel button is honoured. Outside ComfyUI
+(tests, scripts): models live under ``$ZIPAR_MODELS_DIR`` (or a folder set with
+:func:`set_models_dir`) in the same layout (``zipar/`` and ``text_encoders/``), compute
+runs on the CPU and there is no progress bar.
+"""
+from __future__ import annotations
+
+import functools
+import importlib
+import logging
+import os
+import tempfile
+
+import torch
+
+from .engine import ZipARError, api
+
+MODEL_FOLDER = "zipar"  # ComfyUI/models/zipar: AR checkpoints and VQ tokenizers
+TEXT_ENCODER_FOLDER = "text_encoders"  # ComfyUI/models/text_encoders/<flan-t5-xl folder>
+MODEL_EXTENSIONS = (".pt", ".pth", ".safetensors")
+DEVICES = ["default", "auto", "cpu", "cuda"]
+
+_modules: dict[str, object] = {}
+_models_dir_override: str | None = None
+
+
+def comfy_module(name: str):
+    """ComfyUI's module ``name`` (``folder_paths``, ``comfy.utils`` ...) or None outside ComfyUI."""
+    if name not in _modules:
+        try:
+            _modules[name] = importlib.import_module(name)
+        except ImportError:
+            _modules[name] = None
+    return _modules[name]
+
+
+def forget_modules() -> None:
+    """Look ComfyUI's modules up again on next use (tests swap fakes in and out)."""
+    _modules.clear()
+
+
+# ---------------------------------------------------------------------------- model folders
+
+def set_models_dir(path: str | os.PathLike | None) -> None:
+    """Outside ComfyUI: the folder holding ``zipar/`` and ``text_encoders/`` (None: back to the default)."""
+    global _models_dir_override
+    _models_dir_override = None if path is None else str(path)
+
+
+def fallback_models_dir() -> str:
+    return _models_dir_override or os.environ.get("ZIPAR_MODELS_DIR") or os.path.join(tempfile.gettempdir(), "zipar-models")
+
+
+def register_model_folders() -> None:
+    """Add ``models/zipar`` to ComfyUI's folder list, keeping paths set in extra_model_paths.yaml.
+
+    That yaml is read before packs are imported; a name it creates has an empty extension
+    set (meaning "any file"), so the checkpoint extensions are set here in that case.
+    """
+    fp = comfy_module("folder_paths")
+    if fp is None:
+        return
+    default = os.path.join(fp.models_dir, MODEL_FOLDER)
+    if MODEL_FOLDER in fp.folder_names_and_paths:
+        paths, extensions = fp.folder_names_and_paths[MODEL_FOLDER]
+        if default not in paths:
+            fp.add_model_folder_path(MODEL_FOLDER, default)
+        if not extensions:
+            fp.folder_names_and_paths[MODEL_FOLDER] = (paths, set(MODEL_EXTENSIONS))
+    else:
+        fp.folder_names_and_paths[MODEL_FOLDER] = ([default], set(MODEL_EXTENSIONS))
+
+
+def _folder_paths(name: str) -> list[str]:
+    fp = comfy_module("folder_paths")
+    if fp is not None:
+        return fp.get_folder_paths(name)
+    return [os.path.join(fallback_models_dir(), name)]
+
+
+def list_models() -> list[str]:
+    """Checkpoint files under models/zipar (relative names, '/' separated), for a dropdown."""
+    fp = comfy_module("folder_paths")
+    if fp is not None:
+        return list(fp.get_filename_list(MODEL_FOLDER))
+    names = []
+    for base in _folder_paths(MODEL_FOLDER):
+        for root, _dirs, files in os.walk(base, followlinks=True):
+            for f in files:
+                if f.lower().endswith(MODEL_EXTENSIONS):
+                    names.append(os.path.relpath(os.path.join(root, f), base).replace(os.sep, "/"))
+    return sorted(set(names))
+
+
+def model_path(name: str) -> str:
+    """Full path of a file listed by :func:`list_models`, or a clear error."""
+    fp = comfy_module("folder_paths")
+    if fp is not None:
+        path = fp.get_full_path(MODEL_FOLDER, name)
+    else:
+        path = next((p for base in _folder_paths(MODEL_FOLDER) if os.path.isfile(p := os.path.join(base, name))), None)
+    if not path:
+        raise ZipARError(
+            f"model file {name!r} not found in {', '.join(_folder_paths(MODEL_FOLDER))}; put the checkpoint "
+            "there (ComfyUI/models/zipar) and press R in ComfyUI to refresh the lists."
+        )
+    return path
+
+
+def list_text_encoders() -> list[str]:
+    """Folders under models/text_encoders holding a Hugging Face model (a config.json), two levels deep."""
+    names = set()
+    for base in _folder_paths(TEXT_ENCODER_FOLDER):
+        if not os.path.isdir(base):
+            continue
+        for entry in sorted(os.listdir(base)):
+            first = os.path.join(base, entry)
+            if not os.path.isdir(first):
+                continue
+            if os.path.isfile(os.path.join(first, "config.json")):
+                names.add(entry)
+                continue
+            for sub in os.listdir(first):  # e.g. text_encoders/google/flan-t5-xl
+                if os.path.isfile(os.path.join(first, sub, "config.json")):
+                    names.add(f"{entry}/{sub}")
+    return sorted(names)
+
+
+def text_encoder_path(name: str) -> str:
+    for base in _folder_paths(TEXT_ENCODER_FOLDER):
+        path = os.path.join(base, *name.split("/"))
+        if os.path.isfile(os.path.join(path, "config.json")):
+            return path
+    raise ZipARError(
+        f"text encoder folder {name!r} not found (with a config.json) in {', '.join(_folder_paths(TEXT_ENCODER_FOLDER))}; "
+        "download google/flan-t5-xl into ComfyUI/models/text_encoders/flan-t5-xl."
+    )
+
+
+# ---------------------------------------------------------------------------- devices
+
+def torch_device(choice: str = "default") -> torch.device:
+    """'default' is ComfyUI's compute device (cpu under --cpu), or the CPU outside ComfyUI."""
+    if choice == "default":
+        mm = comfy_module("comfy.model_management")
+        return torch.device(mm.get_torch_device()) if mm is not None else torch.device("cpu")
+    if choice not in DEVICES:
+        raise ZipARError(f"device must be one of {', '.join(DEVICES)} (got {choice!r}).")
+    device = api.resolve_device(choice)
+    if device.type == "cuda" and device.index is None:
+        device = torch.device("cuda", torch.cuda.current_device())
+    return device
+
+
+def intermediate_device() -> torch.device:
+    """Where IMAGE tensors passed between nodes live (the CPU unless ComfyUI says otherwise)."""
+    mm = comfy_module("comfy.model_management")
+    return torch.device(mm.intermediate_device()) if mm is not None else torch.device("cpu")
+
+
+# ---------------------------------------------------------------------------- progress, cancel
+
+class _NoProgressBar:
+    def __init__(self, total: int):
+        self.total = total
+
+    def update_absolute(self, value, total=None, preview=None) -> None:
+        pass
+
+
+def progress_bar(total: int):
+    utils = comfy_module("comfy.utils")
+    return utils.ProgressBar(total) if utils is not None else _NoProgressBar(total)
+
+
+def throw_if_interrupted() -> None:
+    """Raises ComfyUI's InterruptProcessingException once the queue's cancel was pressed."""
+    mm = comfy_module("comfy.model_management")
+    if mm is not None:
+        mm.throw_exception_if_processing_interrupted()
+
+
+def soft_empty_cache() -> None:
+    mm = comfy_module("comfy.model_management")
+    if mm is not None:
+        mm.soft_empty_cache()
+    elif torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
+def on_unload_models(clear) -> None:
+    """Call ``clear()`` whenever ComfyUI unloads all models ("Unload models" / "Free model and
+    node cache" in the UI, or after an out-of-memory error). Installed once; a no-op outside ComfyUI."""
+    mm = comfy_module("comfy.model_management")
+    if mm is None or getattr(mm.unload_all_models, "_zipar_hooked", False):
+        return
+    original = mm.unload_all_models
+
+    @functools.wraps(original)
+    def unload_all_models(*args, **kwargs):
+        try:
+            clear()
+        except Exception:  # never let our cache break ComfyUI's own unloading
+            logging.getLogger("ZipAR").exception("clearing the ZipAR model cache failed")
+        return original(*args, **kwargs)
+
+    unload_all_models._zipar_hooked = True
+    mm.unload_all_models = unload_all_models

@@ -1,0 +1,116 @@
+"""Load AR Model and Load VQ: checkpoints from ComfyUI/models/zipar."""
+from __future__ import annotations
+
+import os
+
+from . import cache, host
+from .datatypes import AR_MODEL, VQ, ARModel
+from .engine import ZipARError, api
+
+CATEGORY = "ZipAR"
+PRECISIONS = ["auto", "fp32", "bf16", "fp16"]
+
+DEVICE_TOOLTIP = (
+    "Where the model runs. default: the device ComfyUI uses (the GPU, or the CPU when ComfyUI was started "
+    "with --cpu). auto: the GPU when PyTorch sees one. cpu / cuda: force it."
+)
+
+
+def _mtime(name: str) -> str:
+    try:
+        st = os.stat(host.model_path(name))
+        return f"{st.st_mtime_ns}-{st.st_size}"
+    except (OSError, ZipARError):
+        return ""
+
+
+class ZipARLoadARModel:
+    DESCRIPTION = (
+        "Loads an autoregressive image model (LlamaGen GPT, e.g. c2i_L_384.pt or t2i_XL_stage2_512.pt) from "
+        "ComfyUI/models/zipar. Its size and vocabulary are read from the weights. The last model loaded stays "
+        "in memory, so running again does not read the file again."
+    )
+    CATEGORY = CATEGORY
+    RETURN_TYPES = (AR_MODEL,)
+    RETURN_NAMES = ("model",)
+    OUTPUT_TOOLTIPS = ("The AR model, with the image size it will generate.",)
+    FUNCTION = "load"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {
+            "required": {
+                "ar_model": (host.list_models(), {
+                    "tooltip": "The AR model checkpoint (.pt, .pth or .safetensors) in ComfyUI/models/zipar, "
+                               "e.g. c2i_L_384.pt (ImageNet classes) or t2i_XL_stage2_512.pt (text prompts).",
+                }),
+                "image_size": ("INT", {
+                    "default": 0, "min": 0, "max": 2048, "step": 8,
+                    "tooltip": "Output image size in pixels (square). 0 = from the file name: c2i_L_384.pt makes "
+                               "384 x 384, t2i_XL_stage2_512.pt makes 512 x 512. Models are trained for one size; "
+                               "other sizes must be a multiple of 16 (the VQ's 16 pixels per token).",
+                }),
+                "precision": (PRECISIONS, {
+                    "default": "auto",
+                    "tooltip": "Number format of the weights. auto: bf16 on GPUs that support it (the models' "
+                               "official format), fp32 on the CPU. fp16 can overflow on some models.",
+                }),
+                "device": (host.DEVICES, {"default": "default", "tooltip": DEVICE_TOOLTIP}),
+            }
+        }
+
+    @classmethod
+    def IS_CHANGED(cls, ar_model, **_):
+        return _mtime(ar_model)  # re-run when the file on disk changes
+
+    def load(self, ar_model, image_size, precision, device):
+        path = host.model_path(ar_model)
+        size = int(image_size) or api.default_image_size(path)
+        if not size:
+            raise ZipARError(
+                f"cannot tell the image size from the file name {ar_model!r} (published files end in _256, _384 "
+                "or _512); set image_size on Load AR Model."
+            )
+        dev = host.torch_device(device)
+        key = (*cache.file_key(path), precision, str(dev))
+        model = cache.AR_MODELS.get(key, lambda: api.load_ar_model(path, device=dev, precision=precision))
+        return (ARModel(model, size, ar_model),)
+
+
+class ZipARLoadVQ:
+    DESCRIPTION = (
+        "Loads a VQ image tokenizer (vq_ds16_c2i.pt for the class models, vq_ds16_t2i.pt for the text models) from "
+        "ComfyUI/models/zipar. It turns token grids into pixels (VQ Decode) and images into tokens (VQ Encode)."
+    )
+    CATEGORY = CATEGORY
+    RETURN_TYPES = (VQ,)
+    RETURN_NAMES = ("vq",)
+    OUTPUT_TOOLTIPS = ("The VQ tokenizer.",)
+    FUNCTION = "load"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {
+            "required": {
+                "vq_model": (host.list_models(), {
+                    "tooltip": "The VQ tokenizer file in ComfyUI/models/zipar. Use the one released with the AR "
+                               "model: vq_ds16_c2i.pt for c2i_*.pt, vq_ds16_t2i.pt for t2i_*.pt.",
+                }),
+                "precision": (["fp32", "auto", "bf16", "fp16"], {
+                    "default": "fp32",
+                    "tooltip": "Number format of the decoder. fp32 is exact and the decoder is small; bf16/fp16 "
+                               "save GPU memory at a slight cost in colour accuracy. auto: bf16 on GPUs, else fp32.",
+                }),
+                "device": (host.DEVICES, {"default": "default", "tooltip": DEVICE_TOOLTIP}),
+            }
+        }
+
+    @classmethod
+    def IS_CHANGED(cls, vq_model, **_):
+        return _mtime(vq_model)
+
+    def load(self, vq_model, precision, device):
+        path = host.model_path(vq_model)
+        dev = host.torch_device(device)
+        key = (*cache.file_key(path), precision, str(dev))
+        return (cache.VQ_MODELS.get(key, lambda: api.load_vq(path, device=dev, precision=precision)),)

@@ -1,0 +1,98 @@
+"""Live previews of the token grid while it is sampled, cheap enough to leave on.
+
+The VQ decoder is never run for a preview: each token is drawn as one flat colour from a
+fixed per-model palette (the AR model's token embeddings projected to RGB, so tokens the
+model treats alike look alike; hashed colours for models without such a table), cells not
+yet generated are grey, and the picture is enlarged with nearest-neighbour to about 256 px.
+Rows appear in ZipAR's zipper pattern. A frame is rendered at most every ``min_interval``
+seconds (and always after the last pass), so the cost does not grow with the pass rate.
+
+Switch previews off with the sampler's ``preview`` input or ``ZIPAR_PREVIEW=0``.
+"""
+from __future__ import annotations
+
+import os
+import time
+import weakref
+
+import numpy as np
+import torch
+
+PREVIEW_PIXELS = 256
+MIN_INTERVAL = 0.2  # seconds between frames
+UNFILLED = 64  # grey level of cells not generated yet
+
+_palettes: "weakref.WeakKeyDictionary[object, np.ndarray]" = weakref.WeakKeyDictionary()
+
+
+def previews_enabled(requested: bool = True) -> bool:
+    return bool(requested) and os.environ.get("ZIPAR_PREVIEW", "1").strip().lower() not in ("0", "false", "no", "off")
+
+
+def hashed_palette(vocab_size: int) -> np.ndarray:
+    gen = torch.Generator().manual_seed(0)
+    return torch.randint(40, 256, (vocab_size, 3), generator=gen, dtype=torch.int64).to(torch.uint8).numpy()
+
+
+@torch.no_grad()
+def embedding_palette(weight: torch.Tensor) -> np.ndarray:
+    """[vocab, dim] token embeddings -> [vocab, 3] uint8 colours by a fixed random projection,
+    each channel stretched between its 2nd and 98th percentile."""
+    gen = torch.Generator().manual_seed(0)
+    proj = torch.randn(weight.shape[1], 3, generator=gen).to(weight.device)
+    rgb = (weight.float() @ proj).cpu()
+    lo, hi = torch.quantile(rgb, 0.02, dim=0), torch.quantile(rgb, 0.98, dim=0)
+    rgb = (rgb - lo) / (hi - lo).clamp_min(1e-6)
+    return (rgb.clamp(0, 1) * 215 + 40).round().to(torch.uint8).numpy()
+
+
+def palette_for(model) -> np.ndarray:
+    """The model's palette, computed once per loaded model."""
+    try:
+        return _palettes[model]
+    except (KeyError, TypeError):
+        pass
+    embeddings = getattr(getattr(model, "gpt", None), "tok_embeddings", None)
+    weight = getattr(embeddings, "weight", None)
+    vocab = int(model.vocab_size)
+    if isinstance(weight, torch.Tensor) and weight.ndim == 2 and weight.shape[0] >= vocab:
+        palette = embedding_palette(weight[:vocab])
+    else:
+        palette = hashed_palette(vocab)
+    try:
+        _palettes[model] = palette
+    except TypeError:
+        pass
+    return palette
+
+
+def render(palette: np.ndarray, tokens: torch.Tensor, filled: torch.Tensor, pixels: int = PREVIEW_PIXELS):
+    """One image's grid [H, W] (any device) and its filled mask [H, W] -> a PIL image."""
+    from PIL import Image
+
+    ids = tokens.detach().to("cpu", torch.int64).numpy().clip(0, len(palette) - 1)
+    rgb = palette[ids]
+    rgb[~filled.cpu().numpy().astype(bool)] = UNFILLED
+    h, w = ids.shape
+    scale = max(1, round(pixels / max(h, w)))
+    return Image.fromarray(rgb).resize((w * scale, h * scale), Image.NEAREST)
+
+
+class TokenPreview:
+    """Callable on a decode Progress: a ComfyUI preview tuple, or None while throttled."""
+
+    def __init__(self, model, min_interval: float | None = None, clock=None, pixels: int = PREVIEW_PIXELS):
+        self.palette = palette_for(model)
+        self.min_interval = MIN_INTERVAL if min_interval is None else min_interval
+        self.clock = clock or time.perf_counter
+        self.pixels = pixels
+        self.last = self.clock()
+        self.frames = 0
+
+    def __call__(self, progress):
+        now = self.clock()
+        if progress.step < progress.total and now - self.last < self.min_interval:
+            return None
+        self.last = now
+        self.frames += 1
+        return ("JPEG", render(self.palette, progress.tokens[0], progress.filled, self.pixels), None)

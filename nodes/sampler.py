@@ -1,0 +1,139 @@
+"""ZipAR Sampler: generate token grids with ZipAR (or plain next-token prediction)."""
+from __future__ import annotations
+
+import logging
+
+from . import host
+from .datatypes import AR_MODEL, CONDITION, DEFAULT_DOWNSAMPLE, TOKENS, VQ, Tokens
+from .engine import ZipARError, SamplingOptions, api, decode
+from .preview import TokenPreview, previews_enabled
+
+CATEGORY = "ZipAR"
+MAX_WINDOW = 64
+log = logging.getLogger("ZipAR")
+
+
+def check_window(window: int, width: int) -> None:
+    """The window must fit the real grid width (which is only known once model and VQ are known)."""
+    if not 1 <= int(window) <= width:
+        raise ZipARError(
+            f"window must be between 1 and {width} (got {window!r}); {width} means plain next-token prediction."
+        )
+
+
+def check_condition_kind(model, cond) -> None:
+    """A class for a text model or a prompt for a class model, said in terms of the nodes."""
+    kind = getattr(model, "model_type", None)
+    if kind == "c2i" and cond.class_ids is None:
+        raise ZipARError(
+            "this is a class-to-image model (c2i): connect a ZipAR ImageNet Class node as the condition, "
+            "or load a text-to-image model (t2i_*.pt) for prompts."
+        )
+    if kind == "t2i" and cond.caption_features is None:
+        raise ZipARError(
+            "this is a text-to-image model (t2i): connect a ZipAR Text Encode (T5) node as the condition, "
+            "or load a class-to-image model (c2i_*.pt) for ImageNet classes."
+        )
+
+
+class ZipARSampler:
+    DESCRIPTION = (
+        "Generates images as grids of VQ tokens with ZipAR: once the row above is `window` tokens ahead, the next "
+        "row starts in the same forward pass, so a 24 x 24 grid takes 224 passes at window 8 instead of 576, with "
+        "the same model and no retraining. Decode the tokens with ZipAR VQ Decode. The report says how many "
+        "passes were saved."
+    )
+    CATEGORY = CATEGORY
+    RETURN_TYPES = (TOKENS, "STRING")
+    RETURN_NAMES = ("tokens", "report")
+    OUTPUT_TOOLTIPS = (
+        "The generated token grids (one per image); connect to ZipAR VQ Decode.",
+        "One line, e.g. '224 forward passes instead of 576 (-61%), 1.9 s'; show it with a Preview Any node.",
+    )
+    FUNCTION = "sample"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {
+            "required": {
+                "model": (AR_MODEL, {"tooltip": "The AR model from ZipAR Load AR Model."}),
+                "condition": (CONDITION, {"tooltip": "What to draw: ZipAR ImageNet Class (c2i models) or "
+                                                     "ZipAR Text Encode (T5) (t2i models)."}),
+                "window": ("INT", {
+                    "default": 8, "min": 1, "max": MAX_WINDOW, "step": 1,
+                    "tooltip": "How far ahead the row above must be before the next row starts. Smaller = fewer "
+                               "passes and faster, larger = closer to the original model. The paper uses 8 to 16 "
+                               "on 24-wide grids. The grid width itself (24 for 384 px, 32 for 512 px) means plain "
+                               "next-token prediction, one token per pass; more than the width is an error.",
+                }),
+                "seed": ("INT", {
+                    "default": 0, "min": 0, "max": 0xFFFFFFFFFFFFFFFF, "control_after_generate": True,
+                    "tooltip": "Random seed. The same seed and settings give the same image.",
+                }),
+                "cfg": ("FLOAT", {
+                    "default": 4.0, "min": 0.0, "max": 30.0, "step": 0.1, "round": 0.01,
+                    "tooltip": "Classifier-free guidance: how strongly the image follows the class or prompt. "
+                               "1 turns guidance off (and halves the work); LlamaGen uses about 4 for classes "
+                               "and 7.5 for prompts. Too high looks oversaturated.",
+                }),
+                "temperature": ("FLOAT", {
+                    "default": 1.0, "min": 0.0, "max": 5.0, "step": 0.05, "round": 0.01,
+                    "tooltip": "Randomness of each token. 1 is the model as trained; lower is safer and plainer; "
+                               "0 always takes the most likely token (greedy, the seed no longer matters).",
+                }),
+                "top_k": ("INT", {
+                    "default": 2000, "min": 0, "max": 65536, "step": 1,
+                    "tooltip": "Sample only among the k most likely tokens (LlamaGen uses 2000 for classes, 1000 "
+                               "for prompts). 0 turns it off.",
+                }),
+                "top_p": ("FLOAT", {
+                    "default": 1.0, "min": 0.01, "max": 1.0, "step": 0.01, "round": 0.001,
+                    "tooltip": "Sample only among the most likely tokens that together hold this share of the "
+                               "probability. 1 turns it off.",
+                }),
+                "batch_size": ("INT", {
+                    "default": 1, "min": 1, "max": 64,
+                    "tooltip": "Images per condition, generated together in the same passes (different random "
+                               "draws from the one seed).",
+                }),
+                "preview": ("BOOLEAN", {
+                    "default": True,
+                    "tooltip": "Show the grid filling in while sampling (flat colours per token, no decoding; at "
+                               "most 5 frames a second). Off saves a little time. ZIPAR_PREVIEW=0 turns it off "
+                               "everywhere.",
+                }),
+            },
+            "optional": {
+                "vq": (VQ, {"tooltip": "Optional: the VQ you will decode with. Checks that it matches the model "
+                                       "before sampling, and sets the pixels per token (16 when not connected)."}),
+            },
+        }
+
+    def sample(self, model, condition, window, seed, cfg, temperature, top_k, top_p, batch_size, preview=True, vq=None):
+        ar = model.model
+        downsample = DEFAULT_DOWNSAMPLE
+        if vq is not None:
+            api.check_pair(ar, vq)
+            downsample = vq.downsample
+        grid = api.grid_for(int(model.image_size), downsample)
+        check_window(window, grid[1])
+        check_condition_kind(ar, condition)
+        greedy = float(temperature) == 0.0
+        options = SamplingOptions(
+            cfg=float(cfg), temperature=1.0 if greedy else float(temperature), top_k=int(top_k), top_p=float(top_p),
+            greedy=greedy,
+        )
+        options.validate()
+        total = decode.expected_passes(grid, int(window))
+        pbar = host.progress_bar(total)
+        frames = TokenPreview(ar) if previews_enabled(preview) else None
+
+        def on_pass(progress):
+            host.throw_if_interrupted()  # the queue's cancel stops sampling within one pass
+            pbar.update_absolute(progress.step, progress.total, frames(progress) if frames is not None else None)
+
+        result = api.generate(ar, condition, grid, int(window), options, seed=int(seed), batch=int(batch_size),
+                              callback=on_pass)
+        report = f"window {int(window)}: {result.report()}"
+        log.info("ZipAR Sampler %s: %s", "+".join(result.labels[:4]), report)
+        return (Tokens(result.tokens, int(ar.vocab_size), list(result.labels), report), report)
