@@ -5,7 +5,7 @@ Imported by the pack's root ``__init__.py`` as ``<pack>.nodes`` (never as a top-
 engine relatively (see ``engine.py``), and ComfyUI's modules lazily (see ``host.py``).
 """
 from . import cache, host
-from .conditions import ZipARImageNetClass, ZipARTextEncodeT5
+from .conditions import ZipARClassID, ZipARImageNetClass, ZipARTextEncodeT5
 from .loaders import ZipARLoadARModel, ZipARLoadVQ
 from .sampler import ZipARSampler
 from .vq_nodes import ZipARVQDecode, ZipARVQEncode
@@ -17,6 +17,7 @@ NODE_CLASS_MAPPINGS = {
     "ZipARLoadARModel": ZipARLoadARModel,
     "ZipARLoadVQ": ZipARLoadVQ,
     "ZipARImageNetClass": ZipARImageNetClass,
+    "ZipARClassID": ZipARClassID,
     "ZipARTextEncodeT5": ZipARTextEncodeT5,
     "ZipARSampler": ZipARSampler,
     "ZipARVQDecode": ZipARVQDecode,
@@ -27,6 +28,7 @@ NODE_DISPLAY_NAME_MAPPINGS = {
     "ZipARLoadARModel": "ZipAR Load AR Model",
     "ZipARLoadVQ": "ZipAR Load VQ",
     "ZipARImageNetClass": "ZipAR ImageNet Class",
+    "ZipARClassID": "ZipAR Class ID",
     "ZipARTextEncodeT5": "ZipAR Text Encode (T5)",
     "ZipARSampler": "ZipAR Sampler",
     "ZipARVQDecode": "ZipAR VQ Decode",

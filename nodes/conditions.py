@@ -68,6 +68,33 @@ class ZipARImageNetClass:
         return (api.class_condition([class_id], labels=[name]),)
 
 
+class ZipARClassID:
+    DESCRIPTION = (
+        "A class id for any class-to-image model, by number: the digits 0..9 of the shipped demo model, or an "
+        "ImageNet id for LlamaGen c2i. The sampler checks the id against the model's class count."
+    )
+    CATEGORY = CATEGORY
+    RETURN_TYPES = (CONDITION,)
+    RETURN_NAMES = ("condition",)
+    OUTPUT_TOOLTIPS = ("The class to draw; connect it to ZipAR Sampler.",)
+    FUNCTION = "encode"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {
+            "required": {
+                "class_id": ("INT", {
+                    "default": 3, "min": 0, "max": 99999,
+                    "tooltip": "The class number the model was trained with: 0..9 (the digit) for the demo model "
+                               "zipar-demo/demo_c2i_64.safetensors, 0..999 for ImageNet models.",
+                }),
+            }
+        }
+
+    def encode(self, class_id):
+        return (api.class_condition([int(class_id)], labels=[str(int(class_id))]),)
+
+
 class ZipARTextEncodeT5:
     DESCRIPTION = (
         "Encodes a text prompt with flan-t5-xl for a LlamaGen text-to-image model (t2i_*.pt). The encoder folder "

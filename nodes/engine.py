@@ -11,11 +11,13 @@ from __future__ import annotations
 
 if "." in (__package__ or ""):
     from ..zipar import api, decode
+    from ..zipar.demo import demo_files
     from ..zipar.errors import ZipARError
     from ..zipar.models.base import Condition
     from ..zipar.sampling import SamplingOptions
 else:  # nodes/ imported as a top-level package: tests, scripts
     from zipar import api, decode
+    from zipar.demo import demo_files
     from zipar.errors import ZipARError
     from zipar.models.base import Condition
     from zipar.sampling import SamplingOptions
@@ -30,4 +32,4 @@ def text_encoder_class():
     return T5TextEncoder
 
 
-__all__ = ["api", "decode", "ZipARError", "Condition", "SamplingOptions", "text_encoder_class"]
+__all__ = ["api", "decode", "demo_files", "ZipARError", "Condition", "SamplingOptions", "text_encoder_class"]

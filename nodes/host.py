@@ -24,6 +24,10 @@ TEXT_ENCODER_FOLDER = "text_encoders"  # ComfyUI/models/text_encoders/<flan-t5-x
 MODEL_EXTENSIONS = (".pt", ".pth", ".safetensors")
 DEVICES = ["default", "auto", "cpu", "cuda"]
 
+# Files the pack ships (zipar/assets/demo): listed in the loaders under this folder name even
+# when models/zipar is empty, so a fresh install runs the demo workflow with zero downloads.
+BUILTIN_FOLDER = "zipar-demo"
+
 _modules: dict[str, object] = {}
 _models_dir_override: str | None = None
 
@@ -82,18 +86,28 @@ def _folder_paths(name: str) -> list[str]:
     return [os.path.join(fallback_models_dir(), name)]
 
 
+def builtin_models() -> dict[str, str]:
+    """Dropdown name -> path of the shipped demo files (missing files are left out)."""
+    from .engine import demo_files
+
+    return {f"{BUILTIN_FOLDER}/{p.name}": str(p) for p in demo_files().values() if p.is_file()}
+
+
 def list_models() -> list[str]:
-    """Checkpoint files under models/zipar (relative names, '/' separated), for a dropdown."""
+    """Checkpoint files under models/zipar (relative names, '/' separated), then the shipped demo files."""
+    builtins = [n for n in builtin_models()]
     fp = comfy_module("folder_paths")
     if fp is not None:
-        return list(fp.get_filename_list(MODEL_FOLDER))
+        names = list(fp.get_filename_list(MODEL_FOLDER))
+        return names + [n for n in builtins if n not in names]
     names = []
     for base in _folder_paths(MODEL_FOLDER):
         for root, _dirs, files in os.walk(base, followlinks=True):
             for f in files:
                 if f.lower().endswith(MODEL_EXTENSIONS):
                     names.append(os.path.relpath(os.path.join(root, f), base).replace(os.sep, "/"))
-    return sorted(set(names))
+    names = sorted(set(names))
+    return names + [n for n in builtins if n not in names]
 
 
 def model_path(name: str) -> str:
@@ -103,6 +117,8 @@ def model_path(name: str) -> str:
         path = fp.get_full_path(MODEL_FOLDER, name)
     else:
         path = next((p for base in _folder_paths(MODEL_FOLDER) if os.path.isfile(p := os.path.join(base, name))), None)
+    if not path:
+        path = builtin_models().get(name)  # a user's own file of the same name wins
     if not path:
         raise ZipARError(
             f"model file {name!r} not found in {', '.join(_folder_paths(MODEL_FOLDER))}; put the checkpoint "

@@ -136,7 +136,31 @@ def t2i_zipar():
     ]
 
 
+def demo_zipar():
+    return [
+        N(1, "ZipARLoadARModel", ["zipar-demo/demo_c2i_64.safetensors", 0, "fp32", "default"], (40, 60)),
+        N(2, "ZipARLoadVQ", ["zipar-demo/demo_vq.safetensors", "fp32", "default"], (40, 250), size=(320, 110)),
+        N(3, "ZipARClassID", [3], (40, 410), size=(320, 60)),
+        N(4, "ZipARSampler", [16, 0, "fixed", 2.0, 1.0, 0, 1.0, 4, True], (420, 60),
+          {"model": (1, 0), "condition": (3, 0), "vq": (2, 0)}, "Next-token prediction (window 16)", size=(320, 300)),
+        N(5, "ZipARSampler", [8, 0, "fixed", 2.0, 1.0, 0, 1.0, 4, True], (420, 420),
+          {"model": (1, 0), "condition": (3, 0), "vq": (2, 0)}, "ZipAR (window 8)", size=(320, 300)),
+        decode(6, (800, 60), 4),
+        decode(7, (800, 420), 5),
+        N(8, "ImageStitch", ["down", True, 8, "white"], (1080, 60), {"image1": (6, 0), "image2": (7, 0)}, size=(270, 150)),
+        N(9, "SaveImage", ["zipar_demo"], (1380, 60), {"images": (8, 0)}, size=(420, 360)),
+        report(10, (800, 560), 4, "Report: next-token prediction"),
+        report(11, (800, 700), 5, "Report: ZipAR"),
+        note(12, (40, 520), "Runs on a fresh install, no downloads: the handwritten-digit model shipped with the pack "
+             "(zipar-demo/ in the loader lists; 64x64 images, a 16x16 token grid). Class ID = the digit to draw. "
+             "Top row: next-token prediction (window 16 = the grid width, 256 passes); bottom row: ZipAR window 8 "
+             "(144 passes), same seed. Smaller windows are faster and, on this small model, less legible: see the "
+             "README's quality table.\n\n" + SAMPLER_HELP),
+    ]
+
+
 WORKFLOWS = {
+    "demo_zipar": demo_zipar,
     "llamagen_c2i_zipar": c2i_zipar,
     "llamagen_c2i_ntp_vs_zipar": c2i_ntp_vs_zipar,
     "llamagen_c2i_window_sweep": c2i_window_sweep,

@@ -118,10 +118,53 @@ def test_imagenet_classes():
 
 def test_model_lists_come_from_the_models_folder(models_dir):
     listed = N["ZipARLoadARModel"].INPUT_TYPES()["required"]["ar_model"][0]
-    assert listed == ["c2i_L_384.pt", "t2i_XL_stage2_512.pt", "vq_ds16_c2i.pt", "vq_ds16_t2i.pt"]
+    assert listed == ["c2i_L_384.pt", "t2i_XL_stage2_512.pt", "vq_ds16_c2i.pt", "vq_ds16_t2i.pt",
+                      "zipar-demo/demo_c2i_64.safetensors", "zipar-demo/demo_vq.safetensors"]
     assert N["ZipARTextEncodeT5"].INPUT_TYPES()["required"]["text_encoder"][0] == ["flan-t5-xl"]
     with pytest.raises(ZipARError, match="not found"):
         host.model_path("missing.pt")
+
+
+def test_demo_files_are_listed_with_an_empty_models_folder(tmp_path, monkeypatch):
+    """A fresh install: nothing in models/zipar, the demo workflow still finds its two files."""
+    monkeypatch.setattr(host, "_models_dir_override", str(tmp_path))
+    listed = N["ZipARLoadVQ"].INPUT_TYPES()["required"]["vq_model"][0]
+    assert listed == ["zipar-demo/demo_c2i_64.safetensors", "zipar-demo/demo_vq.safetensors"]
+    assert Path(host.model_path(listed[1])).samefile(REPO / "zipar" / "assets" / "demo" / "demo_vq.safetensors")
+    # a user's file of the same relative name wins over the shipped one
+    own = tmp_path / "zipar" / "zipar-demo" / "demo_vq.safetensors"
+    own.parent.mkdir(parents=True)
+    own.write_bytes(b"")
+    assert Path(host.model_path("zipar-demo/demo_vq.safetensors")) == own
+    assert N["ZipARLoadVQ"].INPUT_TYPES()["required"]["vq_model"][0].count("zipar-demo/demo_vq.safetensors") == 1
+
+
+def test_demo_workflow_nodes_draw_the_asked_digit(tmp_path, monkeypatch):
+    """The demo_zipar chain (shipped files, Class ID, NTP, VQ Decode); the digit is read back by
+    matching against the real digit renders (nearest class mean), not by the model itself."""
+    from zipar.demo import ink_of, load_digit_split, render_digits
+
+    monkeypatch.setattr(host, "_models_dir_override", str(tmp_path))
+    try:
+        (model,) = run("ZipARLoadARModel", "zipar-demo/demo_c2i_64.safetensors", 0, "fp32", "default")
+        (vq,) = run("ZipARLoadVQ", "zipar-demo/demo_vq.safetensors", "fp32", "default")
+        assert model.image_size == 64
+        with pytest.raises(ZipARError, match="out of range"):
+            sample(model, run("ZipARClassID", 10)[0], vq, window=16)
+        train_x, train_y, _, _ = load_digit_split()
+        means = torch.stack([ink_of(render_digits(train_x[train_y == d])).mean(0) for d in range(10)])
+        hits = 0
+        for digit in (0, 1, 6):
+            tokens, report = sample(model, run("ZipARClassID", digit)[0], vq, window=16, cfg=2.0, top_k=0,
+                                    batch_size=4, preview=False)
+            assert report.startswith("window 16: 256 forward passes")
+            (image,) = run("ZipARVQDecode", vq, tokens)
+            ink = ink_of(image.permute(0, 3, 1, 2))
+            guess = ((ink[:, None] - means[None]) ** 2).flatten(2).sum(-1).argmin(1)
+            hits += int((guess == digit).sum())
+        assert hits >= 8, f"only {hits} of 12 samples look like the digit asked for"
+    finally:
+        cache.clear_all()
 
 
 # ---------------------------------------------------------------------------- end to end

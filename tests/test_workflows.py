@@ -13,7 +13,8 @@ from workflow_tools import (
 # Core node types the workflows may use; core_nodes.json holds their /object_info entries
 # from the real host (ComfyUI a125cd84), which tests/test_comfy_host.py re-checks live.
 CORE_TYPES = {"SaveImage", "PreviewImage", "PreviewAny", "ImageStitch", "ImageBatch"}
-MODEL_FILES = {"c2i_L_384.pt", "vq_ds16_c2i.pt", "t2i_XL_stage2_512.pt", "vq_ds16_t2i.pt"}
+MODEL_FILES = {"c2i_L_384.pt", "vq_ds16_c2i.pt", "t2i_XL_stage2_512.pt", "vq_ds16_t2i.pt",
+               "zipar-demo/demo_c2i_64.safetensors", "zipar-demo/demo_vq.safetensors"}  # the last two ship with the pack
 TEXT_ENCODERS = {"flan-t5-xl"}
 DYNAMIC_COMBOS = {("ZipARLoadARModel", "ar_model"): MODEL_FILES, ("ZipARLoadVQ", "vq_model"): MODEL_FILES,
                   ("ZipARTextEncodeT5", "text_encoder"): TEXT_ENCODERS}
@@ -144,6 +145,12 @@ def test_what_each_workflow_promises():
     assert types["ZipARLoadARModel"]["ar_model"] == "t2i_XL_stage2_512.pt"
     assert types["ZipARLoadVQ"]["vq_model"] == "vq_ds16_t2i.pt"
     assert types["ZipARTextEncodeT5"]["text_encoder"] == "flan-t5-xl"
+    prompt, demo = samplers("demo_zipar")  # the shipped demo files, nothing to download
+    types = {n["class_type"]: n["inputs"] for n in prompt.values()}
+    assert types["ZipARLoadARModel"]["ar_model"] == "zipar-demo/demo_c2i_64.safetensors"
+    assert types["ZipARLoadVQ"]["vq_model"] == "zipar-demo/demo_vq.safetensors"
+    assert 0 <= types["ZipARClassID"]["class_id"] <= 9
+    assert sorted(s["inputs"]["window"] for s in demo) == [8, 16] and len({s["inputs"]["seed"] for s in demo}) == 1
     for name in WORKFLOW_NAMES:  # seeds fixed in the UI files, so a re-run reproduces the images
         ui = load_json(REPO / "workflows" / f"{name}.json")
         for node in ui["nodes"]:

@@ -48,6 +48,10 @@ def build_parser() -> argparse.ArgumentParser:
     dec.add_argument("--out", required=True)
     dec.add_argument("--device", default="auto")
     dec.add_argument("--overwrite", action="store_true")
+
+    from .demo import add_arguments as add_demo_arguments
+
+    add_demo_arguments(sub.add_parser("demo", help="the shipped digits model: a classes x windows contact sheet"))
     return parser
 
 
@@ -58,6 +62,10 @@ def main(argv: list[str] | None = None) -> int:
             run_generate(args)
         elif args.command == "decode":
             run_decode(args)
+        elif args.command == "demo":
+            from .demo import run_demo
+
+            print(run_demo(args, log=lambda line: print(line, file=sys.stderr))["out"])
     except ZipARError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
