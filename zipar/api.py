@@ -20,7 +20,7 @@ from .decode import GenerationResult, generate
 from .errors import ZipARError
 from .models.llamagen import gpt_from_state_dict
 from .models.llamagen_adapter import LlamaGenModel
-from .models.registry import checkpoint_kind
+from .models.registry import checkpoint_kind, load_folder_model, load_folder_vq
 from .models.vq import VQModel, load_vq as _load_vq_file
 from .sampling import SamplingOptions
 
@@ -56,8 +56,10 @@ def resolve_dtype(precision: str, device: torch.device) -> torch.dtype:
 def load_ar_model(
     path: str | os.PathLike, device: str | torch.device | None = None, precision: str = "auto", n_head: int | None = None
 ) -> LlamaGenModel:
-    """Load an official LlamaGen GPT checkpoint (.pt/.pth/.safetensors) for decoding."""
+    """Load an AR model: a LlamaGen GPT file (.pt/.pth/.safetensors) or a Janus-Pro / Emu3-Gen folder."""
     dev = resolve_device(device)
+    if Path(path).is_dir():
+        return load_folder_model(Path(path), dev, resolve_dtype(precision, dev))
     sd = read_state_dict(path)
     kind = checkpoint_kind(sd)
     if kind == "llamagen-vq":
@@ -70,8 +72,10 @@ def load_ar_model(
 
 
 def load_vq(path: str | os.PathLike, device: str | torch.device | None = None, precision: str = "fp32") -> VQModel:
-    """Load an official LlamaGen VQ tokenizer (vq_ds16_c2i.pt, vq_ds16_t2i.pt, vq_ds8_c2i.pt)."""
+    """Load a VQ tokenizer: a LlamaGen file (vq_ds16_c2i.pt ...) or the VQ of a Janus-Pro / Emu3 folder."""
     dev = resolve_device(device)
+    if Path(path).is_dir():
+        return load_folder_vq(Path(path), dev, resolve_dtype(precision, dev))
     return _load_vq_file(path, device=dev, dtype=resolve_dtype(precision, dev))
 
 

@@ -45,6 +45,8 @@ class Condition:
     caption_mask: torch.Tensor | None = None  # [N, T] bool, True = real token
     prompts: list[str] | None = None
     labels: list[str] = field(default_factory=list)  # human-readable, for reports and file names
+    negative_prompts: list[str] | None = None  # chat families: the unconditional branch's text (Emu3)
+    aspect_ratio: str | None = None  # "W:H" for families that draw several shapes (Emu3); None = native
 
     def __len__(self) -> int:
         for value in (self.class_ids, self.caption_features, self.prompts):
@@ -58,7 +60,8 @@ class Condition:
             return self
         rep = lambda t: None if t is None else t.repeat_interleave(times, dim=0)  # noqa: E731
         many = lambda xs: None if xs is None else [x for x in xs for _ in range(times)]  # noqa: E731
-        return Condition(many(self.class_ids), rep(self.caption_features), rep(self.caption_mask), many(self.prompts), many(self.labels) or [])
+        return Condition(many(self.class_ids), rep(self.caption_features), rep(self.caption_mask), many(self.prompts),
+                         many(self.labels) or [], many(self.negative_prompts), self.aspect_ratio)
 
 
 @dataclass

@@ -3,7 +3,11 @@ from __future__ import annotations
 
 import torch
 
+from ..errors import ZipARError
 from .llamagen import is_gpt_state_dict
+
+FOLDER_HINT = ("ZipAR reads Janus-Pro folders (deepseek-community/Janus-Pro-1B/-7B or deepseek-ai/Janus-Pro-1B/-7B), "
+               "Emu3-Gen folders (BAAI/Emu3-Gen-hf or BAAI/Emu3-Gen) and Emu3 VQ folders (BAAI/Emu3-VisionTokenizer)")
 
 
 def checkpoint_kind(sd: dict[str, torch.Tensor]) -> str:
@@ -13,3 +17,50 @@ def checkpoint_kind(sd: dict[str, torch.Tensor]) -> str:
     if "quantize.embedding.weight" in sd and "decoder.conv_in.weight" in sd:
         return "llamagen-vq"
     return "unknown"
+
+
+def folder_family(config: dict) -> str:
+    """'janus-pro', 'emu3' (language model, maybe with its VQ) or 'emu3-vq' from a folder's config.json."""
+    from . import emu3, janus
+
+    if janus.detect(config):
+        return "janus-pro"
+    if emu3.detect(config):
+        return "emu3"
+    if config.get("model_type") in ("Emu3VisionVQ", "emu3_vqgan"):
+        return "emu3-vq"
+    return "unknown"
+
+
+def load_folder_model(folder, device: torch.device, dtype: torch.dtype):
+    """The AR model of a Hugging Face style folder (its VQ is loaded separately, on demand)."""
+    from . import emu3, hf_folder, janus
+
+    config = hf_folder.read_config(folder, FOLDER_HINT)
+    family = folder_family(config)
+    if family == "janus-pro":
+        return janus.load_janus(folder, device, dtype, config, with_vq=False)
+    if family == "emu3":
+        return emu3.load_emu3(folder, device, dtype, config)
+    if family == "emu3-vq":
+        raise ZipARError(f"'{folder}' is Emu3's VQ image tokenizer, not the AR model; give it to the VQ loader and "
+                         "pick the BAAI/Emu3-Gen folder as the AR model.")
+    raise ZipARError(f"'{folder}' holds a model of type {config.get('model_type')!r}, which ZipAR does not know; "
+                     f"{FOLDER_HINT}.")
+
+
+def load_folder_vq(folder, device: torch.device, dtype: torch.dtype):
+    """The VQ image tokenizer inside (or making up) a Hugging Face style folder."""
+    from . import emu3_vq, hf_folder, janus
+
+    config = hf_folder.read_config(folder, FOLDER_HINT)
+    family = folder_family(config)
+    if family == "janus-pro":
+        return janus.load_janus_vq(folder, device, dtype)
+    if family in ("emu3", "emu3-vq"):
+        if family == "emu3" and config.get("model_type") != "emu3":
+            raise ZipARError(f"'{folder}' is the original BAAI/Emu3-Gen language model, which has no VQ; "
+                             "pick the BAAI/Emu3-VisionTokenizer folder for the VQ.")
+        return emu3_vq.load_emu3_vq(folder, device, dtype)
+    raise ZipARError(f"'{folder}' holds a model of type {config.get('model_type')!r}, which ZipAR does not know; "
+                     f"{FOLDER_HINT}.")

@@ -1,0 +1,225 @@
+"""Emu3-Gen (BAAI) as a ZipAR family, from either published folder layout.
+
+Emu3 is one Llama-style model over a text vocabulary that also holds 32768 visual tokens
+named ``<|visual token NNNNNN|>``. An image is written as rows of W visual tokens, each row
+closed by an end-of-line token ``<|extra_200|>``, then ``<|extra_201|>`` (end of frame),
+``<|image end|>`` and ``<|extra_204|>`` (end). Positions are the index in that sequence,
+row ends included, which ``SequenceSession`` reproduces; row ends and the closing tokens
+are placed, never sampled, and sampling is restricted to the visual tokens (only their
+rows of the output matrix are kept).
+
+Prompt (baaivision/Emu3's generation example): BOS ``<|extra_203|>`` + prompt + the quality
+suffix, then ``<|image start|>`` + ``"{H}*{W}"`` (token rows, token columns) + ``<|image token|>``.
+The unconditional branch is a negative prompt built the same way; its length differs, so it
+is left-padded and masked, with its own positions from 0. Defaults: CFG 3, top-k 2048.
+Sizes: 720 x 720 pixels is 90 x 90 tokens; other aspect ratios keep the token area.
+
+Folders: ``BAAI/Emu3-Gen-hf`` (model_type "emu3": language model under ``text_model``
+plus the VQ) and the original ``BAAI/Emu3-Gen`` (model_type "Emu3": ``model.*`` and
+``lm_head``; its VQ is the separate ``BAAI/Emu3-VisionTokenizer`` folder).
+"""
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+
+from ..errors import ZipARError
+from . import hf_folder
+from .base import Condition
+from .janus import load_tokenizer
+from .llama_lm import LlamaConfig, LlamaLM, lm_from_state_dict
+from .sequence import PromptBatch, SequenceSession, layout_sequence
+
+HF_TYPE, ORIGINAL_TYPE = "emu3", "Emu3"
+HINT = ("use the complete BAAI/Emu3-Gen-hf folder, or the original BAAI/Emu3-Gen folder (with BAAI/Emu3-VisionTokenizer "
+        "as the VQ), with config.json, the weights and the tokenizer files from one download")
+TOKENS = {"bos": "<|extra_203|>", "boi": "<|image start|>", "img": "<|image token|>", "eol": "<|extra_200|>",
+          "eof": "<|extra_201|>", "eoi": "<|image end|>", "eos": "<|extra_204|>"}
+VISUAL = re.compile(r"^<\|visual token (\d+)\|>$")
+POSITIVE_SUFFIX = " masterpiece, film grained, best quality."
+NEGATIVE_PROMPT = ("lowres, bad anatomy, bad hands, text, error, missing fingers, extra digit, fewer digits, cropped, "
+                   "worst quality, low quality, normal quality, jpeg artifacts, signature, watermark, username, blurry.")
+IMAGE_SIDE = 720  # default image area is IMAGE_SIDE ** 2 pixels
+DOWNSAMPLE = 8
+MAX_RATIO = 4.0
+DEFAULTS = {"cfg": 3.0, "temperature": 1.0, "top_k": 2048, "top_p": 1.0}
+ASPECT_RATIOS = ("1:1", "4:3", "3:4", "16:9", "9:16", "3:2", "2:3", "21:9", "9:21")
+
+
+def detect(config: dict) -> str | None:
+    kind = config.get("model_type")
+    if kind == HF_TYPE:
+        return "hf"
+    if kind == ORIGINAL_TYPE:
+        return "original"
+    return None
+
+
+class Emu3Generator(nn.Module):
+    """The language model and the visual rows of its output matrix."""
+
+    def __init__(self, cfg: LlamaConfig, codes: int):
+        super().__init__()
+        self.lm = LlamaLM(cfg)
+        self.image_head = nn.Linear(cfg.hidden, codes, bias=False)
+        self.register_buffer("code_ids", torch.zeros(codes, dtype=torch.long), persistent=False)
+
+    def embed_ids(self, ids: torch.Tensor) -> torch.Tensor:
+        return self.lm.embed_tokens(ids)
+
+    def embed_codes(self, codes: torch.Tensor) -> torch.Tensor:
+        return self.lm.embed_tokens(self.code_ids[codes])
+
+    def image_logits(self, hidden: torch.Tensor) -> torch.Tensor:
+        return self.image_head(hidden).float()
+
+
+def visual_ids(vocab: dict[str, int], folder: Path) -> torch.Tensor:
+    """Vocabulary id of each visual code, by token name (code n = ``<|visual token n|>``)."""
+    found = {int(m.group(1)): i for name, i in vocab.items() if (m := VISUAL.match(name))}
+    if not found:
+        raise ZipARError(f"the tokenizer in '{folder}' has no <|visual token NNNNNN|> entries; {HINT}.")
+    codes = len(found)
+    if sorted(found) != list(range(codes)):
+        raise ZipARError(f"the tokenizer in '{folder}' numbers its visual tokens with gaps; {HINT}.")
+    return torch.tensor([found[c] for c in range(codes)], dtype=torch.long)
+
+
+def split_state_dict(keys: set[str], fmt: str, folder: Path) -> tuple[dict[str, str], str]:
+    """Our language-model names -> file keys, and the file key of the output matrix."""
+    if fmt == "hf":
+        candidates = ("text_model.model.", "model.text_model.", "text_model.")
+        heads = ("lm_head.weight", "text_model.lm_head.weight")
+    else:
+        candidates = ("model.",)
+        heads = ("lm_head.weight",)
+    prefix = next((p for p in candidates if any(k.startswith(p + "layers.") for k in keys)), None)
+    if prefix is None:
+        raise ZipARError(f"'{folder}' has no Emu3 language-model weights (keys like {candidates[0]}layers.0...); {HINT}.")
+    lm = {k[len(prefix):]: k for k in keys if k.startswith(prefix) and not k[len(prefix):].startswith(("vqmodel.", "text_model."))}
+    head = next((h for h in heads if h in keys), None) or f"{prefix}embed_tokens.weight"  # tied output
+    return lm, head
+
+
+def load_emu3(folder: str | Path, device: torch.device, dtype: torch.dtype, config: dict | None = None) -> "Emu3GenModel":
+    folder = Path(folder)
+    config = config or hf_folder.read_config(folder, HINT)
+    fmt = detect(config)
+    if fmt is None:
+        raise ZipARError(f"'{folder}' is not an Emu3-Gen folder (model_type {config.get('model_type')!r}); {HINT}.")
+    text = config.get("text_config", config) if fmt == "hf" else config
+    cfg = LlamaConfig.from_dict(text, f"{folder}/config.json")
+    tokenizer = load_tokenizer(folder)
+    vocab = tokenizer.get_vocab()
+    if fmt == "hf" and isinstance(config.get("vocabulary_map"), dict):
+        vocab = {**config["vocabulary_map"], **vocab}
+    code_ids = visual_ids(vocab, folder)
+    special = {}
+    for name, token in TOKENS.items():
+        if token not in vocab:
+            raise ZipARError(f"the tokenizer in '{folder}' lacks {token}; {HINT}.")
+        special[name] = int(vocab[token])
+    special["pad"] = special["eos"]
+    keys = hf_folder.keys_by_file(folder, HINT)
+    lm_keys, head_key = split_state_dict(hf_folder.all_keys(keys), fmt, folder)
+    wanted = set(lm_keys.values()) | {head_key}
+    raw = hf_folder.read_tensors(keys, lambda k: k in wanted)
+    lm = lm_from_state_dict(cfg, {ours: raw[theirs] for ours, theirs in lm_keys.items()}, str(folder), device, dtype)
+    if int(code_ids.max()) >= raw[head_key].shape[0]:
+        raise ZipARError(f"'{folder}': the tokenizer's visual ids exceed the model's vocabulary; {HINT}.")
+    with torch.device("meta"):
+        net = Emu3Generator(cfg, len(code_ids))
+    net.lm = lm
+    net.image_head.weight = nn.Parameter(raw[head_key][code_ids].to(device=device, dtype=dtype), requires_grad=False)
+    net.code_ids = code_ids.to(device)
+    net = net.eval().requires_grad_(False)
+    model = Emu3GenModel(net, tokenizer, special, str(folder), fmt)
+    mult = config.get("vq_config", {}).get("channel_multiplier") if fmt == "hf" else None
+    if isinstance(mult, list) and mult:
+        model.downsample = 2 ** (len(mult) - 1)
+    return model
+
+
+def generate_size(ratio: str, area: int, downsample: int = DOWNSAMPLE) -> tuple[int, int]:
+    """Token rows and columns for an aspect ratio "W:H" at a pixel area (transformers' and Emu3's rule)."""
+    try:
+        w, h = (int(x) for x in ratio.split(":"))
+        if w <= 0 or h <= 0:
+            raise ValueError
+    except ValueError:
+        raise ZipARError(f"aspect ratio must look like 16:9 (width:height), got {ratio!r}.") from None
+    if max(w / h, h / w) > MAX_RATIO:
+        raise ZipARError(f"aspect ratio {ratio} is too extreme for Emu3-Gen (at most {MAX_RATIO:g}:1); "
+                         f"pick one of {', '.join(ASPECT_RATIOS)}.")
+    scale = (area / (w * h)) ** 0.5
+    return int(round(h * scale / downsample)), int(round(w * scale / downsample))
+
+
+class Emu3GenModel:
+    """Emu3-Gen for the decode loop: size-tagged prompts, row-end tokens, visual-token logits."""
+
+    family = "emu3"
+    defaults = DEFAULTS
+    aspect_ratios = ASPECT_RATIOS
+
+    def __init__(self, net: Emu3Generator, tokenizer, special: dict[str, int], source_path: str, fmt: str):
+        self.net, self.tokenizer, self.special = net, tokenizer, special
+        self.source_path, self.format = source_path, fmt
+        self.vocab_size = net.image_head.out_features
+        self.config = net.lm.config
+        self.image_size = IMAGE_SIDE
+        self.downsample = DOWNSAMPLE
+
+    @property
+    def device(self) -> torch.device:
+        return self.net.image_head.weight.device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.net.image_head.weight.dtype
+
+    def describe(self) -> str:
+        c = self.config
+        return (f"Emu3-Gen ({c.layers} layers, width {c.hidden}, {self.vocab_size} visual tokens, "
+                f"{'transformers' if self.format == 'hf' else 'original'} folder)")
+
+    def grid_for(self, cond: Condition | None = None, image_size: int | None = None) -> tuple[int, int]:
+        ratio = (getattr(cond, "aspect_ratio", None) if cond is not None else None) or "1:1"
+        side = image_size or self.image_size
+        return generate_size(ratio, side * side, self.downsample)
+
+    def check_condition(self, cond: Condition) -> None:
+        if not cond.prompts:
+            raise ZipARError("Emu3-Gen draws from a text prompt: connect a ZipAR Text Prompt (or pass --prompt).")
+        self.grid_for(cond)
+
+    def _encode(self, text: str) -> list[int]:
+        return self.tokenizer.encode(text, add_special_tokens=False) if text else []
+
+    def prompt_ids(self, prompt: str, grid: tuple[int, int], suffix: str = POSITIVE_SUFFIX) -> list[int]:
+        sp = self.special
+        return [sp["bos"], *self._encode(prompt + suffix), sp["boi"], *self._encode(f"{grid[0]}*{grid[1]}"), sp["img"]]
+
+    def prompt_rows(self, cond: Condition, guidance: bool, grid: tuple[int, int] | None = None) -> list[list[int]]:
+        grid = grid or self.grid_for(cond)
+        rows = [self.prompt_ids(p, grid) for p in cond.prompts]
+        if guidance:
+            negatives = cond.negative_prompts or [""] * len(cond.prompts)
+            rows += [self.prompt_ids(n.strip() or NEGATIVE_PROMPT, grid, suffix="") for n in negatives]
+        return rows
+
+    def start(self, cond: Condition, grid: tuple[int, int], guidance: bool) -> SequenceSession:
+        self.check_condition(cond)
+        rows = self.prompt_rows(cond, guidance, tuple(grid))
+        batch = PromptBatch.left_padded(rows, self.special["pad"], self.device)
+        return SequenceSession(self.net, batch, tuple(grid), self.special["eol"])
+
+    def sequence(self, prompt: str, codes: torch.Tensor) -> list[int]:
+        """The official token layout of one finished image: prompt, rows + EOL, EOF, EOI, EOS."""
+        sp = self.special
+        grid = tuple(codes.shape)
+        return layout_sequence(self.prompt_ids(prompt, grid), codes, self.net.code_ids.cpu(), sp["eol"],
+                               [sp["eof"], sp["eoi"], sp["eos"]])

@@ -1,0 +1,205 @@
+"""A Llama-style language model with a slot-addressed KV cache, for the 1D families.
+
+Janus-Pro (DeepSeek-LLM), Emu3 and Lumina-mGPT's Chameleon are Llama decoders at heart.
+transformers runs them through a cache that only appends, with masks built for text; ZipAR
+needs to overwrite a slot (a stand-in replaced by the real token), attend with an arbitrary
+boolean mask and give every row its own positions (left-padded CFG prompts). So the layers
+are run here, from the same weights under transformers' own parameter names
+(``embed_tokens``, ``layers.N.self_attn.q_proj`` ..., ``norm``), which keeps the loaders a
+matter of stripping a prefix and lets tests compare logits with transformers' modules.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from ..errors import ZipARError
+
+
+@dataclass(frozen=True)
+class LlamaConfig:
+    hidden: int
+    layers: int
+    heads: int
+    kv_heads: int
+    intermediate: int
+    vocab: int
+    rms_eps: float = 1e-6
+    rope_theta: float = 10000.0
+    head_dim: int = 0  # 0: hidden // heads
+    attention_bias: bool = False
+
+    @property
+    def dim_per_head(self) -> int:
+        return self.head_dim or self.hidden // self.heads
+
+    @classmethod
+    def from_dict(cls, d: dict, where: str = "config.json") -> "LlamaConfig":
+        """From a transformers text config (LlamaConfig / Emu3TextConfig / a Janus language_config)."""
+        try:
+            heads = int(d["num_attention_heads"])
+            theta = d.get("rope_theta")
+            rope = d.get("rope_parameters") or d.get("rope_scaling") or {}
+            if theta is None:
+                theta = rope.get("rope_theta", 10000.0)
+            kind = rope.get("rope_type", rope.get("type", "default")) if rope else "default"
+            if kind not in ("default", None):
+                raise ZipARError(f"{where}: rotary scaling {kind!r} is not supported (only plain rotary positions).")
+            return cls(
+                hidden=int(d["hidden_size"]),
+                layers=int(d["num_hidden_layers"]),
+                heads=heads,
+                kv_heads=int(d.get("num_key_value_heads") or heads),
+                intermediate=int(d["intermediate_size"]),
+                vocab=int(d["vocab_size"]),
+                rms_eps=float(d.get("rms_norm_eps", 1e-6)),
+                rope_theta=float(theta),
+                head_dim=int(d.get("head_dim") or 0),
+                attention_bias=bool(d.get("attention_bias", False)),
+            )
+        except KeyError as exc:
+            raise ZipARError(f"{where}: the language model config lacks {exc.args[0]!r}; is this the model's own config?") from None
+
+
+class RMSNorm(nn.Module):
+    def __init__(self, dim: int, eps: float):
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(dim))
+        self.eps = eps
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # as transformers does: statistics in fp32, the weight applied in the input's dtype
+        h = x.float()
+        h = h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + self.eps)
+        return self.weight * h.to(x.dtype)
+
+
+class Attention(nn.Module):
+    def __init__(self, cfg: LlamaConfig):
+        super().__init__()
+        d, hd = cfg.hidden, cfg.dim_per_head
+        self.heads, self.kv_heads, self.head_dim = cfg.heads, cfg.kv_heads, hd
+        self.q_proj = nn.Linear(d, cfg.heads * hd, bias=cfg.attention_bias)
+        self.k_proj = nn.Linear(d, cfg.kv_heads * hd, bias=cfg.attention_bias)
+        self.v_proj = nn.Linear(d, cfg.kv_heads * hd, bias=cfg.attention_bias)
+        self.o_proj = nn.Linear(cfg.heads * hd, d, bias=cfg.attention_bias)
+
+    def forward(self, x, cos, sin, mask, cache: "SlotCache", layer: int, slots, kv_len: int):
+        b, n, _ = x.shape
+        q = self.q_proj(x).view(b, n, self.heads, self.head_dim).transpose(1, 2)
+        k = self.k_proj(x).view(b, n, self.kv_heads, self.head_dim).transpose(1, 2)
+        v = self.v_proj(x).view(b, n, self.kv_heads, self.head_dim).transpose(1, 2)
+        q, k = rotate(q, cos, sin), rotate(k, cos, sin)
+        keys, values = cache.write(layer, slots, k, v, kv_len)
+        out = F.scaled_dot_product_attention(q, keys, values, attn_mask=mask, enable_gqa=self.kv_heads != self.heads)
+        return self.o_proj(out.transpose(1, 2).reshape(b, n, -1))
+
+
+class MLP(nn.Module):
+    def __init__(self, cfg: LlamaConfig):
+        super().__init__()
+        self.gate_proj = nn.Linear(cfg.hidden, cfg.intermediate, bias=False)
+        self.up_proj = nn.Linear(cfg.hidden, cfg.intermediate, bias=False)
+        self.down_proj = nn.Linear(cfg.intermediate, cfg.hidden, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.down_proj(F.silu(self.gate_proj(x)) * self.up_proj(x))
+
+
+class DecoderLayer(nn.Module):
+    def __init__(self, cfg: LlamaConfig):
+        super().__init__()
+        self.self_attn = Attention(cfg)
+        self.mlp = MLP(cfg)
+        self.input_layernorm = RMSNorm(cfg.hidden, cfg.rms_eps)
+        self.post_attention_layernorm = RMSNorm(cfg.hidden, cfg.rms_eps)
+
+    def forward(self, x, cos, sin, mask, cache, layer, slots, kv_len):
+        x = x + self.self_attn(self.input_layernorm(x), cos, sin, mask, cache, layer, slots, kv_len)
+        return x + self.mlp(self.post_attention_layernorm(x))
+
+
+class SlotCache:
+    """Keys/values per layer, [rows, kv_heads, slots, head_dim]; inputs write their own slots."""
+
+    def __init__(self, cfg: LlamaConfig, rows: int, slots: int, device, dtype):
+        shape = (rows, cfg.kv_heads, slots, cfg.dim_per_head)
+        self.k = [torch.zeros(shape, device=device, dtype=dtype) for _ in range(cfg.layers)]
+        self.v = [torch.zeros(shape, device=device, dtype=dtype) for _ in range(cfg.layers)]
+        self.slots = slots
+
+    def write(self, layer: int, slots: torch.Tensor, k: torch.Tensor, v: torch.Tensor, kv_len: int):
+        self.k[layer].index_copy_(2, slots, k)
+        self.v[layer].index_copy_(2, slots, v)
+        return self.k[layer][:, :, :kv_len], self.v[layer][:, :, :kv_len]
+
+
+def rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """Rotary embedding in the half-split convention transformers' Llama uses."""
+    half = x.shape[-1] // 2
+    rotated = torch.cat([-x[..., half:], x[..., :half]], dim=-1)
+    return x * cos + rotated * sin
+
+
+class LlamaLM(nn.Module):
+    """Embeddings, decoder layers and the final norm; heads and output vocabularies are the family's."""
+
+    def __init__(self, cfg: LlamaConfig):
+        super().__init__()
+        self.config = cfg
+        self.embed_tokens = nn.Embedding(cfg.vocab, cfg.hidden)
+        self.layers = nn.ModuleList(DecoderLayer(cfg) for _ in range(cfg.layers))
+        self.norm = RMSNorm(cfg.hidden, cfg.rms_eps)
+        hd = cfg.dim_per_head
+        inv_freq = 1.0 / (cfg.rope_theta ** (torch.arange(0, hd, 2, dtype=torch.int64).float() / hd))
+        self.register_buffer("inv_freq", inv_freq, persistent=False)
+
+    @property
+    def device(self) -> torch.device:
+        return self.embed_tokens.weight.device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.embed_tokens.weight.dtype
+
+    def new_cache(self, rows: int, slots: int) -> SlotCache:
+        return SlotCache(self.config, rows, slots, self.device, self.dtype)
+
+    def rope(self, positions: torch.Tensor, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+        """[rows or 1, n] positions -> cos, sin [rows or 1, 1, n, head_dim] (computed in fp32)."""
+        freqs = positions[..., None].float() * self.inv_freq.float().to(positions.device)
+        emb = torch.cat([freqs, freqs], dim=-1)[:, None]
+        return emb.cos().to(dtype), emb.sin().to(dtype)
+
+    def hidden(self, h: torch.Tensor, positions: torch.Tensor, mask: torch.Tensor, cache: SlotCache,
+               slots: torch.Tensor, kv_len: int) -> torch.Tensor:
+        """Run inputs ``h`` [rows, n, hidden] at ``positions`` into cache ``slots`` [n]; return normed hidden states.
+
+        ``mask`` [rows or 1, 1, n, kv_len] bool: which cache slots each input attends to.
+        """
+        cos, sin = self.rope(positions, h.dtype)
+        for i, layer in enumerate(self.layers):
+            h = layer(h, cos, sin, mask, cache, i, slots, kv_len)
+        return self.norm(h)
+
+
+def lm_from_state_dict(cfg: LlamaConfig, sd: dict[str, torch.Tensor], where: str, device="cpu",
+                       dtype: torch.dtype = torch.float32) -> LlamaLM:
+    """Build the LM on the meta device and take the given tensors (keys without any prefix)."""
+    with torch.device("meta"):
+        lm = LlamaLM(cfg)
+    expected = {k: v.shape for k, v in lm.state_dict().items()}
+    missing = sorted(set(expected) - set(sd))
+    if missing:
+        raise ZipARError(f"{where}: language model weights missing ({len(missing)} tensors, e.g. {missing[0]!r}); "
+                         "the download is incomplete or this is another model.")
+    for k, shape in expected.items():
+        if tuple(sd[k].shape) != tuple(shape):
+            raise ZipARError(f"{where}: {k} has shape {tuple(sd[k].shape)} but the config says {tuple(shape)}; "
+                             "config.json and the weights do not belong together.")
+    lm.load_state_dict({k: sd[k].to(dtype) for k in expected}, assign=True)
+    lm.inv_freq = (1.0 / (cfg.rope_theta ** (torch.arange(0, cfg.dim_per_head, 2, dtype=torch.int64).float() / cfg.dim_per_head)))
+    return lm.to(device).eval()
