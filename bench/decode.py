@@ -1,17 +1,29 @@
-"""Decode-speed benchmark: NTP and ZipAR windows on LlamaGen GPTs of the published sizes.
+"""Decode-speed benchmark: NTP and ZipAR windows on LlamaGen, Janus-Pro and Emu3-Gen of the published sizes.
 
     python -m bench.decode --model B --grid 16 --windows 16,8,4 --device cpu --precision fp32 --json out.json
+    python -m bench.decode --model janus-pro-1b --windows 24,12,8,4 --device cuda --json janus1b.json
+    python -m bench.decode --model emu3-gen --size 720 --windows 90,16,8,4 --repeats 1 --device cuda --json emu3.json
 
 Weights are random (decoding time does not depend on them). Every configuration runs in
 the same process after a warm-up, so the ratios latency(ZipAR)/latency(NTP) and
 passes(ZipAR)/passes(NTP) are measured side by side. A plain eager KV-cache loop (one
 token per pass, causal mask, nothing precomputed) is timed as the NTP baseline, and the
 VQ-16 decoder separately. Writes JSON and a markdown table (for README).
+
+Janus-Pro-1B/-7B and Emu3-Gen (bench/chat_models.py) are our own networks with random
+weights, built on the meta device and materialised on the target device in the target
+dtype (bf16 on CUDA by default), driven through the real family adapters with a stand-in
+tokenizer and a prompt of realistic length. ``--size`` sets pixels per side (Janus: grid =
+size / 16; Emu3: grid_for, 720 px = 90x90); CFG and top-k default to the official recipes.
+Their reports add the weight bytes one forward pass reads and the memory floor
+(bytes / 3.0e12 B/s) with each run's ms/pass over it. The plain KV loop is LlamaGen only;
+the VQ-16 timing runs for Janus (its VQ is that network), not for Emu3.
 """
 from __future__ import annotations
 
 import argparse
 import datetime
+import gc
 import json
 import platform
 import resource
@@ -22,6 +34,7 @@ from pathlib import Path
 
 import torch
 
+from bench import chat_models
 from zipar.api import resolve_device, resolve_dtype
 from zipar.conditions import class_condition
 from zipar.decode import generate
@@ -31,6 +44,10 @@ from zipar.sampling import SamplingOptions, combine_guidance, make_generator, sa
 
 # (width, layers, heads); "tiny" exists only so tests can smoke-run the harness.
 SIZES = {"tiny": (64, 2, 2), "B": (768, 12, 12), "L": (1024, 24, 16), "XL": (1280, 36, 20), "XXL": (1536, 48, 24), "3B": (3200, 24, 32)}
+CHAT_MODELS = chat_models.SPECS  # janus-pro-1b, janus-pro-7b, emu3-gen (+ janus-tiny, emu3-tiny for tests)
+PLAIN_LOOP_SKIPPED = ("LlamaGen only, not run for this family: its left-padded CFG prompt rows and row-end tokens live "
+                      "in the family's decode session, and NTP (window = width) already feeds one token per pass "
+                      "(plus Emu3's row end) through it")
 
 
 def published_config(size: str, vocab: int = 16384) -> GPTConfig:
@@ -87,6 +104,13 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
+def release(device: torch.device) -> None:
+    """Drop the last run's session and KV cache before the next one allocates its own."""
+    gc.collect()
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+
+
 def peak_memory_mb(device: torch.device) -> float:
     if device.type == "cuda":
         return torch.cuda.max_memory_allocated(device) / 2**20
@@ -115,22 +139,59 @@ def time_vq_decode(grid: tuple[int, int], images: int, device: torch.device, rep
     return {"images": images, "grid": list(grid), "median_s": statistics.median(times), "min_s": min(times), "max_s": max(times)}
 
 
+def setup_llamagen(args: argparse.Namespace, device: torch.device, dtype: torch.dtype):
+    grid = (args.grid, args.grid)
+    model = random_model(args.model, device, dtype)
+    class_ids = [(207 + 13 * i) % 1000 for i in range(args.batch)]
+    opts = SamplingOptions(cfg=args.cfg, temperature=1.0, top_k=args.top_k, top_p=1.0)
+    return model, class_condition(class_ids), grid, opts, {"model": f"LlamaGen-{args.model} (random weights)"}
+
+
+def setup_chat(args: argparse.Namespace, device: torch.device, dtype: torch.dtype):
+    spec = CHAT_MODELS[args.model]
+    size = args.size or spec.image_size
+    model = chat_models.random_model(spec, device, dtype, size)
+    cond = chat_models.condition(args.batch)
+    grid = model.grid_for(cond, size)
+    opts = SamplingOptions(cfg=args.cfg, temperature=1.0, top_k=args.top_k, top_p=1.0)
+    total, per_pass = chat_models.weight_bytes(model.net)
+    floor_ms = 1000 * per_pass / chat_models.BANDWIDTH
+    print(f"{spec.title}: {total / 1e9:.4g} GB of weights, {per_pass / 1e9:.4g} GB read per pass, "
+          f"floor {floor_ms:.4g} ms/pass at {chat_models.BANDWIDTH / 1e12:.1f} TB/s", file=sys.stderr)
+    extra = {
+        "model": f"{spec.title} (random weights)", "family": model.family, "image_size": size,
+        "prompt_tokens": chat_models.prompt_lengths(model, cond, grid, opts.guidance),
+        "weight_bytes": total, "weight_bytes_per_pass": per_pass,
+        "floor_bandwidth_bytes_per_s": chat_models.BANDWIDTH, "floor_ms_per_pass": floor_ms,
+    }
+    return model, cond, grid, opts, extra
+
+
 def run(args: argparse.Namespace) -> dict:
     device = resolve_device(args.device)
     dtype = resolve_dtype(args.precision, device)
     if args.threads:
         torch.set_num_threads(args.threads)
-    grid = (args.grid, args.grid)
-    model = random_model(args.model, device, dtype)
-    class_ids = [(207 + 13 * i) % 1000 for i in range(args.batch)]
-    cond = class_condition(class_ids)
-    opts = SamplingOptions(cfg=args.cfg, temperature=1.0, top_k=args.top_k, top_p=1.0)
-    windows = sorted({min(int(w), args.grid) for w in args.windows.split(",")} | {args.grid}, reverse=True)
+    chat = args.model in CHAT_MODELS
+    if chat:
+        spec = CHAT_MODELS[args.model]
+        args.cfg = spec.cfg if args.cfg is None else args.cfg
+        args.top_k = spec.top_k if args.top_k is None else args.top_k
+        model, cond, grid, opts, extra = setup_chat(args, device, dtype)
+    else:
+        args.grid = args.grid or 16
+        args.cfg = 4.0 if args.cfg is None else args.cfg
+        args.top_k = 0 if args.top_k is None else args.top_k
+        model, cond, grid, opts, extra = setup_llamagen(args, device, dtype)
+    width = grid[1]
+    windows = sorted({min(int(w), width) for w in args.windows.split(",")} | {width}, reverse=True)
 
-    generate(model, cond, grid, args.grid, opts, seed=0)  # warm-up: allocator, kernels, plan cache
-    plain_kv_loop(model, class_ids, grid, opts, 0)
+    if not chat:  # the chat families' NTP window warms up first below, which is the same run
+        generate(model, cond, grid, width, opts, seed=0)  # warm-up: allocator, kernels, plan cache
+        plain_kv_loop(model, cond.class_ids, grid, opts, 0)
     results = []
     for window in windows:
+        release(device)
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(device)
         generate(model, cond, grid, window, opts, seed=0)  # per-window warm-up (plan tensors)
@@ -139,61 +200,90 @@ def run(args: argparse.Namespace) -> dict:
         med = statistics.median(secs)
         images = len(cond)
         results.append({
-            "window": window, "mode": "NTP" if window >= args.grid else "ZipAR",
+            "window": window, "mode": "NTP" if window >= width else "ZipAR",
             "forward_passes": runs[0].forward_passes, "median_s": med, "min_s": min(secs), "max_s": max(secs),
             "ms_per_pass": 1000 * med / runs[0].forward_passes, "images_per_s": images / med,
             "tokens_per_s": images * grid[0] * grid[1] / med, "peak_memory_mb": round(peak_memory_mb(device), 1),
         })
-        print(f"window {window:>3}: {runs[0].forward_passes} passes, median {med:.3f} s", file=sys.stderr)
+        if "floor_ms_per_pass" in extra:
+            results[-1]["ms_per_pass_over_floor"] = results[-1]["ms_per_pass"] / extra["floor_ms_per_pass"]
+        del runs
+        print(f"window {window:>3}: {results[-1]['forward_passes']} passes, median {med:.3f} s", file=sys.stderr)
+    release(device)
     ntp = results[0]
     for r in results:
         r["latency_ratio"] = r["median_s"] / ntp["median_s"]
         r["pass_ratio"] = r["forward_passes"] / ntp["forward_passes"]
         r["latency_over_pass_ratio"] = r["latency_ratio"] / r["pass_ratio"]
-    baseline = [plain_kv_loop(model, class_ids, grid, opts, r) for r in range(args.repeats)]
     report = {
         "benchmark": "decode",
         "date": datetime.date.today().isoformat(),
         "device": torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)",
         "torch": torch.__version__,
-        "model": f"LlamaGen-{args.model} (random weights)",
+        "model": extra.pop("model"),
         "grid": list(grid), "batch": args.batch, "cfg": args.cfg, "top_k": args.top_k,
         "precision": str(dtype).removeprefix("torch."), "repeats": args.repeats,
+        **extra,
         "results": results,
-        "plain_kv_loop_ntp": {"median_s": statistics.median(baseline), "min_s": min(baseline), "max_s": max(baseline),
-                              "ntp_over_plain": ntp["median_s"] / statistics.median(baseline)},
     }
-    if not args.no_vq:
+    if chat:
+        report["plain_kv_loop_ntp_skipped"] = PLAIN_LOOP_SKIPPED
+    else:
+        baseline = [plain_kv_loop(model, cond.class_ids, grid, opts, r) for r in range(args.repeats)]
+        report["plain_kv_loop_ntp"] = {"median_s": statistics.median(baseline), "min_s": min(baseline), "max_s": max(baseline),
+                                       "ntp_over_plain": ntp["median_s"] / statistics.median(baseline)}
+    vq_skipped = chat and model.family != "janus-pro"  # Janus's VQ is LlamaGen's VQ-16
+    del model
+    release(device)
+    if not args.no_vq and vq_skipped:
+        report["vq_decode_skipped"] = "Emu3's VQ is transformers' Emu3VQVAE, which this benchmark does not build"
+    elif not args.no_vq:
         report["vq_decode"] = time_vq_decode(grid, args.batch, device, max(1, min(args.repeats, 3)))
     return report
 
 
 def markdown(report: dict) -> str:
-    head = (f"LlamaGen-{report['model'].split('-')[1].split()[0]}, {report['grid'][0]}x{report['grid'][1]} grid, "
-            f"batch {report['batch']}, CFG {report['cfg']}, {report['precision']}, {report['device']}, "
+    size = f" ({report['image_size']} px)" if "image_size" in report else ""
+    top_k = f", top-k {report['top_k']}" if report.get("top_k") else ""
+    head = (f"{report['model'].split(' (')[0]}, {report['grid'][0]}x{report['grid'][1]} grid{size}, "
+            f"batch {report['batch']}, CFG {report['cfg']}{top_k}, {report['precision']}, {report['device']}, "
             f"torch {report['torch']}, {report['date']}")
-    lines = [head, "", "| mode | window | passes | median s | ms/pass | latency ratio | pass ratio | ratio / pass ratio | peak MB |",
-             "|---|---|---|---|---|---|---|---|---|"]
+    floor = "floor_ms_per_pass" in report
+    lines = [head, "", "| mode | window | passes | median s | ms/pass | latency ratio | pass ratio | ratio / pass ratio | peak MB |"
+             + (" ms/pass / floor |" if floor else ""), "|---|---|---|---|---|---|---|---|---|" + ("---|" if floor else "")]
     for r in report["results"]:
         lines.append(f"| {r['mode']} | {r['window']} | {r['forward_passes']} | {r['median_s']:.3f} | {r['ms_per_pass']:.2f} | "
-                     f"{r['latency_ratio']:.3f} | {r['pass_ratio']:.3f} | {r['latency_over_pass_ratio']:.3f} | {r['peak_memory_mb']:.0f} |")
-    base = report["plain_kv_loop_ntp"]
+                     f"{r['latency_ratio']:.3f} | {r['pass_ratio']:.3f} | {r['latency_over_pass_ratio']:.3f} | {r['peak_memory_mb']:.0f} |"
+                     + (f" {r['ms_per_pass_over_floor']:.2f} |" if floor else ""))
     lines.append("")
-    lines.append(f"Plain eager KV-cache loop (NTP baseline): {base['median_s']:.3f} s; our NTP / baseline = {base['ntp_over_plain']:.3f}.")
+    if floor:
+        lines.append(f"Weights: {report['weight_bytes'] / 1e9:.4g} GB; read per pass (all but the embedding tables): "
+                     f"{report['weight_bytes_per_pass'] / 1e9:.4g} GB; floor at {report['floor_bandwidth_bytes_per_s'] / 1e12:.1f} TB/s: "
+                     f"{report['floor_ms_per_pass']:.4g} ms/pass. Prompt rows: {report['prompt_tokens']} tokens.")
+    if "plain_kv_loop_ntp" in report:
+        base = report["plain_kv_loop_ntp"]
+        lines.append(f"Plain eager KV-cache loop (NTP baseline): {base['median_s']:.3f} s; our NTP / baseline = {base['ntp_over_plain']:.3f}.")
+    else:
+        lines.append(f"Plain eager KV-cache loop (NTP baseline): {report['plain_kv_loop_ntp_skipped']}.")
     if "vq_decode" in report:
         v = report["vq_decode"]
         lines.append(f"VQ-16 decode of {v['images']} image(s): {v['median_s']:.3f} s.")
+    elif "vq_decode_skipped" in report:
+        lines.append(f"VQ decode: not timed ({report['vq_decode_skipped']}).")
     return "\n".join(lines) + "\n"
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m bench.decode", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model", choices=list(SIZES), default="B")
-    p.add_argument("--grid", type=int, choices=[16, 24, 32], default=16)
+    p.add_argument("--model", choices=[*SIZES, *CHAT_MODELS], default="B",
+                   help="LlamaGen size, or janus-pro-1b / janus-pro-7b / emu3-gen (janus-tiny, emu3-tiny: tests)")
+    p.add_argument("--grid", type=int, choices=[16, 24, 32], default=None, help="LlamaGen token grid (default 16)")
+    p.add_argument("--size", type=int, default=None,
+                   help="Janus-Pro / Emu3: pixels per side (Janus 384 = 24x24, multiple of 16; Emu3 720 = 90x90)")
     p.add_argument("--windows", default="16,12,8,4")
     p.add_argument("--batch", type=int, default=1)
-    p.add_argument("--cfg", type=float, default=4.0)
-    p.add_argument("--top-k", type=int, default=0)
+    p.add_argument("--cfg", type=float, default=None, help="default: LlamaGen 4.0, Janus-Pro 5.0, Emu3 3.0")
+    p.add_argument("--top-k", type=int, default=None, help="default: 0 (off), Emu3 2048")
     p.add_argument("--device", default="auto")
     p.add_argument("--precision", choices=["auto", "fp32", "bf16", "fp16"], default="auto")
     p.add_argument("--repeats", type=int, default=5)
@@ -202,6 +292,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--json", help="write the report here")
     p.add_argument("--markdown", help="write the markdown table here")
     args = p.parse_args(argv)
+    if args.model in CHAT_MODELS:
+        if args.grid is not None:
+            p.error(f"--grid is for LlamaGen; {args.model} takes --size (pixels per side)")
+        if args.size is not None and (args.size <= 0 or (CHAT_MODELS[args.model].family == "janus-pro" and args.size % 16)):
+            p.error(f"--size must be a positive multiple of 16 for {args.model} (got {args.size})")
+    elif args.size is not None:
+        p.error("--size is for Janus-Pro / Emu3; LlamaGen takes --grid")
     report = run(args)
     table = markdown(report)
     print(table)

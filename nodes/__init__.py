@@ -5,7 +5,7 @@ Imported by the pack's root ``__init__.py`` as ``<pack>.nodes`` (never as a top-
 engine relatively (see ``engine.py``), and ComfyUI's modules lazily (see ``host.py``).
 """
 from . import cache, host
-from .conditions import ZipARClassID, ZipARImageNetClass, ZipARTextEncodeT5
+from .conditions import ZipARClassID, ZipARImageNetClass, ZipARTextEncodeT5, ZipARTextPrompt
 from .loaders import ZipARLoadARModel, ZipARLoadVQ
 from .sampler import ZipARSampler
 from .vq_nodes import ZipARVQDecode, ZipARVQEncode
@@ -19,6 +19,7 @@ NODE_CLASS_MAPPINGS = {
     "ZipARImageNetClass": ZipARImageNetClass,
     "ZipARClassID": ZipARClassID,
     "ZipARTextEncodeT5": ZipARTextEncodeT5,
+    "ZipARTextPrompt": ZipARTextPrompt,
     "ZipARSampler": ZipARSampler,
     "ZipARVQDecode": ZipARVQDecode,
     "ZipARVQEncode": ZipARVQEncode,
@@ -30,6 +31,7 @@ NODE_DISPLAY_NAME_MAPPINGS = {
     "ZipARImageNetClass": "ZipAR ImageNet Class",
     "ZipARClassID": "ZipAR Class ID",
     "ZipARTextEncodeT5": "ZipAR Text Encode (T5)",
+    "ZipARTextPrompt": "ZipAR Text Prompt",
     "ZipARSampler": "ZipAR Sampler",
     "ZipARVQDecode": "ZipAR VQ Decode",
     "ZipARVQEncode": "ZipAR VQ Encode",

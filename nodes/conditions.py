@@ -6,7 +6,7 @@ from functools import lru_cache
 
 from . import cache, host
 from .datatypes import CONDITION
-from .engine import ZipARError, api, text_encoder_class
+from .engine import ASPECT_RATIOS, Condition, ZipARError, api, text_encoder_class
 
 CATEGORY = "ZipAR"
 CLASSES_FILE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "imagenet_classes.txt")
@@ -93,6 +93,47 @@ class ZipARClassID:
 
     def encode(self, class_id):
         return (api.class_condition([int(class_id)], labels=[str(int(class_id))]),)
+
+
+class ZipARTextPrompt:
+    DESCRIPTION = (
+        "A text prompt for the chat-style models that read text themselves (Janus-Pro, Emu3-Gen). The "
+        "recipe of each family is applied by the sampler: Janus-Pro's chat format, Emu3's size tag and quality "
+        "suffix. For LlamaGen text-to-image use ZipAR Text Encode (T5) instead."
+    )
+    CATEGORY = CATEGORY
+    RETURN_TYPES = (CONDITION,)
+    RETURN_NAMES = ("condition",)
+    OUTPUT_TOOLTIPS = ("The prompt; connect it to ZipAR Sampler with a Janus-Pro or Emu3-Gen model.",)
+    FUNCTION = "encode"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {
+            "required": {
+                "prompt": ("STRING", {"multiline": True, "default": "a photo of a red fox sitting in fresh snow",
+                                      "tooltip": "What to draw, in plain language."}),
+                "aspect_ratio": (list(ASPECT_RATIOS), {
+                    "default": "1:1",
+                    "tooltip": "Width:height. Emu3-Gen draws any of these at the same token area (720 x 720 at 1:1, "
+                               "1280 x 720-ish at 16:9). Janus-Pro draws 1:1 only.",
+                }),
+            },
+            "optional": {
+                "negative_prompt": ("STRING", {
+                    "multiline": True, "default": "",
+                    "tooltip": "Emu3-Gen: what the image should not look like (its unconditional branch); empty = "
+                               "Emu3's official negative prompt. Janus-Pro has none (leave empty).",
+                }),
+            },
+        }
+
+    def encode(self, prompt, aspect_ratio, negative_prompt=""):
+        if not str(prompt).strip():
+            raise ZipARError("the prompt is empty; describe the image to draw.")
+        text = str(prompt).strip()
+        return (Condition(prompts=[text], labels=[text[:40]], negative_prompts=[str(negative_prompt or "")],
+                          aspect_ratio=str(aspect_ratio)),)
 
 
 class ZipARTextEncodeT5:

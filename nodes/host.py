@@ -20,6 +20,7 @@ import torch
 from .engine import ZipARError, api
 
 MODEL_FOLDER = "zipar"  # ComfyUI/models/zipar: AR checkpoints and VQ tokenizers
+JANUS_FOLDER = "Janus-Pro"  # ComfyUI/models/Janus-Pro: where the existing Janus pack keeps its folders
 TEXT_ENCODER_FOLDER = "text_encoders"  # ComfyUI/models/text_encoders/<flan-t5-xl folder>
 MODEL_EXTENSIONS = (".pt", ".pth", ".safetensors")
 DEVICES = ["default", "auto", "cpu", "cuda"]
@@ -77,6 +78,12 @@ def register_model_folders() -> None:
             fp.folder_names_and_paths[MODEL_FOLDER] = (paths, set(MODEL_EXTENSIONS))
     else:
         fp.folder_names_and_paths[MODEL_FOLDER] = ([default], set(MODEL_EXTENSIONS))
+    janus = os.path.join(fp.models_dir, JANUS_FOLDER)
+    if JANUS_FOLDER in fp.folder_names_and_paths:
+        if janus not in fp.folder_names_and_paths[JANUS_FOLDER][0]:
+            fp.add_model_folder_path(JANUS_FOLDER, janus)
+    else:
+        fp.folder_names_and_paths[JANUS_FOLDER] = ([janus], set())
 
 
 def _folder_paths(name: str) -> list[str]:
@@ -93,12 +100,41 @@ def builtin_models() -> dict[str, str]:
     return {f"{BUILTIN_FOLDER}/{p.name}": str(p) for p in demo_files().values() if p.is_file()}
 
 
+def model_folders() -> dict[str, str]:
+    """Hugging Face style model folders (a config.json inside), by name: ``Janus-Pro-1B`` for
+    models/zipar/Janus-Pro-1B (or one level deeper, ``BAAI/Emu3-Gen``), ``Janus-Pro/Janus-Pro-7B``
+    for models/Janus-Pro/Janus-Pro-7B."""
+    found: dict[str, str] = {}
+    for folder_name, prefix in ((MODEL_FOLDER, ""), (JANUS_FOLDER, JANUS_FOLDER + "/")):
+        for base in _folder_paths(folder_name):
+            if not os.path.isdir(base):
+                continue
+            for entry in sorted(os.listdir(base)):
+                first = os.path.join(base, entry)
+                if not os.path.isdir(first):
+                    continue
+                if os.path.isfile(os.path.join(first, "config.json")):
+                    found.setdefault(prefix + entry, first)
+                    continue
+                for sub in sorted(os.listdir(first)):
+                    if os.path.isfile(os.path.join(first, sub, "config.json")):
+                        found.setdefault(f"{prefix}{entry}/{sub}", os.path.join(first, sub))
+    return found
+
+
 def list_models() -> list[str]:
-    """Checkpoint files under models/zipar (relative names, '/' separated), then the shipped demo files."""
+    """Checkpoint files and model folders under models/zipar (relative names, '/' separated),
+    folders under models/Janus-Pro, then the shipped demo files."""
     builtins = [n for n in builtin_models()]
+    folders = list(model_folders())
+
+    def loose(name: str) -> bool:  # the shards inside a model folder are not models of their own
+        return not any(name.startswith(f + "/") for f in folders)
+
     fp = comfy_module("folder_paths")
     if fp is not None:
-        names = list(fp.get_filename_list(MODEL_FOLDER))
+        names = [n for n in fp.get_filename_list(MODEL_FOLDER) if loose(n)]
+        names += [n for n in folders if n not in names]
         return names + [n for n in builtins if n not in names]
     names = []
     for base in _folder_paths(MODEL_FOLDER):
@@ -106,7 +142,8 @@ def list_models() -> list[str]:
             for f in files:
                 if f.lower().endswith(MODEL_EXTENSIONS):
                     names.append(os.path.relpath(os.path.join(root, f), base).replace(os.sep, "/"))
-    names = sorted(set(names))
+    names = sorted({n for n in names if loose(n)})
+    names += [n for n in folders if n not in names]
     return names + [n for n in builtins if n not in names]
 
 
@@ -117,6 +154,8 @@ def model_path(name: str) -> str:
         path = fp.get_full_path(MODEL_FOLDER, name)
     else:
         path = next((p for base in _folder_paths(MODEL_FOLDER) if os.path.isfile(p := os.path.join(base, name))), None)
+    if not path:
+        path = model_folders().get(name)
     if not path:
         path = builtin_models().get(name)  # a user's own file of the same name wins
     if not path:

@@ -18,17 +18,18 @@ DEVICE_TOOLTIP = (
 
 def _mtime(name: str) -> str:
     try:
-        st = os.stat(host.model_path(name))
-        return f"{st.st_mtime_ns}-{st.st_size}"
+        _real, mtime, size = cache.file_key(host.model_path(name))  # a folder: its newest file
+        return f"{mtime}-{size}"
     except (OSError, ZipARError):
         return ""
 
 
 class ZipARLoadARModel:
     DESCRIPTION = (
-        "Loads an autoregressive image model (LlamaGen GPT, e.g. c2i_L_384.pt or t2i_XL_stage2_512.pt) from "
-        "ComfyUI/models/zipar. Its size and vocabulary are read from the weights. The last model loaded stays "
-        "in memory, so running again does not read the file again."
+        "Loads an autoregressive image model from ComfyUI/models/zipar: a LlamaGen GPT file (c2i_L_384.pt, "
+        "t2i_XL_stage2_512.pt) or a model folder: Janus-Pro (also found in ComfyUI/models/Janus-Pro) or Emu3-Gen. "
+        "Its size and vocabulary are read from the weights. The last model loaded stays in memory, so running "
+        "again does not read the files again."
     )
     CATEGORY = CATEGORY
     RETURN_TYPES = (AR_MODEL,)
@@ -41,14 +42,16 @@ class ZipARLoadARModel:
         return {
             "required": {
                 "ar_model": (host.list_models(), {
-                    "tooltip": "The AR model checkpoint (.pt, .pth or .safetensors) in ComfyUI/models/zipar, "
-                               "e.g. c2i_L_384.pt (ImageNet classes) or t2i_XL_stage2_512.pt (text prompts).",
+                    "tooltip": "The AR model: a checkpoint (.pt, .pth or .safetensors) in ComfyUI/models/zipar, e.g. "
+                               "c2i_L_384.pt (ImageNet classes) or t2i_XL_stage2_512.pt (text prompts), or a model "
+                               "folder shown by its name: Janus-Pro-1B / -7B, Emu3-Gen-hf (text prompts).",
                 }),
                 "image_size": ("INT", {
                     "default": 0, "min": 0, "max": 2048, "step": 8,
-                    "tooltip": "Output image size in pixels (square). 0 = from the file name: c2i_L_384.pt makes "
-                               "384 x 384, t2i_XL_stage2_512.pt makes 512 x 512. Models are trained for one size; "
-                               "other sizes must be a multiple of 16 (the VQ's 16 pixels per token).",
+                    "tooltip": "Output image size in pixels (square). 0 = the model's own: from the file name for "
+                               "LlamaGen (c2i_L_384.pt makes 384 x 384), 384 for Janus-Pro (its only size), 720 for "
+                               "Emu3-Gen (the side of the pixel area; the aspect ratio comes from the Text Prompt). "
+                               "LlamaGen sizes must be a multiple of 16 (the VQ's 16 pixels per token).",
                 }),
                 "precision": (PRECISIONS, {
                     "default": "auto",
@@ -65,6 +68,14 @@ class ZipARLoadARModel:
 
     def load(self, ar_model, image_size, precision, device):
         path = host.model_path(ar_model)
+        if os.path.isdir(path):  # Janus-Pro / Emu3-Gen folder: the family knows its image size
+            dev = host.torch_device(device)
+            key = (*cache.file_key(path), precision, str(dev))
+            model = cache.AR_MODELS.get(key, lambda: api.load_ar_model(path, device=dev, precision=precision))
+            size = int(image_size) or int(model.image_size)
+            if hasattr(model, "grid_for"):
+                model.grid_for(None, size)  # a size the family cannot draw fails here, not in the sampler
+            return (ARModel(model, size, ar_model),)
         size = int(image_size) or api.default_image_size(path)
         if not size:
             raise ZipARError(
@@ -93,8 +104,10 @@ class ZipARLoadVQ:
         return {
             "required": {
                 "vq_model": (host.list_models(), {
-                    "tooltip": "The VQ tokenizer file in ComfyUI/models/zipar. Use the one released with the AR "
-                               "model: vq_ds16_c2i.pt for c2i_*.pt, vq_ds16_t2i.pt for t2i_*.pt.",
+                    "tooltip": "The VQ tokenizer in ComfyUI/models/zipar. Use the one released with the AR "
+                               "model: vq_ds16_c2i.pt for c2i_*.pt, vq_ds16_t2i.pt for t2i_*.pt; for Janus-Pro and "
+                               "Emu3-Gen-hf the model folder itself (its VQ is read); for the original BAAI/Emu3-Gen "
+                               "the Emu3-VisionTokenizer folder.",
                 }),
                 "precision": (["fp32", "auto", "bf16", "fp16"], {
                     "default": "fp32",
@@ -110,7 +123,7 @@ class ZipARLoadVQ:
         return _mtime(vq_model)
 
     def load(self, vq_model, precision, device):
-        path = host.model_path(vq_model)
+        path = host.model_path(vq_model)  # a file, or a Janus-Pro / Emu3 folder (its VQ part only)
         dev = host.torch_device(device)
         key = (*cache.file_key(path), precision, str(dev))
         return (cache.VQ_MODELS.get(key, lambda: api.load_vq(path, device=dev, precision=precision)),)

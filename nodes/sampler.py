@@ -34,6 +34,13 @@ def check_condition_kind(model, cond) -> None:
             "this is a text-to-image model (t2i): connect a ZipAR Text Encode (T5) node as the condition, "
             "or load a class-to-image model (c2i_*.pt) for ImageNet classes."
         )
+    family = getattr(model, "family", "")
+    if family in ("janus-pro", "emu3") and not cond.prompts:
+        raise ZipARError(f"this is a {'Janus-Pro' if family == 'janus-pro' else 'Emu3-Gen'} model: connect a ZipAR Text "
+                         "Prompt node as the condition.")
+    if cond.prompts and family not in ("janus-pro", "emu3"):
+        raise ZipARError("a ZipAR Text Prompt is for Janus-Pro and Emu3-Gen; for LlamaGen text-to-image use ZipAR "
+                         "Text Encode (T5), for class models ZipAR ImageNet Class or Class ID.")
 
 
 class ZipARSampler:
@@ -57,8 +64,9 @@ class ZipARSampler:
         return {
             "required": {
                 "model": (AR_MODEL, {"tooltip": "The AR model from ZipAR Load AR Model."}),
-                "condition": (CONDITION, {"tooltip": "What to draw: ZipAR ImageNet Class (c2i models) or "
-                                                     "ZipAR Text Encode (T5) (t2i models)."}),
+                "condition": (CONDITION, {"tooltip": "What to draw: ZipAR ImageNet Class / Class ID (c2i models), "
+                                                     "ZipAR Text Encode (T5) (LlamaGen t2i), ZipAR Text Prompt "
+                                                     "(Janus-Pro, Emu3-Gen)."}),
                 "window": ("INT", {
                     "default": 8, "min": 1, "max": MAX_WINDOW, "step": 1,
                     "tooltip": "How far ahead the row above must be before the next row starts. Smaller = fewer "
@@ -111,13 +119,19 @@ class ZipARSampler:
 
     def sample(self, model, condition, window, seed, cfg, temperature, top_k, top_p, batch_size, preview=True, vq=None):
         ar = model.model
-        downsample = DEFAULT_DOWNSAMPLE
-        if vq is not None:
-            api.check_pair(ar, vq)
-            downsample = vq.downsample
-        grid = api.grid_for(int(model.image_size), downsample)
-        check_window(window, grid[1])
         check_condition_kind(ar, condition)
+        if hasattr(ar, "grid_for"):  # Janus-Pro / Emu3: the family sizes the grid (aspect ratio, token area)
+            if vq is not None:
+                api.check_pair(ar, vq)
+                ar.downsample = vq.downsample
+            grid = ar.grid_for(condition, int(model.image_size))
+        else:
+            downsample = DEFAULT_DOWNSAMPLE
+            if vq is not None:
+                api.check_pair(ar, vq)
+                downsample = vq.downsample
+            grid = api.grid_for(int(model.image_size), downsample)
+        check_window(window, grid[1])
         greedy = float(temperature) == 0.0
         options = SamplingOptions(
             cfg=float(cfg), temperature=1.0 if greedy else float(temperature), top_k=int(top_k), top_p=float(top_p),

@@ -21,6 +21,16 @@ BOS, PAD, BOI, EOS = "<｜begin▁of▁sentence｜>", "<｜▁pad▁｜>", "<beg
 GRID = 4
 
 
+def _portable_tokenizer_config(config_file: Path) -> None:
+    """As the hub's files are written (by transformers 4.x): a class both 4.x and 5.x know, and
+    ``additional_special_tokens`` (5.x writes ``extra_special_tokens``, which 4.57 cannot read)."""
+    config = json.loads(config_file.read_text())
+    config["tokenizer_class"] = "PreTrainedTokenizerFast"
+    if isinstance(config.get("extra_special_tokens"), list):
+        config["additional_special_tokens"] = config.pop("extra_special_tokens")
+    config_file.write_text(json.dumps(config, indent=2))
+
+
 def write_tokenizer(folder: Path, specials: list[str], words: list[str] = WORDS, bos: str = BOS, pad: str = PAD,
                     eos: str = EOS) -> None:
     from tokenizers import Tokenizer, models, pre_tokenizers
@@ -34,32 +44,31 @@ def write_tokenizer(folder: Path, specials: list[str], words: list[str] = WORDS,
     fast.save_pretrained(folder)
     config_file = folder / "tokenizer_config.json"
     config = json.loads(config_file.read_text())
-    config["tokenizer_class"] = "PreTrainedTokenizerFast"  # a class transformers 4.x and 5.x both know
-    config_file.write_text(json.dumps(config, indent=2))
+    _portable_tokenizer_config(config_file)
 
 
-def janus_config(vocab: int = 40, hidden: int = 64, layers: int = 2):
+def janus_config(vocab: int = 40, hidden: int = 64, layers: int = 2, grid: int = GRID):
     from transformers import JanusConfig
 
     return JanusConfig(
         text_config=dict(model_type="llama", hidden_size=hidden, intermediate_size=96, num_hidden_layers=layers,
                          num_attention_heads=4, num_key_value_heads=2, vocab_size=vocab, rms_norm_eps=1e-6),
         vision_config=dict(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32,
-                           image_size=GRID * 16, patch_size=16, projection_dim=hidden, num_image_tokens=GRID * GRID),
+                           image_size=grid * 16, patch_size=16, projection_dim=hidden, num_image_tokens=grid * grid),
         vq_config=dict(embed_dim=4, num_embeddings=50, base_channels=32, channel_multiplier=[1, 1], num_res_blocks=1,
-                       latent_channels=8, num_patches=GRID, projection_dim=hidden, image_token_embed_dim=hidden),
+                       latent_channels=8, num_patches=grid, projection_dim=hidden, image_token_embed_dim=hidden),
     )
 
 
-def write_janus_hf(folder: Path, seed: int = 0) -> Path:
-    """A tiny deepseek-community/Janus-Pro-1B look-alike (transformers layout)."""
+def write_janus_hf(folder: Path, seed: int = 0, grid: int = GRID) -> Path:
+    """A tiny deepseek-community/Janus-Pro-1B look-alike (transformers layout); ``grid`` 24 as released."""
     from transformers import JanusForConditionalGeneration
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     write_tokenizer(folder, [BOS, EOS, PAD, BOI, "<end_of_image>"])
     torch.manual_seed(seed)
-    model = JanusForConditionalGeneration(janus_config()).eval()
+    model = JanusForConditionalGeneration(janus_config(grid=grid)).eval()
     with torch.no_grad():  # visible differences between codes and between layers
         for name, p in model.named_parameters():
             if "generation" in name or "language_model" in name:
@@ -177,15 +186,14 @@ def write_emu3_tokenizer(folder: Path) -> dict[str, int]:
     fast = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<|extra_203|>", eos_token="<|extra_204|>",
                                    pad_token="<|endoftext|>", unk_token="<unk>", additional_special_tokens=specials)
     fast.save_pretrained(folder)
-    config_file = folder / "tokenizer_config.json"
-    config = json.loads(config_file.read_text())
-    config["tokenizer_class"] = "PreTrainedTokenizerFast"
-    config_file.write_text(json.dumps(config, indent=2))
+    _portable_tokenizer_config(folder / "tokenizer_config.json")
     return vocab
 
 
-def write_emu3_hf(folder: Path, seed: int = 0) -> Path:
-    """A tiny BAAI/Emu3-Gen-hf look-alike: Emu3ForConditionalGeneration.save_pretrained + tokenizer."""
+def write_emu3_hf(folder: Path, seed: int = 0, vq_levels: int = 3) -> Path:
+    """A tiny BAAI/Emu3-Gen-hf look-alike: Emu3ForConditionalGeneration.save_pretrained + tokenizer.
+
+    ``vq_levels`` 3 gives a downsample-4 VQ (the unit tests), 4 the release's 8 (the workflows)."""
     from emu3_vq_fixtures import TINY_VQ, _randomise_batchnorm
     from transformers import Emu3Config, Emu3ForConditionalGeneration
 
@@ -196,7 +204,8 @@ def write_emu3_hf(folder: Path, seed: int = 0) -> Path:
                 num_key_value_heads=2, max_position_embeddings=256, rope_theta=1e6, rms_norm_eps=1e-5,
                 pad_token_id=vocab["<|endoftext|>"], bos_token_id=vocab["<|extra_203|>"], eos_token_id=vocab["<|extra_204|>"])
     torch.manual_seed(seed)
-    model = Emu3ForConditionalGeneration(Emu3Config(vq_config=dict(TINY_VQ), text_config=text, vocabulary_map=vocab)).eval()
+    vq = dict(TINY_VQ, channel_multiplier=[1, 1, 2, 2][:vq_levels] if vq_levels <= 4 else TINY_VQ["channel_multiplier"])
+    model = Emu3ForConditionalGeneration(Emu3Config(vq_config=vq, text_config=text, vocabulary_map=vocab)).eval()
     with torch.no_grad():
         for name, p in model.named_parameters():
             if "text_model" in name or "lm_head" in name:

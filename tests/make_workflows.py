@@ -159,7 +159,65 @@ def demo_zipar():
     ]
 
 
+def chat_loaders(model, vq, prompt, ratio="1:1", negative="", image_size=0):
+    return [
+        N(1, "ZipARLoadARModel", [model, image_size, "auto", "default"], (40, 60)),
+        N(2, "ZipARLoadVQ", [vq, "fp32", "default"], (40, 250), size=(320, 110)),
+        N(3, "ZipARTextPrompt", [prompt, ratio, negative], (40, 410), size=(320, 240)),
+    ]
+
+
+def janus_pro_zipar():
+    return [
+        *chat_loaders("Janus-Pro/Janus-Pro-1B", "Janus-Pro/Janus-Pro-1B", "a red fox sitting in fresh snow, golden hour"),
+        sampler(4, (420, 60), 8, cfg=5.0, top_k=0),
+        decode(5, (800, 60), 4),
+        N(6, "SaveImage", ["zipar_janus_pro"], (1080, 60), {"images": (5, 0)}, size=(400, 440)),
+        report(7, (420, 420), 4, "Report"),
+        note(8, (40, 710), "Janus-Pro (deepseek-community/Janus-Pro-1B or -7B, or the original deepseek-ai folder) in "
+             "ComfyUI/models/Janus-Pro/ (where the Janus-Pro pack keeps it) or ComfyUI/models/zipar/. The same folder "
+             "is the VQ. 384 x 384 = a 24 x 24 grid: window 8 takes 224 passes instead of 576.\n\n" + SAMPLER_HELP +
+             "\n\nJanus-Pro's own settings: cfg 5, temperature 1, no top-k. It has no negative prompt."),
+    ]
+
+
+def janus_pro_ntp_vs_zipar():
+    nodes = [*chat_loaders("Janus-Pro/Janus-Pro-1B", "Janus-Pro/Janus-Pro-1B", "a red fox sitting in fresh snow, golden hour")]
+    nodes += [
+        N(4, "ZipARSampler", [24, 0, "fixed", 5.0, 1.0, 0, 1.0, 1, True], (420, 60),
+          {"model": (1, 0), "condition": (3, 0), "vq": (2, 0)}, "Next-token prediction (window 24)", size=(320, 300)),
+        N(5, "ZipARSampler", [8, 0, "fixed", 5.0, 1.0, 0, 1.0, 1, True], (420, 420),
+          {"model": (1, 0), "condition": (3, 0), "vq": (2, 0)}, "ZipAR (window 8)", size=(320, 300)),
+        decode(6, (800, 60), 4),
+        decode(7, (800, 420), 5),
+        N(8, "ImageStitch", ["right", True, 8, "white"], (1080, 60), {"image1": (6, 0), "image2": (7, 0)}, size=(270, 150)),
+        N(9, "SaveImage", ["zipar_janus_ntp_vs_zipar"], (1380, 60), {"images": (8, 0)}, size=(520, 360)),
+        report(10, (800, 560), 4, "Report: next-token prediction"),
+        report(11, (800, 700), 5, "Report: ZipAR"),
+        note(12, (40, 710), "Same seed, same Janus-Pro: left next-token prediction (window 24 = the grid width, 576 "
+             "passes, what the Janus-Pro pack does), right ZipAR window 8 (224 passes).\n\n" + SAMPLER_HELP),
+    ]
+    return nodes
+
+
+def emu3_gen_zipar():
+    return [
+        *chat_loaders("Emu3-Gen-hf", "Emu3-Gen-hf", "a red fox sitting in fresh snow, golden hour", ratio="16:9"),
+        sampler(4, (420, 60), 8, cfg=3.0, top_k=2048),
+        decode(5, (800, 60), 4),
+        N(6, "SaveImage", ["zipar_emu3_gen"], (1080, 60), {"images": (5, 0)}, size=(520, 360)),
+        report(7, (420, 420), 4, "Report"),
+        note(8, (40, 710), "Emu3-Gen (BAAI/Emu3-Gen-hf, VQ included, in ComfyUI/models/zipar/Emu3-Gen-hf; or the original "
+             "BAAI/Emu3-Gen with BAAI/Emu3-VisionTokenizer as the VQ). 720 x 720 pixels of area (image_size 0); at "
+             "16:9 a 68 x 120 token grid: window 8 takes 768 passes instead of 8160. An empty negative prompt "
+             "uses Emu3's official one.\n\n" + SAMPLER_HELP + "\n\nEmu3's own settings: cfg 3, top_k 2048."),
+    ]
+
+
 WORKFLOWS = {
+    "janus_pro_zipar": janus_pro_zipar,
+    "janus_pro_ntp_vs_zipar": janus_pro_ntp_vs_zipar,
+    "emu3_gen_zipar": emu3_gen_zipar,
     "demo_zipar": demo_zipar,
     "llamagen_c2i_zipar": c2i_zipar,
     "llamagen_c2i_ntp_vs_zipar": c2i_ntp_vs_zipar,

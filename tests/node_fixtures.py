@@ -5,6 +5,8 @@
     <models>/zipar/t2i_XL_stage2_512.pt    tiny LlamaGen t2i GPT (120 caption tokens of width 24)
     <models>/zipar/vq_ds16_t2i.pt          tiny VQ-16 (codebook 64)
     <models>/text_encoders/flan-t5-xl/     tiny T5 encoder + word-level tokenizer (width 24)
+    <models>/Janus-Pro/Janus-Pro-1B/       tiny Janus-Pro, transformers layout (24x24 codes as released, 48 px)
+    <models>/zipar/Emu3-Gen-hf/            tiny Emu3-Gen with its VQ, transformers layout (downsample 8)
 
 Run as a script to write them somewhere, e.g. for a real ComfyUI:
     python tests/node_fixtures.py /tmp/zipar-models
@@ -42,7 +44,7 @@ def write_tiny_t5(folder: Path) -> Path:
     return folder
 
 
-def write_tiny_models(models_dir: Path, c2i: bool = True, t2i: bool = True, t5: bool = True) -> Path:
+def write_tiny_models(models_dir: Path, c2i: bool = True, t2i: bool = True, t5: bool = True, chat: bool = False) -> Path:
     """Write the tiny files (as the official releases store them) and return ``models_dir``."""
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     from tiny import make_tiny_vq, save_official_vq
@@ -59,13 +61,19 @@ def write_tiny_models(models_dir: Path, c2i: bool = True, t2i: bool = True, t5: 
         save_official_vq(make_tiny_vq(seed=4), zipar_dir / "vq_ds16_t2i.pt")
     if t5:
         write_tiny_t5(models_dir / "text_encoders" / "flan-t5-xl")
+    if chat:
+        from chat_fixtures import write_emu3_hf, write_janus_hf
+
+        write_janus_hf(models_dir / "Janus-Pro" / "Janus-Pro-1B", grid=24)
+        write_emu3_hf(zipar_dir / "Emu3-Gen-hf", vq_levels=4)
     return models_dir
 
 
 def extra_model_paths_yaml(models_dir: Path, custom_nodes: Path | None = None) -> str:
-    """An extra_model_paths.yaml pointing ComfyUI's zipar and text_encoders folders (and
+    """An extra_model_paths.yaml pointing ComfyUI's zipar, Janus-Pro and text_encoders folders (and
     optionally an extra custom_nodes folder) at ``models_dir``."""
-    lines = ["zipar_tests:", f"    base_path: {Path(models_dir).resolve()}", "    zipar: zipar", "    text_encoders: text_encoders"]
+    lines = ["zipar_tests:", f"    base_path: {Path(models_dir).resolve()}", "    zipar: zipar", "    Janus-Pro: Janus-Pro",
+             "    text_encoders: text_encoders"]
     if custom_nodes is not None:
         lines.append(f"    custom_nodes: {Path(custom_nodes).resolve()}")
     return "\n".join(lines) + "\n"
@@ -74,6 +82,6 @@ def extra_model_paths_yaml(models_dir: Path, custom_nodes: Path | None = None) -
 if __name__ == "__main__":
     root = Path(__file__).resolve().parent.parent
     sys.path.insert(0, str(root))
-    out = write_tiny_models(Path(sys.argv[1] if len(sys.argv) > 1 else "tiny-models"))
+    out = write_tiny_models(Path(sys.argv[1] if len(sys.argv) > 1 else "tiny-models"), chat=True)
     (out / "extra_model_paths.yaml").write_text(extra_model_paths_yaml(out))
     print(out)

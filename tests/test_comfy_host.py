@@ -44,6 +44,10 @@ EXPECTED_IMAGES = {
     "llamagen_c2i_ntp_vs_zipar": [(384 * 2 + 8, 384)],
     "llamagen_c2i_window_sweep": [(384 * 5 + 8 * 4, 384)],
     "llamagen_t2i_zipar": [(512, 512)],
+    "demo_zipar": [(64, 64 * 2 + 8)] * 4,  # batch 4, NTP above ZipAR
+    "janus_pro_zipar": [(48, 48)],  # 24x24 codes; the tiny VQ draws 2 px per code (the real one 16)
+    "janus_pro_ntp_vs_zipar": [(48 * 2 + 8, 48)],
+    "emu3_gen_zipar": [(120 * 8, 68 * 8)],  # 16:9 at 720 x 720 pixels of area: 68 x 120 tokens
 }
 
 
@@ -152,7 +156,7 @@ def has_transformers() -> bool:
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     root = tmp_path_factory.mktemp("comfyhost")
-    models = write_tiny_models(root / "models", t5=has_transformers())
+    models = write_tiny_models(root / "models", t5=has_transformers(), chat=has_transformers())
     custom_nodes = root / "custom_nodes"
     custom_nodes.mkdir()
     (custom_nodes / PACK_FOLDER).symlink_to(REPO, target_is_directory=True)
@@ -193,7 +197,7 @@ def test_every_node_is_listed_without_import_failure(server):
 
 @pytest.mark.parametrize("name", WORKFLOW_NAMES)
 def test_api_workflow_runs(server, name):
-    if name.startswith("llamagen_t2i") and not has_transformers():
+    if name.startswith(("llamagen_t2i", "janus", "emu3")) and not has_transformers():
         pytest.skip("the tiny flan-t5 folder needs transformers to be written")
     prompt = load_json(REPO / "workflows" / "api" / f"{name}.json")
     entry = server.run(prompt)

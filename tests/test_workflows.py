@@ -14,7 +14,8 @@ from workflow_tools import (
 # from the real host (ComfyUI a125cd84), which tests/test_comfy_host.py re-checks live.
 CORE_TYPES = {"SaveImage", "PreviewImage", "PreviewAny", "ImageStitch", "ImageBatch"}
 MODEL_FILES = {"c2i_L_384.pt", "vq_ds16_c2i.pt", "t2i_XL_stage2_512.pt", "vq_ds16_t2i.pt",
-               "zipar-demo/demo_c2i_64.safetensors", "zipar-demo/demo_vq.safetensors"}  # the last two ship with the pack
+               "zipar-demo/demo_c2i_64.safetensors", "zipar-demo/demo_vq.safetensors",
+               "Janus-Pro/Janus-Pro-1B", "Emu3-Gen-hf"}  # the last two ship with the pack
 TEXT_ENCODERS = {"flan-t5-xl"}
 DYNAMIC_COMBOS = {("ZipARLoadARModel", "ar_model"): MODEL_FILES, ("ZipARLoadVQ", "vq_model"): MODEL_FILES,
                   ("ZipARTextEncodeT5", "text_encoder"): TEXT_ENCODERS}
@@ -151,6 +152,16 @@ def test_what_each_workflow_promises():
     assert types["ZipARLoadVQ"]["vq_model"] == "zipar-demo/demo_vq.safetensors"
     assert 0 <= types["ZipARClassID"]["class_id"] <= 9
     assert sorted(s["inputs"]["window"] for s in demo) == [8, 16] and len({s["inputs"]["seed"] for s in demo}) == 1
+    prompt, (janus,) = samplers("janus_pro_zipar")
+    types = {n["class_type"]: n["inputs"] for n in prompt.values()}
+    assert types["ZipARLoadARModel"]["ar_model"] == types["ZipARLoadVQ"]["vq_model"] == "Janus-Pro/Janus-Pro-1B"
+    assert janus["inputs"]["window"] < 24 and janus["inputs"]["cfg"] == 5.0 and types["ZipARTextPrompt"]["aspect_ratio"] == "1:1"
+    _, pair = samplers("janus_pro_ntp_vs_zipar")
+    assert sorted(s["inputs"]["window"] for s in pair) == [8, 24] and len({s["inputs"]["seed"] for s in pair}) == 1
+    prompt, (emu3,) = samplers("emu3_gen_zipar")
+    types = {n["class_type"]: n["inputs"] for n in prompt.values()}
+    assert types["ZipARLoadARModel"]["ar_model"] == "Emu3-Gen-hf" and emu3["inputs"]["top_k"] == 2048
+    assert emu3["inputs"]["cfg"] == 3.0
     for name in WORKFLOW_NAMES:  # seeds fixed in the UI files, so a re-run reproduces the images
         ui = load_json(REPO / "workflows" / f"{name}.json")
         for node in ui["nodes"]:

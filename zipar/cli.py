@@ -24,7 +24,9 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--image-size", type=int, help="output resolution; default: the size in the AR file name")
     gen.add_argument("--downsample", type=int, default=16, help="VQ downsampling when no --vq-model is given")
     gen.add_argument("--class-id", type=int, nargs="+", help="ImageNet class ids (class-to-image models)")
-    gen.add_argument("--prompt", nargs="+", help="prompts (text-to-image models, with --text-encoder)")
+    gen.add_argument("--prompt", nargs="+", help="prompts (LlamaGen t2i with --text-encoder; Janus-Pro / Emu3-Gen folders)")
+    gen.add_argument("--negative-prompt", help="Emu3-Gen: the unconditional branch's text (default: Emu3's own)")
+    gen.add_argument("--aspect-ratio", help="Emu3-Gen: width:height, e.g. 16:9 (default 1:1)")
     gen.add_argument("--text-encoder", help="local flan-t5-xl folder")
     gen.add_argument("--caption-embeddings", help=".safetensors with 'features' [N,120,2048] and 'mask' [N,120]")
     gen.add_argument("--window", type=int, default=8, help="ZipAR window; at or above the grid width: next-token prediction")
@@ -89,11 +91,39 @@ def run_generate(args: argparse.Namespace) -> None:
     model = api.load_ar_model(args.ar_model, device, args.precision)
     if vq is not None:
         api.check_pair(model, vq)
+    if hasattr(model, "grid_for"):  # Janus-Pro / Emu3-Gen folder: prompts, the family sizes the grid
+        _generate_chat(args, model, vq, device)
+        return
     image_size = args.image_size or api.default_image_size(args.ar_model)
     if image_size is None:
         raise ZipARError(f"cannot tell the image size from {Path(args.ar_model).name}; pass --image-size (e.g. 256 or 384).")
     grid = api.grid_for(image_size, vq if vq is not None else args.downsample)
     cond = _condition(args, model, device)
+    if args.out:
+        for path in api.output_paths(args.out, len(cond) * max(args.batch, 1)):
+            _refuse_existing(str(path), args.overwrite)
+    options = SamplingOptions(args.cfg, args.temperature, args.top_k, args.top_p, args.greedy)
+    result = api.generate(model, cond, grid, args.window, options, seed=args.seed, batch=args.batch)
+    print(f"{model.describe()}: {result.report()}", file=sys.stderr)
+    if args.tokens_out:
+        np.save(args.tokens_out, result.tokens.numpy().astype(np.int64))
+    if args.out:
+        for path in api.save_images(api.decode_tokens(vq, result.tokens.to(device)), args.out, args.overwrite):
+            print(path)
+    if args.stats_json:
+        Path(args.stats_json).write_text(json.dumps(result.stats(), indent=2))
+
+
+def _generate_chat(args: argparse.Namespace, model, vq, device) -> None:
+    from .models.base import Condition
+
+    if not args.prompt:
+        raise ZipARError(f"{model.describe()} draws from text: give --prompt.")
+    if vq is not None and hasattr(model, "downsample"):
+        model.downsample = vq.downsample
+    cond = Condition(prompts=list(args.prompt), labels=list(args.prompt),
+                     negative_prompts=[args.negative_prompt or ""] * len(args.prompt), aspect_ratio=args.aspect_ratio)
+    grid = model.grid_for(cond, args.image_size)
     if args.out:
         for path in api.output_paths(args.out, len(cond) * max(args.batch, 1)):
             _refuse_existing(str(path), args.overwrite)

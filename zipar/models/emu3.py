@@ -181,6 +181,10 @@ class Emu3GenModel:
     def dtype(self) -> torch.dtype:
         return self.net.image_head.weight.dtype
 
+    def code_embeddings(self) -> torch.Tensor:
+        """[codes, dim] input vectors of the visual tokens (preview colours)."""
+        return self.net.lm.embed_tokens.weight[self.net.code_ids]
+
     def describe(self) -> str:
         c = self.config
         return (f"Emu3-Gen ({c.layers} layers, width {c.hidden}, {self.vocab_size} visual tokens, "

@@ -381,8 +381,10 @@ class Emu3VQ(nn.Module):
         x = ((x - mean) / std).to(self.dtype)
         b, _, h, w = x.shape
         sizes = torch.tensor([[h, w]] * b, device=x.device)
-        out = self.vq.encode(x, image_sizes=sizes, return_dict=True)
-        return torch.stack(list(out.image_tokens)).long()
+        out = self.vq.encode(x, image_sizes=sizes)
+        # transformers 5.x returns an output object, 4.5x the list of per-image token grids
+        tokens = out.image_tokens if hasattr(out, "image_tokens") else out
+        return torch.stack(list(tokens)).long()
 
 
 def load_emu3_vq(source: str | os.PathLike, device: str | torch.device = "cpu",

@@ -233,7 +233,13 @@ def load_tokenizer(folder: Path):
     hf_logging.set_verbosity_error()  # it warns that a "multi_modality" config is no tokenizer config
     try:
         if (folder / "tokenizer.json").is_file():
-            return PreTrainedTokenizerFast.from_pretrained(str(folder), local_files_only=True)
+            # Built from tokenizer.json alone: tokenizer_config.json files differ between transformers
+            # 4.x and 5.x (a 5.x "extra_special_tokens" list breaks 4.57), and only the vocabulary and
+            # the BOS / pad names are needed here.
+            tok = PreTrainedTokenizerFast(tokenizer_file=str(folder / "tokenizer.json"))
+            for name, value in _special_token_names(folder).items():
+                setattr(tok, name, value)
+            return tok
         return AutoTokenizer.from_pretrained(str(folder), local_files_only=True, trust_remote_code=False)
     except Exception as exc:  # transformers raises many types for broken tokenizer files
         raise ZipARError(f"cannot load the tokenizer in '{folder}' without running its remote code "
@@ -242,6 +248,23 @@ def load_tokenizer(folder: Path):
                          f"model (e.g. BAAI/Emu3-Gen-hf) into this folder.") from exc
     finally:
         hf_logging.set_verbosity(level)
+
+
+def _special_token_names(folder: Path) -> dict[str, str]:
+    """bos_token / eos_token / pad_token / unk_token as the folder's tokenizer files name them."""
+    names: dict[str, str] = {}
+    for file in ("special_tokens_map.json", "tokenizer_config.json"):
+        path = folder / file
+        if not path.is_file():
+            continue
+        data = hf_folder.read_json(path, "tokenizer file")
+        for key in ("bos_token", "eos_token", "pad_token", "unk_token"):
+            value = data.get(key)
+            if isinstance(value, dict):
+                value = value.get("content")
+            if isinstance(value, str) and key not in names:
+                names[key] = value
+    return names
 
 
 def special_ids(tokenizer, folder: Path) -> dict[str, int]:
@@ -289,6 +312,10 @@ class JanusProModel:
     @property
     def image_size(self) -> int:
         return self.native_grid[0] * PATCH
+
+    def code_embeddings(self) -> torch.Tensor:
+        """[codes, dim] input vectors of the image codes (preview colours)."""
+        return self.net.gen_embed.weight
 
     def describe(self) -> str:
         c = self.config

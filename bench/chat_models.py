@@ -1,0 +1,175 @@
+"""Janus-Pro and Emu3-Gen of the published sizes with random weights, for ``bench.decode``.
+
+The networks are our own classes (``JanusGenerator``, ``Emu3Generator`` around ``LlamaLM``)
+wrapped in the real family adapters, so the benchmark runs exactly the code a user runs:
+prompt recipe, CFG rows (Emu3's default negative prompt, left-padded), row-end tokens,
+1D positions. Nothing is downloaded: no weights, no transformers model class, no tokenizer
+files. A stand-in tokenizer maps each word / punctuation run to a fixed id, so prompts
+have a realistic length (Janus-Pro ~30 tokens, Emu3 ~50 with its negative prompt).
+
+A network is built on the meta device, cast to the target dtype there, and only then given
+storage on the target device (``to_empty``) and filled in place (``normal_(0, 0.02)``, norms
+1, biases 0), so an 8B model in bf16 on a GPU never needs its fp32 size in host RAM.
+
+Memory floor of one forward pass: every weight of the decoder layers, the final norm and
+the image head (plus Janus's aligner) is read once per pass; embedding tables are gathered
+by row and left out. ``floor_ms_per_pass`` = those bytes / ``BANDWIDTH``.
+"""
+from __future__ import annotations
+
+import re
+import zlib
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn as nn
+
+from zipar.models.base import Condition
+from zipar.models.emu3 import Emu3Generator, Emu3GenModel
+from zipar.models.janus import PATCH, JanusGenerator, JanusProModel
+from zipar.models.llama_lm import LlamaConfig
+
+BANDWIDTH = 3.0e12  # bytes/s: the floor's memory bandwidth (H100-class HBM)
+PROMPT = "A red fox sitting in fresh snow at dawn, soft golden light, detailed fur, misty pine forest behind it."
+CHUNK = 1 << 24  # elements filled per normal_ call
+
+
+@dataclass(frozen=True)
+class ChatSpec:
+    title: str  # as printed: "Janus-Pro-1B"
+    family: str  # "janus-pro" or "emu3"
+    lm: LlamaConfig
+    codes: int  # image codes the head scores
+    image_size: int  # default pixels per side
+    cfg: float  # official guidance scale
+    top_k: int  # official top-k (0: off)
+    special: dict[str, int] = field(default_factory=dict)
+    words: tuple[int, int] = (0, 0)  # stand-in tokenizer: first word id, number of word ids
+    code_dim: int = 8  # Janus: generation embedding width
+    aligner_depth: int = 2  # Janus: aligner layers
+    head_dim: int = 0  # Janus: generation head width
+    code_base: int = 0  # Emu3: vocabulary id of visual code 0
+
+
+# Janus-Pro: DeepSeek-LLM tokenizer ids (<｜begin▁of▁sentence｜>, <｜▁pad▁｜>, <begin_of_image>).
+JANUS_SPECIAL = {"bos": 100000, "pad": 100015, "boi": 100016}
+# Emu3: Qwen ids <|extra_200|>.. = 151846.., <|image start|> 151851, <|image end|> 151852,
+# <|image token|> 151853, then the 32768 visual tokens from 151854 (pad = eos, as the loader sets).
+EMU3_SPECIAL = {"eol": 151846, "eof": 151847, "bos": 151849, "eos": 151850, "boi": 151851, "eoi": 151852,
+                "img": 151853, "pad": 151850}
+
+SPECS: dict[str, ChatSpec] = {
+    "janus-pro-1b": ChatSpec(
+        "Janus-Pro-1B", "janus-pro",
+        LlamaConfig(hidden=2048, layers=24, heads=16, kv_heads=16, intermediate=5632, vocab=102400, rms_eps=1e-6,
+                    rope_theta=10000.0),
+        codes=16384, image_size=384, cfg=5.0, top_k=0, special=JANUS_SPECIAL, words=(100, 99000), head_dim=2048),
+    "janus-pro-7b": ChatSpec(
+        "Janus-Pro-7B", "janus-pro",
+        LlamaConfig(hidden=4096, layers=30, heads=32, kv_heads=32, intermediate=11008, vocab=102400, rms_eps=1e-6,
+                    rope_theta=10000.0),
+        codes=16384, image_size=384, cfg=5.0, top_k=0, special=JANUS_SPECIAL, words=(100, 99000), head_dim=4096),
+    "emu3-gen": ChatSpec(
+        "Emu3-Gen", "emu3",
+        LlamaConfig(hidden=4096, layers=32, heads=32, kv_heads=8, intermediate=14336, vocab=184622, rms_eps=1e-5,
+                    rope_theta=1e6),
+        codes=32768, image_size=720, cfg=3.0, top_k=2048, special=EMU3_SPECIAL, words=(100, 151000), code_base=151854),
+    # tiny stand-ins, only so tests can smoke-run the harness
+    "janus-tiny": ChatSpec(
+        "Janus-tiny", "janus-pro",
+        LlamaConfig(hidden=64, layers=2, heads=4, kv_heads=4, intermediate=128, vocab=512),
+        codes=64, image_size=64, cfg=5.0, top_k=0, special={"bos": 1, "pad": 2, "boi": 3}, words=(8, 500), head_dim=64),
+    "emu3-tiny": ChatSpec(
+        "Emu3-tiny", "emu3",
+        LlamaConfig(hidden=64, layers=2, heads=4, kv_heads=2, intermediate=128, vocab=1024, rms_eps=1e-5, rope_theta=1e6),
+        codes=256, image_size=48, cfg=3.0, top_k=2048, words=(16, 700), code_base=768,
+        special={"eol": 1, "eof": 2, "bos": 3, "eos": 4, "boi": 5, "eoi": 6, "img": 7, "pad": 4}),
+}
+
+
+class WordTokenizer:
+    """Stand-in tokenizer: each word or punctuation run -> a fixed id in [first, first + count)."""
+
+    def __init__(self, first: int, count: int):
+        self.first, self.count = first, count
+
+    def encode(self, text: str, add_special_tokens: bool = False) -> list[int]:
+        return [self.first + zlib.crc32(t.encode()) % self.count for t in re.findall(r"\w+|[^\w\s]+", text)]
+
+
+def build_net(spec: ChatSpec) -> nn.Module:
+    """The network with the published shapes (call under ``torch.device("meta")`` to allocate nothing)."""
+    if spec.family == "janus-pro":
+        return JanusGenerator(spec.lm, spec.codes, spec.code_dim, spec.aligner_depth, spec.head_dim)
+    return Emu3Generator(spec.lm, spec.codes)
+
+
+def meta_net(spec: ChatSpec, dtype: torch.dtype = torch.float32) -> nn.Module:
+    with torch.device("meta"):
+        return build_net(spec).to(dtype)
+
+
+def materialise(spec: ChatSpec, device: torch.device, dtype: torch.dtype, seed: int = 0) -> nn.Module:
+    """Storage on ``device`` in ``dtype`` only; filled in place (weights N(0, 0.02), norms 1, biases 0)."""
+    net = meta_net(spec, dtype).to_empty(device=device)
+    gen = torch.Generator(device=device).manual_seed(seed)
+    with torch.no_grad():
+        for name, p in net.named_parameters():
+            if p.ndim == 1:
+                p.fill_(1.0 if name.endswith("norm.weight") else 0.0)
+            else:
+                for chunk in p.view(-1).split(CHUNK):
+                    chunk.normal_(0.0, 0.02, generator=gen)
+        hd = spec.lm.dim_per_head  # the rotary table stays fp32, as the loaders leave it
+        net.lm.inv_freq = 1.0 / (spec.lm.rope_theta ** (torch.arange(0, hd, 2, device=device).float() / hd))
+        if spec.family == "emu3":
+            net.code_ids = spec.code_base + torch.arange(spec.codes, device=device)
+    return net.eval().requires_grad_(False)
+
+
+def random_model(spec: ChatSpec, device: torch.device, dtype: torch.dtype, image_size: int | None = None, seed: int = 0):
+    """The family adapter around a random network; Janus's grid is image_size / 16, Emu3's comes from grid_for."""
+    size = image_size or spec.image_size
+    net = materialise(spec, device, dtype, seed)
+    tokenizer = WordTokenizer(*spec.words)
+    if spec.family == "janus-pro":
+        side = size // PATCH
+        return JanusProModel(net, tokenizer, dict(spec.special), (side, side), "random weights", "hf")
+    model = Emu3GenModel(net, tokenizer, dict(spec.special), "random weights", "hf")
+    model.image_size = size
+    return model
+
+
+def condition(batch: int) -> Condition:
+    return Condition(prompts=[PROMPT] * batch, labels=[f"prompt{i}" for i in range(batch)])
+
+
+def prompt_lengths(model, cond: Condition, grid: tuple[int, int], guidance: bool) -> list[int]:
+    """Tokens per prompt row (conditional rows, then unconditional), before left padding."""
+    if model.family == "emu3":
+        return [len(r) for r in model.prompt_rows(cond, guidance, grid)]
+    return [len(r) for r in model.prompt_rows(cond, guidance)]
+
+
+def weight_bytes(net: nn.Module) -> tuple[int, int]:
+    """(bytes of all parameters, bytes read by one forward pass: all but the embedding tables)."""
+    gathered = {id(p) for m in net.modules() if isinstance(m, nn.Embedding) for p in m.parameters()}
+    total = per_pass = 0
+    for p in net.parameters():
+        size = p.numel() * p.element_size()
+        total += size
+        per_pass += 0 if id(p) in gathered else size
+    return total, per_pass
+
+
+def param_counts(spec: ChatSpec) -> dict[str, int]:
+    """Parameter counts from the meta device (nothing allocated).
+
+    ``lm``: embeddings + decoder layers + final norm as built; ``lm_with_text_head``: plus the
+    text output matrix the published checkpoint also has (never built: generation does not use it);
+    ``generation``: what the family adds (Janus: embedding, aligner, head; Emu3: the visual rows).
+    """
+    net = meta_net(spec)
+    lm = sum(p.numel() for p in net.lm.parameters())
+    total = sum(p.numel() for p in net.parameters())
+    return {"lm": lm, "lm_with_text_head": lm + spec.lm.vocab * spec.lm.hidden, "generation": total - lm, "built": total}

@@ -1,0 +1,92 @@
+"""The nodes with Janus-Pro and Emu3-Gen folders: listing, loading, Text Prompt, sampling, decoding."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+pytest.importorskip("transformers")
+
+import nodes  # noqa: E402
+from nodes import cache, host  # noqa: E402
+from node_fixtures import write_tiny_models  # noqa: E402
+from zipar.errors import ZipARError  # noqa: E402
+
+N = nodes.NODE_CLASS_MAPPINGS
+
+
+@pytest.fixture(scope="module")
+def models_dir(tmp_path_factory):
+    root = write_tiny_models(tmp_path_factory.mktemp("chat-models"), c2i=True, t2i=False, t5=False, chat=True)
+    previous = host._models_dir_override
+    host.set_models_dir(root)
+    host.forget_modules()
+    yield root
+    host.set_models_dir(previous)
+    cache.clear_all()
+
+
+def run(name, *args, **kwargs):
+    node = N[name]()
+    return getattr(node, N[name].FUNCTION)(*args, **kwargs)
+
+
+def sample(model, cond, vq, **overrides):
+    settings = dict(window=2, seed=0, cfg=3.0, temperature=1.0, top_k=0, top_p=1.0, batch_size=1, preview=True)
+    return run("ZipARSampler", model, cond, **{**settings, **overrides}, vq=vq)
+
+
+def test_folders_are_listed_by_name_without_their_shards(models_dir):
+    listed = N["ZipARLoadARModel"].INPUT_TYPES()["required"]["ar_model"][0]
+    assert "Janus-Pro/Janus-Pro-1B" in listed and "Emu3-Gen-hf" in listed  # models/Janus-Pro and models/zipar
+    assert not any(n.endswith("model.safetensors") for n in listed)
+    assert N["ZipARLoadVQ"].INPUT_TYPES()["required"]["vq_model"][0] == listed
+
+
+def test_janus_pro_end_to_end(models_dir):
+    (model,) = run("ZipARLoadARModel", "Janus-Pro/Janus-Pro-1B", 0, "auto", "default")
+    (vq,) = run("ZipARLoadVQ", "Janus-Pro/Janus-Pro-1B", "fp32", "default")
+    assert model.image_size == 384  # 24x24 codes at Janus's 16 px per code (the tiny VQ itself draws 2 px per code)
+    (cond,) = run("ZipARTextPrompt", "a red fox in the snow", "1:1", "")
+    tokens, report = sample(model, cond, vq, window=8, cfg=5.0, batch_size=2)
+    assert tokens.tokens.shape == (2, 24, 24) and report.startswith("window 8: 224 forward passes instead of 576")
+    (image,) = run("ZipARVQDecode", vq, tokens)
+    assert image.shape == (2, 48, 48, 3) and 0 <= float(image.min()) and float(image.max()) <= 1
+    (wide,) = run("ZipARTextPrompt", "a red fox", "16:9", "")
+    with pytest.raises(ZipARError, match="square"):
+        sample(model, wide, vq)
+    with pytest.raises(ZipARError, match="Text Prompt"):
+        sample(model, run("ZipARClassID", 3)[0], vq)
+
+
+def test_emu3_end_to_end_with_an_aspect_ratio(models_dir):
+    (model,) = run("ZipARLoadARModel", "Emu3-Gen-hf", 64, "auto", "default")
+    (vq,) = run("ZipARLoadVQ", "Emu3-Gen-hf", "fp32", "default")
+    assert vq.downsample == 8
+    (cond,) = run("ZipARTextPrompt", "a red fox", "2:1", "blurry")
+    tokens, report = sample(model, cond, vq, window=3, top_k=20)
+    assert tokens.grid == (6, 11)  # 64 x 64 pixels of area at 2:1, 8 pixels per token
+    (image,) = run("ZipARVQDecode", vq, tokens)
+    assert image.shape == (1, 48, 88, 3)
+    with pytest.raises(ZipARError, match="window must be between 1 and 11"):
+        sample(model, cond, vq, window=12)
+
+
+def test_text_prompt_with_a_llamagen_model_says_which_node_to_use(models_dir):
+    (model,) = run("ZipARLoadARModel", "c2i_L_384.pt", 64, "auto", "default")
+    (cond,) = run("ZipARTextPrompt", "a red fox", "1:1", "")
+    with pytest.raises(ZipARError, match="ImageNet Class"):
+        sample(model, cond, None)
+    with pytest.raises(ZipARError, match="prompt is empty"):
+        run("ZipARTextPrompt", "  ", "1:1", "")
+
+
+def test_command_line_with_a_janus_folder(models_dir, tmp_path, capsys):
+    from zipar.cli import main
+
+    folder = str(models_dir / "Janus-Pro" / "Janus-Pro-1B")
+    out = tmp_path / "fox.png"
+    assert main(["generate", "--ar-model", folder, "--vq-model", folder, "--prompt", "a red fox", "--window", "8",
+                 "--cfg", "5", "--seed", "1", "--out", str(out), "--device", "cpu"]) == 0
+    assert "224 forward passes instead of 576" in capsys.readouterr().err and out.is_file()
+    assert main(["generate", "--ar-model", folder, "--out", str(tmp_path / "x.png"), "--vq-model", folder]) == 2
+    assert "give --prompt" in capsys.readouterr().err
