@@ -42,9 +42,7 @@ def write_tokenizer(folder: Path, specials: list[str], words: list[str] = WORDS,
     fast = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token=bos, eos_token=eos, pad_token=pad, unk_token="<unk>",
                                    additional_special_tokens=[s for s in specials if s not in (bos, eos, pad)])
     fast.save_pretrained(folder)
-    config_file = folder / "tokenizer_config.json"
-    config = json.loads(config_file.read_text())
-    _portable_tokenizer_config(config_file)
+    _portable_tokenizer_config(folder / "tokenizer_config.json")
 
 
 def janus_config(vocab: int = 40, hidden: int = 64, layers: int = 2, grid: int = GRID):
