@@ -27,7 +27,7 @@ import torch.nn as nn
 from zipar.models.base import Condition
 from zipar.models.emu3 import Emu3Generator, Emu3GenModel
 from zipar.models.janus import PATCH, JanusGenerator, JanusProModel
-from zipar.models.llama_lm import LlamaConfig
+from zipar.models.llama_lm import LlamaConfig, rope_inv_freq
 
 BANDWIDTH = 3.0e12  # bytes/s: the floor's memory bandwidth (H100-class HBM)
 PROMPT = "A red fox sitting in fresh snow at dawn, soft golden light, detailed fur, misty pine forest behind it."
@@ -120,8 +120,7 @@ def materialise(spec: ChatSpec, device: torch.device, dtype: torch.dtype, seed: 
             else:
                 for chunk in p.view(-1).split(CHUNK):
                     chunk.normal_(0.0, 0.02, generator=gen)
-        hd = spec.lm.dim_per_head  # the rotary table stays fp32, as the loaders leave it
-        net.lm.inv_freq = 1.0 / (spec.lm.rope_theta ** (torch.arange(0, hd, 2, device=device).float() / hd))
+        net.lm.inv_freq = rope_inv_freq(spec.lm, device)  # fp32, as the loaders leave it
         if spec.family == "emu3":
             net.code_ids = spec.code_base + torch.arange(spec.codes, device=device)
     return net.eval().requires_grad_(False)

@@ -106,19 +106,28 @@ def model_folders() -> dict[str, str]:
     for models/Janus-Pro/Janus-Pro-7B."""
     found: dict[str, str] = {}
     for folder_name, prefix in ((MODEL_FOLDER, ""), (JANUS_FOLDER, JANUS_FOLDER + "/")):
-        for base in _folder_paths(folder_name):
-            if not os.path.isdir(base):
+        for name, path in _config_folders(folder_name).items():
+            found.setdefault(prefix + name, path)
+    return found
+
+
+def _config_folders(folder_name: str) -> dict[str, str]:
+    """Folders holding a config.json under ComfyUI's ``folder_name`` paths, one or two levels deep
+    (``flan-t5-xl``, ``google/flan-t5-xl``); the first path that has a name wins."""
+    found: dict[str, str] = {}
+    for base in _folder_paths(folder_name):
+        if not os.path.isdir(base):
+            continue
+        for entry in sorted(os.listdir(base)):
+            first = os.path.join(base, entry)
+            if not os.path.isdir(first):
                 continue
-            for entry in sorted(os.listdir(base)):
-                first = os.path.join(base, entry)
-                if not os.path.isdir(first):
-                    continue
-                if os.path.isfile(os.path.join(first, "config.json")):
-                    found.setdefault(prefix + entry, first)
-                    continue
-                for sub in sorted(os.listdir(first)):
-                    if os.path.isfile(os.path.join(first, sub, "config.json")):
-                        found.setdefault(f"{prefix}{entry}/{sub}", os.path.join(first, sub))
+            if os.path.isfile(os.path.join(first, "config.json")):
+                found.setdefault(entry, first)
+                continue
+            for sub in sorted(os.listdir(first)):
+                if os.path.isfile(os.path.join(first, sub, "config.json")):
+                    found.setdefault(f"{entry}/{sub}", os.path.join(first, sub))
     return found
 
 
@@ -168,21 +177,7 @@ def model_path(name: str) -> str:
 
 def list_text_encoders() -> list[str]:
     """Folders under models/text_encoders holding a Hugging Face model (a config.json), two levels deep."""
-    names = set()
-    for base in _folder_paths(TEXT_ENCODER_FOLDER):
-        if not os.path.isdir(base):
-            continue
-        for entry in sorted(os.listdir(base)):
-            first = os.path.join(base, entry)
-            if not os.path.isdir(first):
-                continue
-            if os.path.isfile(os.path.join(first, "config.json")):
-                names.add(entry)
-                continue
-            for sub in os.listdir(first):  # e.g. text_encoders/google/flan-t5-xl
-                if os.path.isfile(os.path.join(first, sub, "config.json")):
-                    names.add(f"{entry}/{sub}")
-    return sorted(names)
+    return sorted(_config_folders(TEXT_ENCODER_FOLDER))
 
 
 def text_encoder_path(name: str) -> str:

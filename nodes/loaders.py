@@ -68,16 +68,9 @@ class ZipARLoadARModel:
 
     def load(self, ar_model, image_size, precision, device):
         path = host.model_path(ar_model)
-        if os.path.isdir(path):  # Janus-Pro / Emu3-Gen folder: the family knows its image size
-            dev = host.torch_device(device)
-            key = (*cache.file_key(path), precision, str(dev))
-            model = cache.AR_MODELS.get(key, lambda: api.load_ar_model(path, device=dev, precision=precision))
-            size = int(image_size) or int(model.image_size)
-            if hasattr(model, "grid_for"):
-                model.grid_for(None, size)  # a size the family cannot draw fails here, not in the sampler
-            return (ARModel(model, size, ar_model),)
-        size = int(image_size) or api.default_image_size(path)
-        if not size:
+        folder = os.path.isdir(path)  # Janus-Pro / Emu3-Gen: the family knows its image size
+        size = int(image_size) or (0 if folder else api.default_image_size(path))
+        if not folder and not size:
             raise ZipARError(
                 f"cannot tell the image size from the file name {ar_model!r} (published files end in _256, _384 "
                 "or _512); set image_size on Load AR Model."
@@ -85,6 +78,9 @@ class ZipARLoadARModel:
         dev = host.torch_device(device)
         key = (*cache.file_key(path), precision, str(dev))
         model = cache.AR_MODELS.get(key, lambda: api.load_ar_model(path, device=dev, precision=precision))
+        if folder:
+            size = size or int(model.image_size)
+            model.grid_for(None, size)  # a size the family cannot draw fails here, not in the sampler
         return (ARModel(model, size, ar_model),)
 
 

@@ -92,13 +92,13 @@ def run_generate(args: argparse.Namespace) -> None:
     if vq is not None:
         api.check_pair(model, vq)
     if hasattr(model, "grid_for"):  # Janus-Pro / Emu3-Gen folder: prompts, the family sizes the grid
-        _generate_chat(args, model, vq, device)
-        return
-    image_size = args.image_size or api.default_image_size(args.ar_model)
-    if image_size is None:
-        raise ZipARError(f"cannot tell the image size from {Path(args.ar_model).name}; pass --image-size (e.g. 256 or 384).")
-    grid = api.grid_for(image_size, vq if vq is not None else args.downsample)
-    cond = _condition(args, model, device)
+        cond, grid = _chat_condition(args, model, vq)
+    else:
+        image_size = args.image_size or api.default_image_size(args.ar_model)
+        if image_size is None:
+            raise ZipARError(f"cannot tell the image size from {Path(args.ar_model).name}; pass --image-size (e.g. 256 or 384).")
+        grid = api.grid_for(image_size, vq if vq is not None else args.downsample)
+        cond = _condition(args, model, device)
     if args.out:
         for path in api.output_paths(args.out, len(cond) * max(args.batch, 1)):
             _refuse_existing(str(path), args.overwrite)
@@ -114,7 +114,7 @@ def run_generate(args: argparse.Namespace) -> None:
         Path(args.stats_json).write_text(json.dumps(result.stats(), indent=2))
 
 
-def _generate_chat(args: argparse.Namespace, model, vq, device) -> None:
+def _chat_condition(args: argparse.Namespace, model, vq):
     from .models.base import Condition
 
     if not args.prompt:
@@ -123,20 +123,7 @@ def _generate_chat(args: argparse.Namespace, model, vq, device) -> None:
         model.downsample = vq.downsample
     cond = Condition(prompts=list(args.prompt), labels=list(args.prompt),
                      negative_prompts=[args.negative_prompt or ""] * len(args.prompt), aspect_ratio=args.aspect_ratio)
-    grid = model.grid_for(cond, args.image_size)
-    if args.out:
-        for path in api.output_paths(args.out, len(cond) * max(args.batch, 1)):
-            _refuse_existing(str(path), args.overwrite)
-    options = SamplingOptions(args.cfg, args.temperature, args.top_k, args.top_p, args.greedy)
-    result = api.generate(model, cond, grid, args.window, options, seed=args.seed, batch=args.batch)
-    print(f"{model.describe()}: {result.report()}", file=sys.stderr)
-    if args.tokens_out:
-        np.save(args.tokens_out, result.tokens.numpy().astype(np.int64))
-    if args.out:
-        for path in api.save_images(api.decode_tokens(vq, result.tokens.to(device)), args.out, args.overwrite):
-            print(path)
-    if args.stats_json:
-        Path(args.stats_json).write_text(json.dumps(result.stats(), indent=2))
+    return cond, model.grid_for(cond, args.image_size)
 
 
 def _condition(args: argparse.Namespace, model, device):

@@ -110,6 +110,16 @@ def _prefix_in(keys: set[str], candidates: tuple[str, ...], what: str, folder: P
     raise ZipARError(f"'{folder}' has no {what} weights (keys starting with {' or '.join(candidates)}); {HINT}.")
 
 
+def _generation_keys(embed: str, aligner: list[str], head_proj: str, head_out: str) -> dict[str, str]:
+    """JanusGenerator name -> file key for the generation pieces (aligner layers in order)."""
+    gen = {"gen_embed.weight": embed}
+    modules = {f"aligner.{i}": name for i, name in enumerate(aligner)} | {"head_proj": head_proj, "head_out": head_out}
+    for ours, theirs in modules.items():
+        for p in ("weight", "bias"):
+            gen[f"{ours}.{p}"] = f"{theirs}.{p}"
+    return gen
+
+
 def split_state_dict(sd: dict[str, torch.Tensor], fmt: str, folder: Path) -> tuple[dict, dict, dict]:
     """File keys -> (language model, generation pieces under JanusGenerator names, LlamaGen VQ)."""
     keys = set(sd)
@@ -117,28 +127,18 @@ def split_state_dict(sd: dict[str, torch.Tensor], fmt: str, folder: Path) -> tup
         lm_p = _prefix_in(keys, ("model.language_model.", "language_model.model.", "language_model."), "language model", folder)
         g = "model." if any(k.startswith("model.generation_") for k in keys) else ""
         vq_p = _prefix_in(keys, ("model.vqmodel.", "vqmodel."), "VQ (vqmodel)", folder)
-        gen = {"gen_embed.weight": f"{g}generation_embeddings.weight"}
         aligner = sorted({m.group(1) for k in keys if (m := re.match(rf"{g}generation_aligner\.(fc1|hidden_layers\.\d+)\.weight$", k))},
                          key=lambda n: -1 if n == "fc1" else int(n.split(".")[1]))
-        for i, name in enumerate(aligner):
-            for p in ("weight", "bias"):
-                gen[f"aligner.{i}.{p}"] = f"{g}generation_aligner.{name}.{p}"
-        for ours, theirs in (("head_proj", "proj_out"), ("head_out", "vision_head")):
-            for p in ("weight", "bias"):
-                gen[f"{ours}.{p}"] = f"{g}generation_head.{theirs}.{p}"
+        gen = _generation_keys(f"{g}generation_embeddings.weight", [f"{g}generation_aligner.{n}" for n in aligner],
+                               f"{g}generation_head.proj_out", f"{g}generation_head.vision_head")
         vq = {hf_vq_key(k[len(vq_p):]): k for k in keys if k.startswith(vq_p)}
     else:
         lm_p = _prefix_in(keys, ("language_model.model.",), "language model", folder)
         _prefix_in(keys, ("gen_head.",), "generation head (gen_head)", folder)
         vq_p = _prefix_in(keys, ("gen_vision_model.",), "VQ (gen_vision_model)", folder)
-        gen = {"gen_embed.weight": "gen_embed.weight"}
         layers = sorted({int(m.group(1)) for k in keys if (m := re.match(r"gen_aligner\.layers\.(\d+)\.weight$", k))})
-        for i, n in enumerate(layers):
-            for p in ("weight", "bias"):
-                gen[f"aligner.{i}.{p}"] = f"gen_aligner.layers.{n}.{p}"
-        for ours, theirs in (("head_proj", "output_mlp_projector"), ("head_out", "vision_head")):
-            for p in ("weight", "bias"):
-                gen[f"{ours}.{p}"] = f"gen_head.{theirs}.{p}"
+        gen = _generation_keys("gen_embed.weight", [f"gen_aligner.layers.{n}" for n in layers],
+                               "gen_head.output_mlp_projector", "gen_head.vision_head")
         vq = {k[len(vq_p):]: k for k in keys if k.startswith(vq_p)}
     lm = {k[len(lm_p):]: k for k in keys if k.startswith(lm_p) and not k[len(lm_p):].startswith("lm_head")}
     missing = [theirs for theirs in gen.values() if theirs not in keys]

@@ -144,6 +144,12 @@ def rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tenso
     return x * cos + rotated * sin
 
 
+def rope_inv_freq(cfg: LlamaConfig, device=None) -> torch.Tensor:
+    """Rotary frequencies, always in fp32 (a meta-device or half-precision build must not keep its own)."""
+    hd = cfg.dim_per_head
+    return 1.0 / (cfg.rope_theta ** (torch.arange(0, hd, 2, dtype=torch.int64, device=device).float() / hd))
+
+
 class LlamaLM(nn.Module):
     """Embeddings, decoder layers and the final norm; heads and output vocabularies are the family's."""
 
@@ -153,9 +159,7 @@ class LlamaLM(nn.Module):
         self.embed_tokens = nn.Embedding(cfg.vocab, cfg.hidden)
         self.layers = nn.ModuleList(DecoderLayer(cfg) for _ in range(cfg.layers))
         self.norm = RMSNorm(cfg.hidden, cfg.rms_eps)
-        hd = cfg.dim_per_head
-        inv_freq = 1.0 / (cfg.rope_theta ** (torch.arange(0, hd, 2, dtype=torch.int64).float() / hd))
-        self.register_buffer("inv_freq", inv_freq, persistent=False)
+        self.register_buffer("inv_freq", rope_inv_freq(cfg), persistent=False)
 
     @property
     def device(self) -> torch.device:
@@ -201,5 +205,5 @@ def lm_from_state_dict(cfg: LlamaConfig, sd: dict[str, torch.Tensor], where: str
             raise ZipARError(f"{where}: {k} has shape {tuple(sd[k].shape)} but the config says {tuple(shape)}; "
                              "config.json and the weights do not belong together.")
     lm.load_state_dict({k: sd[k].to(dtype) for k in expected}, assign=True)
-    lm.inv_freq = (1.0 / (cfg.rope_theta ** (torch.arange(0, cfg.dim_per_head, 2, dtype=torch.int64).float() / cfg.dim_per_head)))
+    lm.inv_freq = rope_inv_freq(cfg)
     return lm.to(device).eval()
