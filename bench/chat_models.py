@@ -1,11 +1,11 @@
-"""Janus-Pro and Emu3-Gen of the published sizes with random weights, for ``bench.decode``.
+"""Janus-Pro, Emu3-Gen and Lumina-mGPT of the published sizes with random weights, for ``bench.decode``.
 
-The networks are our own classes (``JanusGenerator``, ``Emu3Generator`` around ``LlamaLM``)
+The networks are our own classes (``JanusGenerator``, ``VisualTokenGenerator`` around ``LlamaLM``)
 wrapped in the real family adapters, so the benchmark runs exactly the code a user runs:
 prompt recipe, CFG rows (Emu3's default negative prompt, left-padded), row-end tokens,
 1D positions. Nothing is downloaded: no weights, no transformers model class, no tokenizer
 files. A stand-in tokenizer maps each word / punctuation run to a fixed id, so prompts
-have a realistic length (Janus-Pro ~30 tokens, Emu3 ~50 with its negative prompt).
+have a realistic length (Janus-Pro ~30 tokens, Emu3 ~50 with its negative prompt, Lumina-mGPT ~35).
 
 A network is built on the meta device, cast to the target dtype there, and only then given
 storage on the target device (``to_empty``) and filled in place (``normal_(0, 0.02)``, norms
@@ -25,9 +25,11 @@ import torch
 import torch.nn as nn
 
 from zipar.models.base import Condition
-from zipar.models.emu3 import Emu3Generator, Emu3GenModel
+from zipar.models.emu3 import Emu3GenModel
 from zipar.models.janus import PATCH, JanusGenerator, JanusProModel
 from zipar.models.llama_lm import LlamaConfig, rope_inv_freq
+from zipar.models.lumina import LuminaMGPTModel
+from zipar.models.sequence import VisualTokenGenerator
 
 BANDWIDTH = 3.0e12  # bytes/s: the floor's memory bandwidth (H100-class HBM)
 PROMPT = "A red fox sitting in fresh snow at dawn, soft golden light, detailed fur, misty pine forest behind it."
@@ -37,7 +39,7 @@ CHUNK = 1 << 24  # elements filled per normal_ call
 @dataclass(frozen=True)
 class ChatSpec:
     title: str  # as printed: "Janus-Pro-1B"
-    family: str  # "janus-pro" or "emu3"
+    family: str  # "janus-pro", "emu3" or "lumina-mgpt"
     lm: LlamaConfig
     codes: int  # image codes the head scores
     image_size: int  # default pixels per side
@@ -48,7 +50,8 @@ class ChatSpec:
     code_dim: int = 8  # Janus: generation embedding width
     aligner_depth: int = 2  # Janus: aligner layers
     head_dim: int = 0  # Janus: generation head width
-    code_base: int = 0  # Emu3: vocabulary id of visual code 0
+    code_base: int = 0  # Emu3 / Lumina: vocabulary id of image code 0
+    size_base: int = 0  # Lumina: vocabulary id of the size token for 0 x 32 pixels
 
 
 # Janus-Pro: DeepSeek-LLM tokenizer ids (<｜begin▁of▁sentence｜>, <｜▁pad▁｜>, <begin_of_image>).
@@ -57,6 +60,10 @@ JANUS_SPECIAL = {"bos": 100000, "pad": 100015, "boi": 100016}
 # <|image token|> 151853, then the 32768 visual tokens from 151854 (pad = eos, as the loader sets).
 EMU3_SPECIAL = {"eol": 151846, "eof": 151847, "bos": 151849, "eos": 151850, "boi": 151851, "eoi": 151852,
                 "img": 151853, "pad": 151850}
+
+# Lumina-mGPT (Chameleon vocabulary): <s> 0, image tokens 4..8195, <eoss> 8196, <racm3:break> 8197,
+# <reserved08706> 8710 (end of turn), <reserved08799> 8803 (end of line), size tokens 8804 + n.
+LUMINA_SPECIAL = {"bos": 0, "eoi": 8196, "boi": 8197, "eot": 8710, "eol": 8803, "pad": 8710}
 
 SPECS: dict[str, ChatSpec] = {
     "janus-pro-1b": ChatSpec(
@@ -74,6 +81,12 @@ SPECS: dict[str, ChatSpec] = {
         LlamaConfig(hidden=4096, layers=32, heads=32, kv_heads=8, intermediate=14336, vocab=184622, rms_eps=1e-5,
                     rope_theta=1e6),
         codes=32768, image_size=720, cfg=3.0, top_k=2048, special=EMU3_SPECIAL, words=(100, 151000), code_base=151854),
+    "lumina-mgpt-7b": ChatSpec(
+        "Lumina-mGPT-7B", "lumina-mgpt",
+        LlamaConfig(hidden=4096, layers=32, heads=32, kv_heads=32, intermediate=11008, vocab=65536, rms_eps=1e-5,
+                    rope_theta=10000.0, qk_norm=True),
+        codes=8192, image_size=768, cfg=4.0, top_k=2000, special=LUMINA_SPECIAL, words=(8900, 56000), code_base=4,
+        size_base=8804),
     # tiny stand-ins, only so tests can smoke-run the harness
     "janus-tiny": ChatSpec(
         "Janus-tiny", "janus-pro",
@@ -84,6 +97,11 @@ SPECS: dict[str, ChatSpec] = {
         LlamaConfig(hidden=64, layers=2, heads=4, kv_heads=2, intermediate=128, vocab=1024, rms_eps=1e-5, rope_theta=1e6),
         codes=256, image_size=48, cfg=3.0, top_k=2048, words=(16, 700), code_base=768,
         special={"eol": 1, "eof": 2, "bos": 3, "eos": 4, "boi": 5, "eoi": 6, "img": 7, "pad": 4}),
+    "lumina-tiny": ChatSpec(
+        "Lumina-tiny", "lumina-mgpt",
+        LlamaConfig(hidden=64, layers=2, heads=4, kv_heads=2, intermediate=128, vocab=1024, rms_eps=1e-5, qk_norm=True),
+        codes=256, image_size=64, cfg=4.0, top_k=2000, words=(400, 600), code_base=4, size_base=280,
+        special={"bos": 0, "eot": 1, "boi": 2, "eoi": 3, "eol": 270, "pad": 1}),
 }
 
 
@@ -101,7 +119,7 @@ def build_net(spec: ChatSpec) -> nn.Module:
     """The network with the published shapes (call under ``torch.device("meta")`` to allocate nothing)."""
     if spec.family == "janus-pro":
         return JanusGenerator(spec.lm, spec.codes, spec.code_dim, spec.aligner_depth, spec.head_dim)
-    return Emu3Generator(spec.lm, spec.codes)
+    return VisualTokenGenerator(spec.lm, spec.codes)
 
 
 def meta_net(spec: ChatSpec, dtype: torch.dtype = torch.float32) -> nn.Module:
@@ -115,25 +133,28 @@ def materialise(spec: ChatSpec, device: torch.device, dtype: torch.dtype, seed: 
     gen = torch.Generator(device=device).manual_seed(seed)
     with torch.no_grad():
         for name, p in net.named_parameters():
-            if p.ndim == 1:
+            if p.ndim == 1 or "norm" in name:  # Chameleon's per-head query/key norms are 2-D
                 p.fill_(1.0 if name.endswith("norm.weight") else 0.0)
             else:
                 for chunk in p.view(-1).split(CHUNK):
                     chunk.normal_(0.0, 0.02, generator=gen)
         net.lm.inv_freq = rope_inv_freq(spec.lm, device)  # fp32, as the loaders leave it
-        if spec.family == "emu3":
+        if spec.family in ("emu3", "lumina-mgpt"):
             net.code_ids = spec.code_base + torch.arange(spec.codes, device=device)
     return net.eval().requires_grad_(False)
 
 
 def random_model(spec: ChatSpec, device: torch.device, dtype: torch.dtype, image_size: int | None = None, seed: int = 0):
-    """The family adapter around a random network; Janus's grid is image_size / 16, Emu3's comes from grid_for."""
+    """The family adapter around a random network; Janus's grid is image_size / 16, the others' come from grid_for."""
     size = image_size or spec.image_size
     net = materialise(spec, device, dtype, seed)
     tokenizer = WordTokenizer(*spec.words)
     if spec.family == "janus-pro":
         side = size // PATCH
         return JanusProModel(net, tokenizer, dict(spec.special), (side, side), "random weights", "hf")
+    if spec.family == "lumina-mgpt":
+        sizes = {n: spec.size_base + n for n in range(1, 129)}
+        return LuminaMGPTModel(net, tokenizer, dict(spec.special), sizes, "random weights", size)
     model = Emu3GenModel(net, tokenizer, dict(spec.special), "random weights", "hf")
     model.image_size = size
     return model
@@ -145,7 +166,7 @@ def condition(batch: int) -> Condition:
 
 def prompt_lengths(model, cond: Condition, grid: tuple[int, int], guidance: bool) -> list[int]:
     """Tokens per prompt row (conditional rows, then unconditional), before left padding."""
-    if model.family == "emu3":
+    if model.family in ("emu3", "lumina-mgpt"):
         return [len(r) for r in model.prompt_rows(cond, guidance, grid)]
     return [len(r) for r in model.prompt_rows(cond, guidance)]
 
@@ -166,7 +187,7 @@ def param_counts(spec: ChatSpec) -> dict[str, int]:
 
     ``lm``: embeddings + decoder layers + final norm as built; ``lm_with_text_head``: plus the
     text output matrix the published checkpoint also has (never built: generation does not use it);
-    ``generation``: what the family adds (Janus: embedding, aligner, head; Emu3: the visual rows).
+    ``generation``: what the family adds (Janus: embedding, aligner, head; Emu3 / Lumina: the image rows).
     """
     net = meta_net(spec)
     lm = sum(p.numel() for p in net.lm.parameters())

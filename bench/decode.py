@@ -1,8 +1,9 @@
-"""Decode-speed benchmark: NTP and ZipAR windows on LlamaGen, Janus-Pro and Emu3-Gen of the published sizes.
+"""Decode-speed benchmark: NTP and ZipAR windows on LlamaGen, Janus-Pro, Emu3-Gen and Lumina-mGPT of the published sizes.
 
     python -m bench.decode --model B --grid 16 --windows 16,8,4 --device cpu --precision fp32 --json out.json
     python -m bench.decode --model janus-pro-1b --windows 24,12,8,4 --device cuda --json janus1b.json
     python -m bench.decode --model emu3-gen --size 720 --windows 90,16,8,4 --repeats 1 --device cuda --json emu3.json
+    python -m bench.decode --model lumina-mgpt-7b --size 768 --windows 48,16,8 --repeats 3 --device cuda --json lumina.json
 
 Weights are random (decoding time does not depend on them). Every configuration runs in
 the same process after a warm-up, so the ratios latency(ZipAR)/latency(NTP) and
@@ -10,14 +11,15 @@ passes(ZipAR)/passes(NTP) are measured side by side. A plain eager KV-cache loop
 token per pass, causal mask, nothing precomputed) is timed as the NTP baseline, and the
 VQ-16 decoder separately. Writes JSON and a markdown table (for README).
 
-Janus-Pro-1B/-7B and Emu3-Gen (bench/chat_models.py) are our own networks with random
+Janus-Pro-1B/-7B, Emu3-Gen and Lumina-mGPT-7B (bench/chat_models.py) are our own networks with random
 weights, built on the meta device and materialised on the target device in the target
 dtype (bf16 on CUDA by default), driven through the real family adapters with a stand-in
 tokenizer and a prompt of realistic length. ``--size`` sets pixels per side (Janus: grid =
-size / 16; Emu3: grid_for, 720 px = 90x90); CFG and top-k default to the official recipes.
+size / 16; Emu3: grid_for, 720 px = 90x90; Lumina: 768 px = 48x48); CFG and top-k default to the official recipes.
 Their reports add the weight bytes one forward pass reads and the memory floor
 (bytes / 3.0e12 B/s) with each run's ms/pass over it. The plain KV loop is LlamaGen only;
-the VQ-16 timing runs for Janus (its VQ is that network), not for Emu3.
+the VQ-16 timing runs for Janus (its VQ is that network); Lumina times our Chameleon VQGAN decoder
+(random weights, the release's shapes); Emu3's VQ is not timed.
 """
 from __future__ import annotations
 
@@ -44,7 +46,7 @@ from zipar.sampling import SamplingOptions, combine_guidance, make_generator, sa
 
 # (width, layers, heads); "tiny" exists only so tests can smoke-run the harness.
 SIZES = {"tiny": (64, 2, 2), "B": (768, 12, 12), "L": (1024, 24, 16), "XL": (1280, 36, 20), "XXL": (1536, 48, 24), "3B": (3200, 24, 32)}
-CHAT_MODELS = chat_models.SPECS  # janus-pro-1b, janus-pro-7b, emu3-gen (+ janus-tiny, emu3-tiny for tests)
+CHAT_MODELS = chat_models.SPECS  # janus-pro-1b/-7b, emu3-gen, lumina-mgpt-7b (+ *-tiny for tests)
 PLAIN_LOOP_SKIPPED = ("LlamaGen only, not run for this family: its left-padded CFG prompt rows and row-end tokens live "
                       "in the family's decode session, and NTP (window = width) already feeds one token per pass "
                       "(plus Emu3's row end) through it")
@@ -117,17 +119,25 @@ def peak_memory_mb(device: torch.device) -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # process peak RSS so far (Linux: KiB)
 
 
-def time_vq_decode(grid: tuple[int, int], images: int, device: torch.device, repeats: int) -> dict:
+def time_vq_decode(grid: tuple[int, int], images: int, device: torch.device, repeats: int, family: str = "llamagen") -> dict:
+    """fp32 decode of random codes: LlamaGen's VQ-16 (also Janus's), or for Lumina-mGPT the Chameleon
+    VQGAN at the release's widths (attention in the middle block only: the release's attn_resolutions
+    are not public, see README)."""
+    from zipar.models.chameleon_vq import ChameleonVQ, ChameleonVQConfig
     from zipar.models.vq import VQConfig, VQModel
 
     with torch.device("meta"):
-        vq = VQModel(VQConfig(codebook_size=16384, codebook_embed_dim=8))
+        if family == "lumina-mgpt":
+            vq = ChameleonVQ(ChameleonVQConfig(n_embed=8192, embed_dim=256, ch=128, ch_mult=(1, 1, 2, 2, 4), num_res_blocks=2,
+                                               attn_resolutions=(), z_channels=256, resolution=512))
+        else:
+            vq = VQModel(VQConfig(codebook_size=16384, codebook_embed_dim=8))
     vq = vq.to_empty(device=device)
     with torch.no_grad():
         for p in vq.parameters():
             p.normal_(0, 0.02)
     vq.eval()
-    codes = torch.randint(0, 16384, (images, *grid), device=device)
+    codes = torch.randint(0, vq.codebook_size, (images, *grid), device=device)
     vq.decode_codes(codes)
     times = []
     for _ in range(repeats):
@@ -232,13 +242,15 @@ def run(args: argparse.Namespace) -> dict:
         baseline = [plain_kv_loop(model, cond.class_ids, grid, opts, r) for r in range(args.repeats)]
         report["plain_kv_loop_ntp"] = {"median_s": statistics.median(baseline), "min_s": min(baseline), "max_s": max(baseline),
                                        "ntp_over_plain": ntp["median_s"] / statistics.median(baseline)}
-    vq_skipped = chat and model.family != "janus-pro"  # Janus's VQ is LlamaGen's VQ-16
+    family = model.family if chat else "llamagen"
+    vq_skipped = family == "emu3"  # Janus's VQ is LlamaGen's VQ-16; Lumina's is our Chameleon VQGAN
     del model
     release(device)
     if not args.no_vq and vq_skipped:
         report["vq_decode_skipped"] = "Emu3's VQ is transformers' Emu3VQVAE, which this benchmark does not build"
     elif not args.no_vq:
-        report["vq_decode"] = time_vq_decode(grid, args.batch, device, max(1, min(args.repeats, 3)))
+        report["vq_decode"] = time_vq_decode(grid, args.batch, device, max(1, min(args.repeats, 3)), family)
+        report["vq_decode"]["network"] = "Chameleon VQGAN" if family == "lumina-mgpt" else "VQ-16"
     return report
 
 
@@ -267,7 +279,7 @@ def markdown(report: dict) -> str:
         lines.append(f"Plain eager KV-cache loop (NTP baseline): {report['plain_kv_loop_ntp_skipped']}.")
     if "vq_decode" in report:
         v = report["vq_decode"]
-        lines.append(f"VQ-16 decode of {v['images']} image(s): {v['median_s']:.3f} s.")
+        lines.append(f"{v.get('network', 'VQ-16')} decode (fp32) of {v['images']} image(s): {v['median_s']:.3f} s.")
     elif "vq_decode_skipped" in report:
         lines.append(f"VQ decode: not timed ({report['vq_decode_skipped']}).")
     return "\n".join(lines) + "\n"
@@ -276,14 +288,15 @@ def markdown(report: dict) -> str:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m bench.decode", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", choices=[*SIZES, *CHAT_MODELS], default="B",
-                   help="LlamaGen size, or janus-pro-1b / janus-pro-7b / emu3-gen (janus-tiny, emu3-tiny: tests)")
+                   help="LlamaGen size, or janus-pro-1b / janus-pro-7b / emu3-gen / lumina-mgpt-7b (*-tiny: tests)")
     p.add_argument("--grid", type=int, choices=[16, 24, 32], default=None, help="LlamaGen token grid (default 16)")
     p.add_argument("--size", type=int, default=None,
-                   help="Janus-Pro / Emu3: pixels per side (Janus 384 = 24x24, multiple of 16; Emu3 720 = 90x90)")
+                   help="Janus-Pro / Emu3 / Lumina: pixels per side (Janus 384 = 24x24, multiple of 16; Emu3 720 = 90x90; "
+                        "Lumina 512 / 768 / 1024 = 32x32 / 48x48 / 64x64, multiple of 32)")
     p.add_argument("--windows", default="16,12,8,4")
     p.add_argument("--batch", type=int, default=1)
-    p.add_argument("--cfg", type=float, default=None, help="default: LlamaGen 4.0, Janus-Pro 5.0, Emu3 3.0")
-    p.add_argument("--top-k", type=int, default=None, help="default: 0 (off), Emu3 2048")
+    p.add_argument("--cfg", type=float, default=None, help="default: LlamaGen 4.0, Janus-Pro 5.0, Emu3 3.0, Lumina 4.0")
+    p.add_argument("--top-k", type=int, default=None, help="default: 0 (off), Emu3 2048, Lumina 2000")
     p.add_argument("--device", default="auto")
     p.add_argument("--precision", choices=["auto", "fp32", "bf16", "fp16"], default="auto")
     p.add_argument("--repeats", type=int, default=5)
@@ -295,10 +308,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.model in CHAT_MODELS:
         if args.grid is not None:
             p.error(f"--grid is for LlamaGen; {args.model} takes --size (pixels per side)")
-        if args.size is not None and (args.size <= 0 or (CHAT_MODELS[args.model].family == "janus-pro" and args.size % 16)):
-            p.error(f"--size must be a positive multiple of 16 for {args.model} (got {args.size})")
+        step = {"janus-pro": 16, "lumina-mgpt": 32}.get(CHAT_MODELS[args.model].family, 1)
+        if args.size is not None and (args.size <= 0 or args.size % step):
+            p.error(f"--size must be a positive multiple of {step} for {args.model} (got {args.size})")
     elif args.size is not None:
-        p.error("--size is for Janus-Pro / Emu3; LlamaGen takes --grid")
+        p.error("--size is for Janus-Pro / Emu3 / Lumina; LlamaGen takes --grid")
     report = run(args)
     table = markdown(report)
     print(table)

@@ -36,7 +36,8 @@ from bench import chat_models  # noqa: E402
 from zipar.decode import expected_passes  # noqa: E402
 
 
-@pytest.mark.parametrize("name, size, grid, vq", [("janus-tiny", 64, (4, 4), "--no-vq"), ("emu3-tiny", 48, (6, 6), None)])
+@pytest.mark.parametrize("name, size, grid, vq", [("janus-tiny", 64, (4, 4), "--no-vq"), ("emu3-tiny", 48, (6, 6), None),
+                                                  ("lumina-tiny", 64, (4, 4), None)])
 def test_chat_families_run_through_the_harness(tmp_path, name, size, grid, vq):
     out, md = tmp_path / "bench.json", tmp_path / "t.md"
     argv = ["--model", name, "--size", str(size), "--windows", "2", "--repeats", "1", "--device", "cpu",
@@ -61,9 +62,12 @@ def test_chat_families_run_through_the_harness(tmp_path, name, size, grid, vq):
     assert report["floor_ms_per_pass"] == pytest.approx(1000 * report["weight_bytes_per_pass"] / 3.0e12)
     assert report["plain_kv_loop_ntp_skipped"] and "plain_kv_loop_ntp" not in report
     cond_len, uncond_len = report["prompt_tokens"]
-    assert cond_len >= 25 and (uncond_len == cond_len if spec.family == "janus-pro" else uncond_len > cond_len)
-    if vq is None:
-        assert "vq_decode_skipped" in report  # Emu3's own VQ is not built here
+    expected_uncond = {"janus-pro": cond_len, "lumina-mgpt": 3}  # Lumina: begin-of-image + 2 size tokens
+    assert cond_len >= 25 and uncond_len == expected_uncond.get(spec.family, uncond_len)
+    if spec.family == "emu3":
+        assert uncond_len > cond_len and "vq_decode_skipped" in report  # Emu3's own VQ is not built here
+    if spec.family == "lumina-mgpt":
+        assert report["vq_decode"]["network"] == "Chameleon VQGAN" and report["vq_decode"]["median_s"] > 0
     table = md.read_text()
     assert f"| ZipAR | 2 | {rows[2]['forward_passes']} |" in table and "floor at 3.0 TB/s" in table
 
@@ -115,3 +119,17 @@ def test_published_chat_configs_have_the_published_sizes():
     assert 1000 * per_pass / chat_models.BANDWIDTH == pytest.approx(4.74, abs=0.01)
     _, per_pass = chat_models.weight_bytes(chat_models.meta_net(j1, torch.bfloat16))
     assert 1000 * per_pass / chat_models.BANDWIDTH == pytest.approx(0.850, abs=0.001)
+
+
+def test_published_lumina_config_has_the_chameleon_7b_size():
+    lum = chat_models.SPECS["lumina-mgpt-7b"]
+    c = lum.lm
+    assert (c.hidden, c.layers, c.heads, c.kv_heads, c.intermediate, c.vocab, c.qk_norm) == (4096, 32, 32, 32, 11008, 65536, True)
+    assert (lum.codes, lum.image_size, lum.cfg, lum.top_k) == (8192, 768, 4.0, 2000)
+    layer = layer_params(4096, 32, 32, 11008) + 4 * 4096  # + per-head query/key norm gains and biases
+    counts = chat_models.param_counts(lum)  # Chameleon-7B: ~7.0e9 with both embedding tables
+    assert counts["lm_with_text_head"] == 2 * 65536 * 4096 + 32 * layer + 4096 == 7_013_666_816
+    assert counts["generation"] == 8192 * 4096  # only the image rows of lm_head
+    total, per_pass = chat_models.weight_bytes(chat_models.meta_net(lum, torch.bfloat16))
+    assert per_pass == 2 * (32 * layer + 4096 + 8192 * 4096) == 13_020_700_672  # the issue's "14 GB" less the tables
+    assert 1000 * per_pass / chat_models.BANDWIDTH == pytest.approx(4.34, abs=0.01)

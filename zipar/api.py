@@ -56,10 +56,15 @@ def resolve_dtype(precision: str, device: torch.device) -> torch.dtype:
 def load_ar_model(
     path: str | os.PathLike, device: str | torch.device | None = None, precision: str = "auto", n_head: int | None = None
 ) -> LlamaGenModel:
-    """Load an AR model: a LlamaGen GPT file (.pt/.pth/.safetensors) or a Janus-Pro / Emu3-Gen folder."""
+    """Load an AR model: a LlamaGen GPT file (.pt/.pth/.safetensors) or a Janus-Pro / Emu3-Gen / Lumina-mGPT folder."""
     dev = resolve_device(device)
     if Path(path).is_dir():
         return load_folder_model(Path(path), dev, resolve_dtype(precision, dev))
+    from .models.chameleon_vq import is_chameleon_vq_source
+
+    if is_chameleon_vq_source(path):
+        raise ZipARError(f"{Path(path).name} is Meta's Chameleon VQGAN, the image decoder of Lumina-mGPT, not an AR "
+                         "model. Use it as the VQ model and pick the Lumina-mGPT folder as the AR model.")
     sd = read_state_dict(path)
     kind = checkpoint_kind(sd)
     if kind == "llamagen-vq":
@@ -72,10 +77,15 @@ def load_ar_model(
 
 
 def load_vq(path: str | os.PathLike, device: str | torch.device | None = None, precision: str = "fp32") -> VQModel:
-    """Load a VQ tokenizer: a LlamaGen file (vq_ds16_c2i.pt ...) or the VQ of a Janus-Pro / Emu3 folder."""
+    """Load a VQ tokenizer: a LlamaGen file (vq_ds16_c2i.pt ...), the VQ of a Janus-Pro / Emu3 folder, or
+    Meta's Chameleon VQGAN for Lumina-mGPT (vqgan.ckpt with vqgan.yaml beside it, or their folder)."""
     dev = resolve_device(device)
     if Path(path).is_dir():
         return load_folder_vq(Path(path), dev, resolve_dtype(precision, dev))
+    from .models.chameleon_vq import is_chameleon_vq_source, load_chameleon_vq
+
+    if is_chameleon_vq_source(path):
+        return load_chameleon_vq(path, dev, resolve_dtype(precision, dev))
     return _load_vq_file(path, device=dev, dtype=resolve_dtype(precision, dev))
 
 

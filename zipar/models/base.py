@@ -30,6 +30,24 @@ from typing import Protocol
 
 import torch
 
+from ..errors import ZipARError
+
+ASPECT_RATIOS = ("1:1", "4:3", "3:4", "16:9", "9:16", "3:2", "2:3", "21:9", "9:21")  # the Text Prompt node's list
+
+
+def parse_aspect_ratio(ratio: str, family: str, max_ratio: float) -> tuple[int, int]:
+    """"W:H" -> (W, H), refusing shapes the family was never trained on."""
+    try:
+        w, h = (int(x) for x in ratio.split(":"))
+        if w <= 0 or h <= 0:
+            raise ValueError
+    except ValueError:
+        raise ZipARError(f"aspect ratio must look like 16:9 (width:height), got {ratio!r}.") from None
+    if max(w / h, h / w) > max_ratio:
+        raise ZipARError(f"aspect ratio {ratio} is too extreme for {family} (at most {max_ratio:g}:1); "
+                         f"pick one of {', '.join(ASPECT_RATIOS)}.")
+    return w, h
+
 
 @dataclass
 class Condition:
@@ -46,7 +64,7 @@ class Condition:
     prompts: list[str] | None = None
     labels: list[str] = field(default_factory=list)  # human-readable, for reports and file names
     negative_prompts: list[str] | None = None  # chat families: the unconditional branch's text (Emu3)
-    aspect_ratio: str | None = None  # "W:H" for families that draw several shapes (Emu3); None = native
+    aspect_ratio: str | None = None  # "W:H" for families that draw several shapes (Emu3, Lumina); None = native
 
     def __len__(self) -> int:
         for value in (self.class_ids, self.caption_features, self.prompts):

@@ -28,10 +28,10 @@ import torch.nn as nn
 
 from ..errors import ZipARError
 from . import hf_folder
-from .base import Condition
+from .base import ASPECT_RATIOS, Condition, parse_aspect_ratio
 from .janus import load_tokenizer
 from .llama_lm import LlamaConfig, LlamaLM, lm_from_state_dict
-from .sequence import PromptBatch, SequenceSession, layout_sequence
+from .sequence import PromptBatch, SequenceSession, VisualTokenGenerator, layout_sequence
 
 HF_TYPE, ORIGINAL_TYPE = "emu3", "Emu3"
 HINT = ("use the complete BAAI/Emu3-Gen-hf folder, or the original BAAI/Emu3-Gen folder (with BAAI/Emu3-VisionTokenizer "
@@ -46,7 +46,6 @@ IMAGE_SIDE = 720  # default image area is IMAGE_SIDE ** 2 pixels
 DOWNSAMPLE = 8
 MAX_RATIO = 4.0
 DEFAULTS = {"cfg": 3.0, "temperature": 1.0, "top_k": 2048, "top_p": 1.0}
-ASPECT_RATIOS = ("1:1", "4:3", "3:4", "16:9", "9:16", "3:2", "2:3", "21:9", "9:21")
 
 
 def detect(config: dict) -> str | None:
@@ -56,25 +55,6 @@ def detect(config: dict) -> str | None:
     if kind == ORIGINAL_TYPE:
         return "original"
     return None
-
-
-class Emu3Generator(nn.Module):
-    """The language model and the visual rows of its output matrix."""
-
-    def __init__(self, cfg: LlamaConfig, codes: int):
-        super().__init__()
-        self.lm = LlamaLM(cfg)
-        self.image_head = nn.Linear(cfg.hidden, codes, bias=False)
-        self.register_buffer("code_ids", torch.zeros(codes, dtype=torch.long), persistent=False)
-
-    def embed_ids(self, ids: torch.Tensor) -> torch.Tensor:
-        return self.lm.embed_tokens(ids)
-
-    def embed_codes(self, codes: torch.Tensor) -> torch.Tensor:
-        return self.lm.embed_tokens(self.code_ids[codes])
-
-    def image_logits(self, hidden: torch.Tensor) -> torch.Tensor:
-        return self.image_head(hidden).float()
 
 
 def visual_ids(vocab: dict[str, int], folder: Path) -> torch.Tensor:
@@ -131,7 +111,7 @@ def load_emu3(folder: str | Path, device: torch.device, dtype: torch.dtype, conf
     if int(code_ids.max()) >= raw[head_key].shape[0]:
         raise ZipARError(f"'{folder}': the tokenizer's visual ids exceed the model's vocabulary; {HINT}.")
     with torch.device("meta"):
-        net = Emu3Generator(cfg, len(code_ids))
+        net = VisualTokenGenerator(cfg, len(code_ids))
     net.lm = lm
     net.image_head.weight = nn.Parameter(raw[head_key][code_ids].to(device=device, dtype=dtype), requires_grad=False)
     net.code_ids = code_ids.to(device)
@@ -145,15 +125,7 @@ def load_emu3(folder: str | Path, device: torch.device, dtype: torch.dtype, conf
 
 def generate_size(ratio: str, area: int, downsample: int = DOWNSAMPLE) -> tuple[int, int]:
     """Token rows and columns for an aspect ratio "W:H" at a pixel area (transformers' and Emu3's rule)."""
-    try:
-        w, h = (int(x) for x in ratio.split(":"))
-        if w <= 0 or h <= 0:
-            raise ValueError
-    except ValueError:
-        raise ZipARError(f"aspect ratio must look like 16:9 (width:height), got {ratio!r}.") from None
-    if max(w / h, h / w) > MAX_RATIO:
-        raise ZipARError(f"aspect ratio {ratio} is too extreme for Emu3-Gen (at most {MAX_RATIO:g}:1); "
-                         f"pick one of {', '.join(ASPECT_RATIOS)}.")
+    w, h = parse_aspect_ratio(ratio, "Emu3-Gen", MAX_RATIO)
     scale = (area / (w * h)) ** 0.5
     return int(round(h * scale / downsample)), int(round(w * scale / downsample))
 
@@ -165,7 +137,7 @@ class Emu3GenModel:
     defaults = DEFAULTS
     aspect_ratios = ASPECT_RATIOS
 
-    def __init__(self, net: Emu3Generator, tokenizer, special: dict[str, int], source_path: str, fmt: str):
+    def __init__(self, net: VisualTokenGenerator, tokenizer, special: dict[str, int], source_path: str, fmt: str):
         self.net, self.tokenizer, self.special = net, tokenizer, special
         self.source_path, self.format = source_path, fmt
         self.vocab_size = net.image_head.out_features

@@ -216,7 +216,7 @@ def load_janus_vq(folder: str | Path, device: torch.device, dtype: torch.dtype =
     return vq
 
 
-def load_tokenizer(folder: Path):
+def load_tokenizer(folder: Path, hint: str = HINT):
     """The folder's own tokenizer, offline and without remote code.
 
     With a ``tokenizer.json`` the fast tokenizer is built from it directly, so a config.json
@@ -226,9 +226,9 @@ def load_tokenizer(folder: Path):
         from transformers import AutoTokenizer, PreTrainedTokenizerFast
         from transformers.utils import logging as hf_logging
     except ImportError as exc:
-        raise ZipARError("Janus-Pro and Emu3 need the transformers package: pip install transformers") from exc
+        raise ZipARError("Janus-Pro, Emu3 and Lumina-mGPT need the transformers package: pip install transformers") from exc
     if not any((folder / f).is_file() for f in ("tokenizer.json", "tokenizer.model", "tokenizer_config.json")):
-        raise ZipARError(f"'{folder}' has no tokenizer (tokenizer.json / tokenizer_config.json); {HINT}.")
+        raise ZipARError(f"'{folder}' has no tokenizer (tokenizer.json / tokenizer_config.json); {hint}.")
     level = hf_logging.get_verbosity()
     hf_logging.set_verbosity_error()  # it warns that a "multi_modality" config is no tokenizer config
     try:

@@ -31,6 +31,8 @@ class LlamaConfig:
     rope_theta: float = 10000.0
     head_dim: int = 0  # 0: hidden // heads
     attention_bias: bool = False
+    qk_norm: bool = False  # Chameleon: a LayerNorm per head on queries and keys, before the rotary
+    swin_norm: bool = False  # Chameleon 30B-style: norm after attention / MLP instead of before
 
     @property
     def dim_per_head(self) -> int:
@@ -59,6 +61,7 @@ class LlamaConfig:
                 rope_theta=float(theta),
                 head_dim=int(d.get("head_dim") or 0),
                 attention_bias=bool(d.get("attention_bias", False)),
+                swin_norm=bool(d.get("swin_norm", False)),
             )
         except KeyError as exc:
             raise ZipARError(f"{where}: the language model config lacks {exc.args[0]!r}; is this the model's own config?") from None
@@ -77,6 +80,19 @@ class RMSNorm(nn.Module):
         return self.weight * h.to(x.dtype)
 
 
+class HeadNorm(nn.Module):
+    """Chameleon's query/key norm: statistics over each head's vector, a gain and bias per head and channel."""
+
+    def __init__(self, heads: int, head_dim: int, eps: float = 1e-5):
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(heads, head_dim))
+        self.bias = nn.Parameter(torch.zeros(heads, head_dim))
+        self.eps = eps
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # [..., heads, head_dim]
+        return F.layer_norm(x, x.shape[-1:], eps=self.eps) * self.weight + self.bias
+
+
 class Attention(nn.Module):
     def __init__(self, cfg: LlamaConfig):
         super().__init__()
@@ -86,11 +102,17 @@ class Attention(nn.Module):
         self.k_proj = nn.Linear(d, cfg.kv_heads * hd, bias=cfg.attention_bias)
         self.v_proj = nn.Linear(d, cfg.kv_heads * hd, bias=cfg.attention_bias)
         self.o_proj = nn.Linear(cfg.heads * hd, d, bias=cfg.attention_bias)
+        if cfg.qk_norm:
+            self.q_norm = HeadNorm(cfg.heads, hd)
+            self.k_norm = HeadNorm(cfg.kv_heads, hd)
 
     def forward(self, x, cos, sin, mask, cache: "SlotCache", layer: int, slots, kv_len: int):
         b, n, _ = x.shape
-        q = self.q_proj(x).view(b, n, self.heads, self.head_dim).transpose(1, 2)
-        k = self.k_proj(x).view(b, n, self.kv_heads, self.head_dim).transpose(1, 2)
+        q = self.q_proj(x).view(b, n, self.heads, self.head_dim)
+        k = self.k_proj(x).view(b, n, self.kv_heads, self.head_dim)
+        if hasattr(self, "q_norm"):
+            q, k = self.q_norm(q), self.k_norm(k)
+        q, k = q.transpose(1, 2), k.transpose(1, 2)
         v = self.v_proj(x).view(b, n, self.kv_heads, self.head_dim).transpose(1, 2)
         q, k = rotate(q, cos, sin), rotate(k, cos, sin)
         keys, values = cache.write(layer, slots, k, v, kv_len)
@@ -116,8 +138,12 @@ class DecoderLayer(nn.Module):
         self.mlp = MLP(cfg)
         self.input_layernorm = RMSNorm(cfg.hidden, cfg.rms_eps)
         self.post_attention_layernorm = RMSNorm(cfg.hidden, cfg.rms_eps)
+        self.swin = cfg.swin_norm
 
     def forward(self, x, cos, sin, mask, cache, layer, slots, kv_len):
+        if self.swin:  # the norms sit on the branch outputs
+            x = x + self.input_layernorm(self.self_attn(x, cos, sin, mask, cache, layer, slots, kv_len))
+            return x + self.post_attention_layernorm(self.mlp(x))
         x = x + self.self_attn(self.input_layernorm(x), cos, sin, mask, cache, layer, slots, kv_len)
         return x + self.mlp(self.post_attention_layernorm(x))
 

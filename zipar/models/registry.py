@@ -1,13 +1,19 @@
 """Recognising what a checkpoint is from its keys, so a wrong file gets a useful message."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import torch
 
 from ..errors import ZipARError
 from .llamagen import is_gpt_state_dict
 
 FOLDER_HINT = ("ZipAR reads Janus-Pro folders (deepseek-community/Janus-Pro-1B/-7B or deepseek-ai/Janus-Pro-1B/-7B), "
-               "Emu3-Gen folders (BAAI/Emu3-Gen-hf or BAAI/Emu3-Gen) and Emu3 VQ folders (BAAI/Emu3-VisionTokenizer)")
+               "Emu3-Gen folders (BAAI/Emu3-Gen-hf or BAAI/Emu3-Gen), Emu3 VQ folders (BAAI/Emu3-VisionTokenizer), "
+               "Lumina-mGPT folders (Alpha-VLLM/Lumina-mGPT-7B-*) and Meta's Chameleon VQGAN (vqgan.ckpt + vqgan.yaml)")
+LUMINA_VQ_HINT = ("Lumina-mGPT decodes with Meta's Chameleon VQGAN, which its folder does not contain: download "
+                  "vqgan.ckpt and vqgan.yaml from Meta's Chameleon release (tokenizer/ folder), put both into one "
+                  "folder (e.g. ComfyUI/models/zipar/chameleon-vqgan/) and pick vqgan.ckpt (or that folder) as the VQ")
 
 
 def checkpoint_kind(sd: dict[str, torch.Tensor]) -> str:
@@ -20,13 +26,15 @@ def checkpoint_kind(sd: dict[str, torch.Tensor]) -> str:
 
 
 def folder_family(config: dict) -> str:
-    """'janus-pro', 'emu3' (language model, maybe with its VQ) or 'emu3-vq' from a folder's config.json."""
-    from . import emu3, janus
+    """'janus-pro', 'emu3' (language model, maybe with its VQ), 'emu3-vq' or 'lumina-mgpt' from a folder's config.json."""
+    from . import emu3, janus, lumina
 
     if janus.detect(config):
         return "janus-pro"
     if emu3.detect(config):
         return "emu3"
+    if lumina.detect(config):
+        return "lumina-mgpt"
     if config.get("model_type") in ("Emu3VisionVQ", "emu3_vqgan"):
         return "emu3-vq"
     return "unknown"
@@ -34,14 +42,20 @@ def folder_family(config: dict) -> str:
 
 def load_folder_model(folder, device: torch.device, dtype: torch.dtype):
     """The AR model of a Hugging Face style folder (its VQ is loaded separately, on demand)."""
-    from . import emu3, hf_folder, janus
+    from . import chameleon_vq, emu3, hf_folder, janus, lumina
 
+    folder = Path(folder)
+    if chameleon_vq.is_chameleon_vq_source(folder) and not (folder / "config.json").is_file():
+        raise ZipARError(f"'{folder}' holds Meta's Chameleon VQGAN (vqgan.ckpt), the image decoder of Lumina-mGPT, not "
+                         "an AR model; give it to the VQ loader and pick the Lumina-mGPT folder as the AR model.")
     config = hf_folder.read_config(folder, FOLDER_HINT)
     family = folder_family(config)
     if family == "janus-pro":
         return janus.load_janus(folder, device, dtype, config, with_vq=False)
     if family == "emu3":
         return emu3.load_emu3(folder, device, dtype, config)
+    if family == "lumina-mgpt":
+        return lumina.load_lumina(folder, device, dtype, config)
     if family == "emu3-vq":
         raise ZipARError(f"'{folder}' is Emu3's VQ image tokenizer, not the AR model; give it to the VQ loader and "
                          "pick the BAAI/Emu3-Gen folder as the AR model.")
@@ -51,10 +65,15 @@ def load_folder_model(folder, device: torch.device, dtype: torch.dtype):
 
 def load_folder_vq(folder, device: torch.device, dtype: torch.dtype):
     """The VQ image tokenizer inside (or making up) a Hugging Face style folder."""
-    from . import emu3_vq, hf_folder, janus
+    from . import chameleon_vq, emu3_vq, hf_folder, janus
 
+    folder = Path(folder)
+    if chameleon_vq.is_chameleon_vq_source(folder):  # its own folder, or dropped into the Lumina-mGPT folder
+        return chameleon_vq.load_chameleon_vq(folder, device, dtype)
     config = hf_folder.read_config(folder, FOLDER_HINT)
     family = folder_family(config)
+    if family == "lumina-mgpt":
+        raise ZipARError(f"'{folder}' is a Lumina-mGPT language model. {LUMINA_VQ_HINT}.")
     if family == "janus-pro":
         return janus.load_janus_vq(folder, device, dtype)
     if family in ("emu3", "emu3-vq"):

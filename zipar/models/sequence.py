@@ -17,9 +17,10 @@ from dataclasses import dataclass
 from typing import Protocol
 
 import torch
+import torch.nn as nn
 
 from .base import Prefix
-from .llama_lm import LlamaLM, SlotCache
+from .llama_lm import LlamaConfig, LlamaLM, SlotCache
 
 
 class SequenceFamily(Protocol):
@@ -38,6 +39,29 @@ class SequenceFamily(Protocol):
     def image_logits(self, hidden: torch.Tensor) -> torch.Tensor:
         """Final hidden states [rows, m, hidden] -> float32 logits over the image codes [rows, m, codes]."""
         ...
+
+
+class VisualTokenGenerator(nn.Module):
+    """A language model whose vocabulary holds the image codes as named tokens (Emu3, Lumina-mGPT).
+
+    Only the rows of the output matrix that belong to image tokens are kept, in code order,
+    so the loop samples codes directly; ``code_ids`` maps code -> vocabulary id by token name.
+    """
+
+    def __init__(self, cfg: LlamaConfig, codes: int):
+        super().__init__()
+        self.lm = LlamaLM(cfg)
+        self.image_head = nn.Linear(cfg.hidden, codes, bias=False)
+        self.register_buffer("code_ids", torch.zeros(codes, dtype=torch.long), persistent=False)
+
+    def embed_ids(self, ids: torch.Tensor) -> torch.Tensor:
+        return self.lm.embed_tokens(ids)
+
+    def embed_codes(self, codes: torch.Tensor) -> torch.Tensor:
+        return self.lm.embed_tokens(self.code_ids[codes])
+
+    def image_logits(self, hidden: torch.Tensor) -> torch.Tensor:
+        return self.image_head(hidden).float()
 
 
 @dataclass

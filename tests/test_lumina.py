@@ -1,0 +1,209 @@
+"""Lumina-mGPT: layout, name-mapped image tokens, exactness against transformers' Chameleon, ZipAR visibility."""
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+import torch
+
+pytest.importorskip("transformers")
+
+from lumina_fixtures import CODES, image_token, write_lumina  # noqa: E402
+from reference_seq import replay_logits  # noqa: E402
+from zipar import api  # noqa: E402
+from zipar.decode import expected_passes, generate  # noqa: E402
+from zipar.errors import ZipARError  # noqa: E402
+from zipar.models.base import Condition  # noqa: E402
+from zipar.models.lumina import crop_sizes, image_code, native_size, size_for  # noqa: E402
+from zipar.sampling import SamplingOptions  # noqa: E402
+from zipar.schedule import build_schedule  # noqa: E402
+
+SIDE = 64  # pixels: a 4x4 token grid at 1:1 (size token 2), 2x4 at 2:1
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory):
+    root = tmp_path_factory.mktemp("lumina")
+    return write_lumina(root / "Lumina-mGPT-tiny")
+
+
+@pytest.fixture(scope="module")
+def model(built):
+    m = api.load_ar_model(built[0], "cpu", "fp32")
+    m.image_size = SIDE
+    return m
+
+
+def greedy(cfg):
+    return SamplingOptions(cfg=cfg, greedy=True)
+
+
+def test_image_tokens_map_by_name(model):
+    vocab = model.tokenizer.get_vocab()
+    assert model.vocab_size == CODES
+    for code in (0, 7, 10, 31):
+        assert int(model.net.code_ids[code]) == vocab[image_token(code)]
+    assert image_code("IMGIMGBCDZ") == 123 and image_code("<reserved08799>") is None
+    assert model.net.code_ids.tolist() != sorted(model.net.code_ids.tolist())  # shuffled: no offset would work
+
+
+def test_prompt_and_sequence_follow_the_official_layout(model):
+    vocab, sp = model.tokenizer.get_vocab(), model.special
+    cond = Condition(prompts=["a red fox"], aspect_ratio="2:1")
+    grid = model.grid_for(cond)
+    assert grid == (2, 4)  # 32 px high, 64 px wide
+    rows = model.prompt_rows(cond, True, grid)
+    prefix = [vocab["<racm3:break>"], vocab["<reserved08801>"], vocab["<reserved08802>"]]  # height first
+    assert rows[0][0] == vocab["<s>"] and rows[0][-4:] == [vocab["<reserved08706>"], *prefix]
+    assert model.tokenizer.decode(rows[0][1:-4]) == "Generate an image of 64x32 according to the following prompt: a red fox"
+    assert rows[1] == prefix  # the official unconditional branch: from begin-of-image on, no text
+    codes = torch.arange(8).view(2, 4) * 3 % CODES
+    seq = model.sequence("a red fox", codes)
+    P = len(rows[0])
+    assert seq[:P] == rows[0] and len(seq) == P + 2 * 5 + 2
+    for r in range(2):
+        row = seq[P + 5 * r: P + 5 * r + 5]
+        assert row[:4] == [vocab[image_token(int(c))] for c in codes[r]] and row[4] == sp["eol"] == vocab["<reserved08799>"]
+    assert seq[-2:] == [vocab["<eoss>"], vocab["<reserved08706>"]]
+
+
+def test_negative_prompt_is_laid_out_like_a_positive_one(model):
+    rows = model.prompt_rows(Condition(prompts=["a red fox"], negative_prompts=["blue car"]), True, (4, 4))
+    assert rows[1] == model.prompt_ids("blue car", (4, 4)) and rows[1][-3:] == rows[0][-3:]
+
+
+@torch.no_grad()
+def naive_lumina(hf_model, model, cond: Condition, grid, cfg: float) -> torch.Tensor:
+    """Greedy NTP through transformers' Chameleon base model on the literal sequence (size tokens and row
+    ends included), each CFG branch as its own unpadded sequence, recomputed from scratch for every token.
+    Image logits are lm_head rows of the image ids (the conditional-generation class would mask them)."""
+    H, W = grid
+    seqs = [list(r) for r in model.prompt_rows(cond, cfg != 1.0, grid)]
+    code_ids = model.net.code_ids
+    out = []
+    for _ in range(H * W):
+        logits = []
+        for s in seqs:
+            hidden = hf_model.model(input_ids=torch.tensor([s])).last_hidden_state[0, -1]
+            logits.append(hf_model.lm_head(hidden)[code_ids])
+        logits = torch.stack(logits)
+        if cfg != 1.0:
+            c, u = logits.chunk(2)
+            logits = u + cfg * (c - u)
+        code = int(logits.argmax(-1)[0])
+        out.append(code)
+        for s in seqs:
+            s.append(int(code_ids[code]))
+            if len(out) % W == 0:
+                s.append(model.special["eol"])
+    return torch.tensor(out).view(1, H, W)
+
+
+@pytest.mark.parametrize("cfg,ratio", [(1.0, "1:1"), (4.0, "1:1"), (4.0, "2:1"), (3.0, "1:2")])
+def test_full_window_equals_naive_transformers_decoder(built, model, cfg, ratio):
+    cond = Condition(prompts=["a red fox"], aspect_ratio=ratio)
+    grid = model.grid_for(cond)
+    expected = naive_lumina(built[1], model, cond, grid, cfg)
+    got = generate(model, cond, grid, grid[1], greedy(cfg))
+    assert torch.equal(got.tokens, expected) and got.forward_passes == grid[0] * grid[1]
+
+
+def test_swin_norm_variant_equals_transformers(tmp_path):
+    folder, hf_model = write_lumina(tmp_path / "Lumina-mGPT-swin", seed=3, swin=True)
+    model = api.load_ar_model(folder, "cpu", "fp32")
+    assert model.config.swin_norm and model.config.qk_norm
+    cond = Condition(prompts=["a blue car"])
+    expected = naive_lumina(hf_model, model, cond, (4, 4), 4.0)
+    assert torch.equal(generate(model, cond, (4, 4), 4, greedy(4.0)).tokens, expected)
+
+
+@pytest.mark.parametrize("window,side,ratio", [(1, 64, "1:1"), (2, 64, "1:1"), (3, 64, "1:1"), (2, 64, "2:1"),
+                                               (3, 96, "1:1"), (4, 96, "1:1")])
+def test_every_emitted_logit_matches_an_uncached_forward(model, window, side, ratio):
+    cond = Condition(prompts=["a red fox", "a blue car"], aspect_ratio=ratio)
+    grid = model.grid_for(cond, side)
+    seen = {}
+
+    def trace(step, cells, logits):
+        for k, cell in enumerate(cells.tolist()):
+            seen[cell] = logits[:, k].clone()
+
+    result = generate(model, cond, grid, window, SamplingOptions(cfg=4.0, top_k=20), seed=1, trace=trace)
+    assert result.forward_passes == expected_passes(grid, window)
+    model.image_size = side  # replay_logits asks the model for the prompt rows at its own size
+    try:
+        expected = replay_logits(model, cond, True, build_schedule(*grid, window), result.tokens, model.special["eol"])
+    finally:
+        model.image_size = SIDE
+    assert sorted(seen) == list(range(grid[0] * grid[1]))
+    for cell, logits in seen.items():
+        torch.testing.assert_close(logits, expected[cell], atol=1e-4, rtol=1e-4, msg=f"cell {cell}")
+
+
+def test_pass_counts_at_the_released_sizes():
+    assert [size_for("1:1", s) for s in (512, 768, 1024)] == [(512, 512), (768, 768), (1024, 1024)]
+    # by hand from DESIGN.md's rule (2W + (H-2) * window): 768 px is 2304 NTP passes, 832 at window 16
+    assert expected_passes((48, 48), 48) == 2304 and expected_passes((48, 48), 16) == 96 + 46 * 16 == 832
+    assert expected_passes((32, 32), 16) == 544 and expected_passes((64, 64), 16) == 1120
+    assert build_schedule(48, 48, 16).num_passes == 832
+
+
+def test_official_crop_list_and_aspect_ratios():
+    # the budget-4 walk written out by hand: (4,1) (3,1) (2,1) (2,2) (1,2) (1,3) (1,4) units of 32 px
+    assert crop_sizes(64) == [(128, 32), (96, 32), (64, 32), (64, 64), (32, 64), (32, 96), (32, 128)]
+    sizes = crop_sizes(768)
+    assert (768, 768) in sizes and (1024, 576) in sizes and (576, 1024) in sizes
+    assert all(max(w, h) <= 4 * min(w, h) and w * h <= 768 * 768 and w % 32 == 0 == h % 32 for w, h in sizes)
+    assert size_for("16:9", 768) == (576, 1024) and size_for("9:16", 768) == (1024, 576)
+    with pytest.raises(ZipARError, match="too extreme"):
+        size_for("5:1", 768)
+    with pytest.raises(ZipARError, match="multiple of 32"):
+        crop_sizes(500)
+    assert [native_size(f"Lumina-mGPT-7B-{s}") for s in ("512", "768", "768-Omni", "1024")] == [512, 768, 768, 1024]
+    assert native_size("my-lumina") == 768
+
+
+def test_vq_weights_in_the_folder_are_ignored(built, model, tmp_path):
+    folder, _ = write_lumina(tmp_path / "with-vq", keep_vq_weights=True)
+    other = api.load_ar_model(folder, "cpu", "fp32")
+    other.image_size = SIDE
+    cond = Condition(prompts=["a red fox"])
+    assert torch.equal(other.start(cond, (4, 4), True).prefix.logits, model.start(cond, (4, 4), True).prefix.logits)
+
+
+def test_bad_inputs_give_one_clear_error(built, model, tmp_path):
+    folder = built[0]
+    with pytest.raises(ZipARError, match="even number of rows"):
+        model.start(Condition(prompts=["a"]), (3, 4), True)
+    with pytest.raises(ZipARError, match="size token"):
+        model.start(Condition(prompts=["a"]), (98, 98), True)  # 1568 px: beyond the tiny vocabulary's size tokens
+    with pytest.raises(ZipARError, match="size token"):
+        model.grid_for(Condition(prompts=["a"]), 1600)
+    with pytest.raises(ZipARError, match="text prompt"):
+        model.check_condition(Condition(class_ids=[1]))
+    with pytest.raises(ZipARError, match="Chameleon VQGAN"):
+        api.load_vq(folder, "cpu")  # the language model folder has no image decoder
+    no_tok = tmp_path / "no-tokenizer"
+    shutil.copytree(folder, no_tok)
+    for f in no_tok.glob("tokenizer*"):
+        f.unlink()
+    with pytest.raises(ZipARError, match="tokenizer"):
+        api.load_ar_model(no_tok, "cpu")
+    no_images = tmp_path / "no-image-tokens"
+    shutil.copytree(folder, no_images)
+    config = json.loads((no_images / "config.json").read_text())
+    config["vocabulary_map"] = {k: v for k, v in config["vocabulary_map"].items() if not k.startswith("IMGIMG")}
+    (no_images / "config.json").write_text(json.dumps(config))
+    tok = json.loads((no_images / "tokenizer.json").read_text())
+    tok["model"]["vocab"] = {k: v for k, v in tok["model"]["vocab"].items() if not k.startswith("IMGIMG")}
+    (no_images / "tokenizer.json").write_text(json.dumps(tok))
+    with pytest.raises(ZipARError, match="image tokens"):
+        api.load_ar_model(no_images, "cpu")
+    wrong_width = tmp_path / "wrong-width"
+    shutil.copytree(folder, wrong_width)
+    config = json.loads((wrong_width / "config.json").read_text())
+    config["hidden_size"] = 128
+    (wrong_width / "config.json").write_text(json.dumps(config))
+    with pytest.raises(ZipARError, match="do not belong together"):
+        api.load_ar_model(wrong_width, "cpu")
