@@ -97,14 +97,15 @@ class ZipARClassID:
 
 class ZipARTextPrompt:
     DESCRIPTION = (
-        "A text prompt for the chat-style models that read text themselves (Janus-Pro, Emu3-Gen). The "
+        "A text prompt for the models that read text themselves (Janus-Pro, Emu3-Gen, Lumina-mGPT). The "
         "recipe of each family is applied by the sampler: Janus-Pro's chat format, Emu3's size tag and quality "
-        "suffix. For LlamaGen text-to-image use ZipAR Text Encode (T5) instead."
+        "suffix, Lumina-mGPT's 'Generate an image of WxH...' line. For LlamaGen text-to-image use ZipAR Text "
+        "Encode (T5) instead."
     )
     CATEGORY = CATEGORY
     RETURN_TYPES = (CONDITION,)
     RETURN_NAMES = ("condition",)
-    OUTPUT_TOOLTIPS = ("The prompt; connect it to ZipAR Sampler with a Janus-Pro or Emu3-Gen model.",)
+    OUTPUT_TOOLTIPS = ("The prompt; connect it to ZipAR Sampler with a Janus-Pro, Emu3-Gen or Lumina-mGPT model.",)
     FUNCTION = "encode"
 
     @classmethod
@@ -116,14 +117,16 @@ class ZipARTextPrompt:
                 "aspect_ratio": (list(ASPECT_RATIOS), {
                     "default": "1:1",
                     "tooltip": "Width:height. Emu3-Gen draws any of these at the same token area (720 x 720 at 1:1, "
-                               "1280 x 720-ish at 16:9). Janus-Pro draws 1:1 only.",
+                               "1280 x 720-ish at 16:9). Lumina-mGPT picks the nearest shape of its official list "
+                               "(1024 x 576 at 16:9 for a 768 model). Janus-Pro draws 1:1 only.",
                 }),
             },
             "optional": {
                 "negative_prompt": ("STRING", {
                     "multiline": True, "default": "",
                     "tooltip": "Emu3-Gen: what the image should not look like (its unconditional branch); empty = "
-                               "Emu3's official negative prompt. Janus-Pro has none (leave empty).",
+                               "Emu3's official negative prompt. Lumina-mGPT: empty = its official unconditional "
+                               "branch (no text); a text here is laid out like the prompt. Janus-Pro has none.",
                 }),
             },
         }

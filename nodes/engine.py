@@ -14,14 +14,14 @@ if "." in (__package__ or ""):
     from ..zipar.demo import demo_files
     from ..zipar.errors import ZipARError
     from ..zipar.models.base import Condition
-    from ..zipar.models.emu3 import ASPECT_RATIOS
+    from ..zipar.models.base import ASPECT_RATIOS
     from ..zipar.sampling import SamplingOptions
 else:  # nodes/ imported as a top-level package: tests, scripts
     from zipar import api, decode
     from zipar.demo import demo_files
     from zipar.errors import ZipARError
     from zipar.models.base import Condition
-    from zipar.models.emu3 import ASPECT_RATIOS
+    from zipar.models.base import ASPECT_RATIOS
     from zipar.sampling import SamplingOptions
 
 

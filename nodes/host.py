@@ -22,7 +22,7 @@ from .engine import ZipARError, api
 MODEL_FOLDER = "zipar"  # ComfyUI/models/zipar: AR checkpoints and VQ tokenizers
 JANUS_FOLDER = "Janus-Pro"  # ComfyUI/models/Janus-Pro: where the existing Janus pack keeps its folders
 TEXT_ENCODER_FOLDER = "text_encoders"  # ComfyUI/models/text_encoders/<flan-t5-xl folder>
-MODEL_EXTENSIONS = (".pt", ".pth", ".safetensors")
+MODEL_EXTENSIONS = (".pt", ".pth", ".safetensors", ".ckpt")  # .ckpt: Meta's Chameleon vqgan.ckpt
 DEVICES = ["default", "auto", "cpu", "cuda"]
 
 # Files the pack ships (zipar/assets/demo): listed in the loaders under this folder name even

@@ -27,7 +27,8 @@ def _mtime(name: str) -> str:
 class ZipARLoadARModel:
     DESCRIPTION = (
         "Loads an autoregressive image model from ComfyUI/models/zipar: a LlamaGen GPT file (c2i_L_384.pt, "
-        "t2i_XL_stage2_512.pt) or a model folder: Janus-Pro (also found in ComfyUI/models/Janus-Pro) or Emu3-Gen. "
+        "t2i_XL_stage2_512.pt) or a model folder: Janus-Pro (also found in ComfyUI/models/Janus-Pro), Emu3-Gen or "
+        "Lumina-mGPT. "
         "Its size and vocabulary are read from the weights. The last model loaded stays in memory, so running "
         "again does not read the files again."
     )
@@ -44,13 +45,15 @@ class ZipARLoadARModel:
                 "ar_model": (host.list_models(), {
                     "tooltip": "The AR model: a checkpoint (.pt, .pth or .safetensors) in ComfyUI/models/zipar, e.g. "
                                "c2i_L_384.pt (ImageNet classes) or t2i_XL_stage2_512.pt (text prompts), or a model "
-                               "folder shown by its name: Janus-Pro-1B / -7B, Emu3-Gen-hf (text prompts).",
+                               "folder shown by its name: Janus-Pro-1B / -7B, Emu3-Gen-hf, Lumina-mGPT-7B-768 (text "
+                               "prompts).",
                 }),
                 "image_size": ("INT", {
                     "default": 0, "min": 0, "max": 2048, "step": 8,
                     "tooltip": "Output image size in pixels (square). 0 = the model's own: from the file name for "
                                "LlamaGen (c2i_L_384.pt makes 384 x 384), 384 for Janus-Pro (its only size), 720 for "
-                               "Emu3-Gen (the side of the pixel area; the aspect ratio comes from the Text Prompt). "
+                               "Emu3-Gen (the side of the pixel area; the aspect ratio comes from the Text Prompt), "
+                               "512 / 768 / 1024 for Lumina-mGPT (from the folder name; a multiple of 32). "
                                "LlamaGen sizes must be a multiple of 16 (the VQ's 16 pixels per token).",
                 }),
                 "precision": (PRECISIONS, {
@@ -68,16 +71,16 @@ class ZipARLoadARModel:
 
     def load(self, ar_model, image_size, precision, device):
         path = host.model_path(ar_model)
-        folder = os.path.isdir(path)  # Janus-Pro / Emu3-Gen: the family knows its image size
+        folder = os.path.isdir(path)  # Janus-Pro / Emu3-Gen / Lumina-mGPT: the family knows its image size
+        dev = host.torch_device(device)
+        key = (*cache.file_key(path), precision, str(dev))
+        model = cache.AR_MODELS.get(key, lambda: api.load_ar_model(path, device=dev, precision=precision))
         size = int(image_size) or (0 if folder else api.default_image_size(path))
         if not folder and not size:
             raise ZipARError(
                 f"cannot tell the image size from the file name {ar_model!r} (published files end in _256, _384 "
                 "or _512); set image_size on Load AR Model."
             )
-        dev = host.torch_device(device)
-        key = (*cache.file_key(path), precision, str(dev))
-        model = cache.AR_MODELS.get(key, lambda: api.load_ar_model(path, device=dev, precision=precision))
         if folder:
             size = size or int(model.image_size)
             model.grid_for(None, size)  # a size the family cannot draw fails here, not in the sampler
@@ -86,8 +89,9 @@ class ZipARLoadARModel:
 
 class ZipARLoadVQ:
     DESCRIPTION = (
-        "Loads a VQ image tokenizer (vq_ds16_c2i.pt for the class models, vq_ds16_t2i.pt for the text models) from "
-        "ComfyUI/models/zipar. It turns token grids into pixels (VQ Decode) and images into tokens (VQ Encode)."
+        "Loads a VQ image tokenizer (vq_ds16_c2i.pt for the class models, vq_ds16_t2i.pt for the text models, "
+        "Meta's Chameleon vqgan.ckpt for Lumina-mGPT) from ComfyUI/models/zipar. It turns token grids into pixels "
+        "(VQ Decode) and images into tokens (VQ Encode)."
     )
     CATEGORY = CATEGORY
     RETURN_TYPES = (VQ,)
@@ -103,7 +107,8 @@ class ZipARLoadVQ:
                     "tooltip": "The VQ tokenizer in ComfyUI/models/zipar. Use the one released with the AR "
                                "model: vq_ds16_c2i.pt for c2i_*.pt, vq_ds16_t2i.pt for t2i_*.pt; for Janus-Pro and "
                                "Emu3-Gen-hf the model folder itself (its VQ is read); for the original BAAI/Emu3-Gen "
-                               "the Emu3-VisionTokenizer folder.",
+                               "the Emu3-VisionTokenizer folder; for Lumina-mGPT Meta's Chameleon vqgan.ckpt (with "
+                               "vqgan.yaml beside it) or the folder holding both.",
                 }),
                 "precision": (["fp32", "auto", "bf16", "fp16"], {
                     "default": "fp32",
@@ -119,7 +124,7 @@ class ZipARLoadVQ:
         return _mtime(vq_model)
 
     def load(self, vq_model, precision, device):
-        path = host.model_path(vq_model)  # a file, or a Janus-Pro / Emu3 folder (its VQ part only)
+        path = host.model_path(vq_model)  # a file, or a Janus-Pro / Emu3 / VQGAN folder (its VQ part only)
         dev = host.torch_device(device)
         key = (*cache.file_key(path), precision, str(dev))
         return (cache.VQ_MODELS.get(key, lambda: api.load_vq(path, device=dev, precision=precision)),)

@@ -9,7 +9,7 @@ from .engine import ZipARError, SamplingOptions, api, decode
 from .preview import TokenPreview, previews_enabled
 
 CATEGORY = "ZipAR"
-MAX_WINDOW = 64
+MAX_WINDOW = 256  # widest grids: Lumina-mGPT 1024 at 4:1 (128 tokens), Emu3 at 21:9 (137)
 log = logging.getLogger("ZipAR")
 
 
@@ -19,6 +19,9 @@ def check_window(window: int, width: int) -> None:
         raise ZipARError(
             f"window must be between 1 and {width} (got {window!r}); {width} means plain next-token prediction."
         )
+
+
+PROMPT_FAMILIES = {"janus-pro": "Janus-Pro", "emu3": "Emu3-Gen", "lumina-mgpt": "Lumina-mGPT"}  # they read text
 
 
 def check_condition_kind(model, cond) -> None:
@@ -35,12 +38,11 @@ def check_condition_kind(model, cond) -> None:
             "or load a class-to-image model (c2i_*.pt) for ImageNet classes."
         )
     family = getattr(model, "family", "")
-    if family in ("janus-pro", "emu3") and not cond.prompts:
-        raise ZipARError(f"this is a {'Janus-Pro' if family == 'janus-pro' else 'Emu3-Gen'} model: connect a ZipAR Text "
-                         "Prompt node as the condition.")
-    if cond.prompts and family not in ("janus-pro", "emu3"):
-        raise ZipARError("a ZipAR Text Prompt is for Janus-Pro and Emu3-Gen; for LlamaGen text-to-image use ZipAR "
-                         "Text Encode (T5), for class models ZipAR ImageNet Class or Class ID.")
+    if family in PROMPT_FAMILIES and not cond.prompts:
+        raise ZipARError(f"this is a {PROMPT_FAMILIES[family]} model: connect a ZipAR Text Prompt node as the condition.")
+    if cond.prompts and family not in PROMPT_FAMILIES:
+        raise ZipARError("a ZipAR Text Prompt is for Janus-Pro, Emu3-Gen and Lumina-mGPT; for LlamaGen text-to-image "
+                         "use ZipAR Text Encode (T5), for class models ZipAR ImageNet Class or Class ID.")
 
 
 class ZipARSampler:
@@ -120,7 +122,7 @@ class ZipARSampler:
     def sample(self, model, condition, window, seed, cfg, temperature, top_k, top_p, batch_size, preview=True, vq=None):
         ar = model.model
         check_condition_kind(ar, condition)
-        if hasattr(ar, "grid_for"):  # Janus-Pro / Emu3: the family sizes the grid (aspect ratio, token area)
+        if hasattr(ar, "grid_for"):  # Janus-Pro / Emu3 / Lumina: the family sizes the grid (aspect ratio, area)
             if vq is not None:
                 api.check_pair(ar, vq)
                 ar.downsample = vq.downsample

@@ -214,7 +214,48 @@ def emu3_gen_zipar():
     ]
 
 
+LUMINA_NOTE = ("Lumina-mGPT (Alpha-VLLM/Lumina-mGPT-7B-768; -512 / -1024 / -768-Omni work alike) in "
+               "ComfyUI/models/zipar/Lumina-mGPT-7B-768/. Its image decoder is Meta's Chameleon VQGAN, which you download "
+               "from Meta's Chameleon release yourself (its licence): put vqgan.ckpt and vqgan.yaml into "
+               "ComfyUI/models/zipar/chameleon-vqgan/. image_size 0 = the size in the folder name (768 = a 48 x 48 grid); "
+               "the aspect ratio picks the nearest shape of Lumina's official list (16:9 at 768 is 1024 x 576).")
+
+
+def lumina_mgpt_768_zipar():
+    return [
+        *chat_loaders("Lumina-mGPT-7B-768", "chameleon-vqgan/vqgan.ckpt", "a red fox sitting in fresh snow, golden hour"),
+        sampler(4, (420, 60), 16, cfg=4.0, top_k=2000),
+        decode(5, (800, 60), 4),
+        N(6, "SaveImage", ["zipar_lumina_mgpt"], (1080, 60), {"images": (5, 0)}, size=(420, 440)),
+        report(7, (420, 420), 4, "Report"),
+        note(8, (40, 710), LUMINA_NOTE + " Window 16 takes 832 passes instead of 2304.\n\n" + SAMPLER_HELP +
+             "\n\nLumina-mGPT's own settings: cfg 4, temperature 1, top_k 2000. An empty negative prompt is its "
+             "official unconditional branch (no text)."),
+    ]
+
+
+def lumina_mgpt_ntp_vs_zipar():
+    return [
+        *chat_loaders("Lumina-mGPT-7B-768", "chameleon-vqgan/vqgan.ckpt", "a red fox sitting in fresh snow, golden hour"),
+        N(4, "ZipARSampler", [48, 0, "fixed", 4.0, 1.0, 2000, 1.0, 1, True], (420, 60),
+          {"model": (1, 0), "condition": (3, 0), "vq": (2, 0)}, "Next-token prediction (window 48)", size=(320, 300)),
+        N(5, "ZipARSampler", [16, 0, "fixed", 4.0, 1.0, 2000, 1.0, 1, True], (420, 420),
+          {"model": (1, 0), "condition": (3, 0), "vq": (2, 0)}, "ZipAR (window 16)", size=(320, 300)),
+        decode(6, (800, 60), 4),
+        decode(7, (800, 420), 5),
+        N(8, "ImageStitch", ["right", True, 8, "white"], (1080, 60), {"image1": (6, 0), "image2": (7, 0)}, size=(270, 150)),
+        N(9, "SaveImage", ["zipar_lumina_ntp_vs_zipar"], (1380, 60), {"images": (8, 0)}, size=(520, 360)),
+        report(10, (800, 560), 4, "Report: next-token prediction"),
+        report(11, (800, 700), 5, "Report: ZipAR"),
+        note(12, (40, 710), "Same seed, same Lumina-mGPT: left next-token prediction (window 48 = the grid width, "
+             "2304 passes, what Lumina-mGPT's own code does), right ZipAR window 16 (832 passes).\n\n" + LUMINA_NOTE +
+             "\n\n" + SAMPLER_HELP),
+    ]
+
+
 WORKFLOWS = {
+    "lumina_mgpt_768_zipar": lumina_mgpt_768_zipar,
+    "lumina_mgpt_ntp_vs_zipar": lumina_mgpt_ntp_vs_zipar,
     "janus_pro_zipar": janus_pro_zipar,
     "janus_pro_ntp_vs_zipar": janus_pro_ntp_vs_zipar,
     "emu3_gen_zipar": emu3_gen_zipar,

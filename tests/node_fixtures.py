@@ -7,6 +7,8 @@
     <models>/text_encoders/flan-t5-xl/     tiny T5 encoder + word-level tokenizer (width 24)
     <models>/Janus-Pro/Janus-Pro-1B/       tiny Janus-Pro, transformers layout (24x24 codes as released, 48 px)
     <models>/zipar/Emu3-Gen-hf/            tiny Emu3-Gen with its VQ, transformers layout (downsample 8)
+    <models>/zipar/Lumina-mGPT-7B-768/     tiny Lumina-mGPT (Chameleon, 32 image tokens; 768 px = 48x48 tokens)
+    <models>/zipar/chameleon-vqgan/        tiny Chameleon VQGAN: vqgan.ckpt + vqgan.yaml (32 codes, downsample 16)
 
 Run as a script to write them somewhere, e.g. for a real ComfyUI:
     python tests/node_fixtures.py /tmp/zipar-models
@@ -62,10 +64,15 @@ def write_tiny_models(models_dir: Path, c2i: bool = True, t2i: bool = True, t5: 
     if t5:
         write_tiny_t5(models_dir / "text_encoders" / "flan-t5-xl")
     if chat:
+        from chameleon_vq_fixtures import write_chameleon_vqgan
         from chat_fixtures import write_emu3_hf, write_janus_hf
+        from lumina_fixtures import CODES, write_lumina
 
         write_janus_hf(models_dir / "Janus-Pro" / "Janus-Pro-1B", grid=24)
         write_emu3_hf(zipar_dir / "Emu3-Gen-hf", vq_levels=4)
+        write_lumina(zipar_dir / "Lumina-mGPT-7B-768")
+        write_chameleon_vqgan(zipar_dir / "chameleon-vqgan", ch_mult=(1, 1, 1, 1, 1), attn_resolutions=(), n_embed=CODES,
+                              resolution=512, seed=5)
     return models_dir
 
 

@@ -48,6 +48,8 @@ EXPECTED_IMAGES = {
     "janus_pro_zipar": [(48, 48)],  # 24x24 codes; the tiny VQ draws 2 px per code (the real one 16)
     "janus_pro_ntp_vs_zipar": [(48 * 2 + 8, 48)],
     "emu3_gen_zipar": [(120 * 8, 68 * 8)],  # 16:9 at 720 x 720 pixels of area: 68 x 120 tokens
+    "lumina_mgpt_768_zipar": [(768, 768)],  # 48x48 tokens, 16 px each (the tiny VQGAN has the release's downsampling)
+    "lumina_mgpt_ntp_vs_zipar": [(768 * 2 + 8, 768)],
 }
 
 

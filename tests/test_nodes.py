@@ -385,12 +385,12 @@ def test_model_folder_registration_keeps_user_paths(monkeypatch, tmp_path):
     host.forget_modules()
     try:
         host.register_model_folders()
-        assert fp.folder_names_and_paths["zipar"] == ([str(tmp_path / "models" / "zipar")], {".pt", ".pth", ".safetensors"})
+        assert fp.folder_names_and_paths["zipar"] == ([str(tmp_path / "models" / "zipar")], {".pt", ".pth", ".safetensors", ".ckpt"})
         # as extra_model_paths.yaml leaves it: the user's path, no extensions (= any file)
         fp.folder_names_and_paths = {"zipar": (["/data/zipar"], set())}
         host.register_model_folders()
         paths, extensions = fp.folder_names_and_paths["zipar"]
-        assert paths == ["/data/zipar", str(tmp_path / "models" / "zipar")] and extensions == {".pt", ".pth", ".safetensors"}
+        assert paths == ["/data/zipar", str(tmp_path / "models" / "zipar")] and extensions == {".pt", ".pth", ".safetensors", ".ckpt"}
     finally:
         host.forget_modules()
 

@@ -1,4 +1,4 @@
-"""The nodes with Janus-Pro and Emu3-Gen folders: listing, loading, Text Prompt, sampling, decoding."""
+"""The nodes with Janus-Pro, Emu3-Gen and Lumina-mGPT: listing, loading, Text Prompt, sampling, decoding."""
 from __future__ import annotations
 
 import pytest
@@ -37,6 +37,7 @@ def sample(model, cond, vq, **overrides):
 def test_folders_are_listed_by_name_without_their_shards(models_dir):
     listed = N["ZipARLoadARModel"].INPUT_TYPES()["required"]["ar_model"][0]
     assert "Janus-Pro/Janus-Pro-1B" in listed and "Emu3-Gen-hf" in listed  # models/Janus-Pro and models/zipar
+    assert "Lumina-mGPT-7B-768" in listed and "chameleon-vqgan/vqgan.ckpt" in listed  # .ckpt: Meta's VQGAN
     assert not any(n.endswith("model.safetensors") for n in listed)
     assert N["ZipARLoadVQ"].INPUT_TYPES()["required"]["vq_model"][0] == listed
 
@@ -68,6 +69,36 @@ def test_emu3_end_to_end_with_an_aspect_ratio(models_dir):
     assert image.shape == (1, 48, 88, 3)
     with pytest.raises(ZipARError, match="window must be between 1 and 11"):
         sample(model, cond, vq, window=12)
+
+
+def test_lumina_mgpt_end_to_end(models_dir):
+    (model,) = run("ZipARLoadARModel", "Lumina-mGPT-7B-768", 0, "auto", "default")
+    assert model.image_size == 768  # from the folder name
+    (model,) = run("ZipARLoadARModel", "Lumina-mGPT-7B-768", 128, "auto", "default")  # a 8x8 grid keeps the test fast
+    (vq,) = run("ZipARLoadVQ", "chameleon-vqgan/vqgan.ckpt", "fp32", "default")
+    assert (vq.codebook_size, vq.downsample) == (32, 16)
+    (cond,) = run("ZipARTextPrompt", "a red fox", "2:1", "")
+    tokens, report = sample(model, cond, vq, window=3, cfg=4.0, top_k=2000)
+    assert tokens.grid == (6, 10)  # 128 px budget at 2:1: the crop list's nearest shape is 160 x 96 px (5:3)
+    assert report.startswith("window 3: 32 forward passes instead of 60")
+    (image,) = run("ZipARVQDecode", vq, tokens)
+    assert image.shape == (1, 96, 160, 3) and 0 <= float(image.min()) and float(image.max()) <= 1
+    with pytest.raises(ZipARError, match="Chameleon VQGAN"):
+        run("ZipARLoadVQ", "Lumina-mGPT-7B-768", "fp32", "default")
+    with pytest.raises(ZipARError, match="multiple of 32"):
+        run("ZipARLoadARModel", "Lumina-mGPT-7B-768", 200, "auto", "default")
+    with pytest.raises(ZipARError, match="not an AR"):
+        run("ZipARLoadARModel", "chameleon-vqgan/vqgan.ckpt", 0, "auto", "default")
+
+
+def test_command_line_with_a_lumina_folder(models_dir, tmp_path, capsys):
+    from zipar.cli import main
+
+    folder, vq = models_dir / "zipar" / "Lumina-mGPT-7B-768", models_dir / "zipar" / "chameleon-vqgan" / "vqgan.ckpt"
+    out = tmp_path / "fox.png"
+    assert main(["generate", "--ar-model", str(folder), "--vq-model", str(vq), "--prompt", "a red fox", "--window", "2",
+                 "--image-size", "64", "--out", str(out), "--device", "cpu"]) == 0
+    assert "12 forward passes instead of 16" in capsys.readouterr().err and out.is_file()
 
 
 def test_text_prompt_with_a_llamagen_model_says_which_node_to_use(models_dir):

@@ -15,7 +15,7 @@ from workflow_tools import (
 CORE_TYPES = {"SaveImage", "PreviewImage", "PreviewAny", "ImageStitch", "ImageBatch"}
 MODEL_FILES = {"c2i_L_384.pt", "vq_ds16_c2i.pt", "t2i_XL_stage2_512.pt", "vq_ds16_t2i.pt",
                "zipar-demo/demo_c2i_64.safetensors", "zipar-demo/demo_vq.safetensors",
-               "Janus-Pro/Janus-Pro-1B", "Emu3-Gen-hf"}  # the last two ship with the pack
+               "Janus-Pro/Janus-Pro-1B", "Emu3-Gen-hf", "Lumina-mGPT-7B-768", "chameleon-vqgan/vqgan.ckpt"}
 TEXT_ENCODERS = {"flan-t5-xl"}
 DYNAMIC_COMBOS = {("ZipARLoadARModel", "ar_model"): MODEL_FILES, ("ZipARLoadVQ", "vq_model"): MODEL_FILES,
                   ("ZipARTextEncodeT5", "text_encoder"): TEXT_ENCODERS}
@@ -162,6 +162,13 @@ def test_what_each_workflow_promises():
     types = {n["class_type"]: n["inputs"] for n in prompt.values()}
     assert types["ZipARLoadARModel"]["ar_model"] == "Emu3-Gen-hf" and emu3["inputs"]["top_k"] == 2048
     assert emu3["inputs"]["cfg"] == 3.0
+    prompt, (lumina,) = samplers("lumina_mgpt_768_zipar")
+    types = {n["class_type"]: n["inputs"] for n in prompt.values()}
+    assert types["ZipARLoadARModel"]["ar_model"] == "Lumina-mGPT-7B-768" and types["ZipARLoadARModel"]["image_size"] == 0
+    assert types["ZipARLoadVQ"]["vq_model"] == "chameleon-vqgan/vqgan.ckpt"
+    assert (lumina["inputs"]["window"], lumina["inputs"]["cfg"], lumina["inputs"]["top_k"]) == (16, 4.0, 2000)
+    _, pair = samplers("lumina_mgpt_ntp_vs_zipar")
+    assert sorted(s["inputs"]["window"] for s in pair) == [16, 48] and len({s["inputs"]["seed"] for s in pair}) == 1
     for name in WORKFLOW_NAMES:  # seeds fixed in the UI files, so a re-run reproduces the images
         ui = load_json(REPO / "workflows" / f"{name}.json")
         for node in ui["nodes"]:

@@ -19,20 +19,22 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     gen = sub.add_parser("generate", help="sample token grids and decode them to images")
-    gen.add_argument("--ar-model", required=True, help="LlamaGen GPT checkpoint (c2i_L_384.pt, t2i_XL_stage2_512.pt, ...)")
-    gen.add_argument("--vq-model", help="LlamaGen VQ tokenizer (vq_ds16_c2i.pt); needed to write images")
+    gen.add_argument("--ar-model", required=True, help="LlamaGen GPT checkpoint (c2i_L_384.pt, t2i_XL_stage2_512.pt, ...) or a Janus-Pro / Emu3-Gen / Lumina-mGPT folder")
+    gen.add_argument("--vq-model", help="VQ tokenizer (vq_ds16_c2i.pt, a Janus-Pro / Emu3 folder, Meta's Chameleon vqgan.ckpt); needed to write images")
     gen.add_argument("--image-size", type=int, help="output resolution; default: the size in the AR file name")
     gen.add_argument("--downsample", type=int, default=16, help="VQ downsampling when no --vq-model is given")
     gen.add_argument("--class-id", type=int, nargs="+", help="ImageNet class ids (class-to-image models)")
-    gen.add_argument("--prompt", nargs="+", help="prompts (LlamaGen t2i with --text-encoder; Janus-Pro / Emu3-Gen folders)")
-    gen.add_argument("--negative-prompt", help="Emu3-Gen: the unconditional branch's text (default: Emu3's own)")
-    gen.add_argument("--aspect-ratio", help="Emu3-Gen: width:height, e.g. 16:9 (default 1:1)")
+    gen.add_argument("--prompt", nargs="+", help="prompts (LlamaGen t2i with --text-encoder; Janus-Pro / Emu3-Gen / Lumina-mGPT folders)")
+    gen.add_argument("--negative-prompt", help="Emu3-Gen / Lumina-mGPT: the unconditional branch's text (default: the family's own)")
+    gen.add_argument("--aspect-ratio", help="Emu3-Gen / Lumina-mGPT: width:height, e.g. 16:9 (default 1:1)")
     gen.add_argument("--text-encoder", help="local flan-t5-xl folder")
     gen.add_argument("--caption-embeddings", help=".safetensors with 'features' [N,120,2048] and 'mask' [N,120]")
     gen.add_argument("--window", type=int, default=8, help="ZipAR window; at or above the grid width: next-token prediction")
-    gen.add_argument("--cfg", type=float, default=4.0, help="classifier-free guidance scale (1 = off)")
+    gen.add_argument("--cfg", type=float, help="classifier-free guidance scale (1 = off; default: the family's "
+                     "official value, 4 for LlamaGen and Lumina-mGPT, 5 for Janus-Pro, 3 for Emu3-Gen)")
     gen.add_argument("--temperature", type=float, default=1.0)
-    gen.add_argument("--top-k", type=int, default=0, help="0 = no top-k filtering")
+    gen.add_argument("--top-k", type=int, help="0 = no top-k filtering (default: the family's official value, "
+                     "2000 for Lumina-mGPT, 2048 for Emu3-Gen, else 0)")
     gen.add_argument("--top-p", type=float, default=1.0, help="1.0 = no nucleus filtering")
     gen.add_argument("--seed", type=int, default=0)
     gen.add_argument("--greedy", action="store_true", help="take the arg-max token (deterministic)")
@@ -91,7 +93,7 @@ def run_generate(args: argparse.Namespace) -> None:
     model = api.load_ar_model(args.ar_model, device, args.precision)
     if vq is not None:
         api.check_pair(model, vq)
-    if hasattr(model, "grid_for"):  # Janus-Pro / Emu3-Gen folder: prompts, the family sizes the grid
+    if hasattr(model, "grid_for"):  # Janus-Pro / Emu3-Gen / Lumina-mGPT folder: prompts, the family sizes the grid
         cond, grid = _chat_condition(args, model, vq)
     else:
         image_size = args.image_size or api.default_image_size(args.ar_model)
@@ -102,7 +104,10 @@ def run_generate(args: argparse.Namespace) -> None:
     if args.out:
         for path in api.output_paths(args.out, len(cond) * max(args.batch, 1)):
             _refuse_existing(str(path), args.overwrite)
-    options = SamplingOptions(args.cfg, args.temperature, args.top_k, args.top_p, args.greedy)
+    defaults = getattr(model, "defaults", {})
+    cfg = args.cfg if args.cfg is not None else defaults.get("cfg", 4.0)
+    top_k = args.top_k if args.top_k is not None else defaults.get("top_k", 0)
+    options = SamplingOptions(cfg, args.temperature, top_k, args.top_p, args.greedy)
     result = api.generate(model, cond, grid, args.window, options, seed=args.seed, batch=args.batch)
     print(f"{model.describe()}: {result.report()}", file=sys.stderr)
     if args.tokens_out:
