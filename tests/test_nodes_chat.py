@@ -96,9 +96,20 @@ def test_command_line_with_a_lumina_folder(models_dir, tmp_path, capsys):
 
     folder, vq = models_dir / "zipar" / "Lumina-mGPT-7B-768", models_dir / "zipar" / "chameleon-vqgan" / "vqgan.ckpt"
     out = tmp_path / "fox.png"
+    tokens = tmp_path / "fox.npy"
     assert main(["generate", "--ar-model", str(folder), "--vq-model", str(vq), "--prompt", "a red fox", "--window", "2",
-                 "--image-size", "64", "--out", str(out), "--device", "cpu"]) == 0
+                 "--image-size", "64", "--out", str(out), "--tokens-out", str(tokens), "--device", "cpu"]) == 0
     assert "12 forward passes instead of 16" in capsys.readouterr().err and out.is_file()
+    # 8-bit pixels as Lumina-mGPT writes them: floor(255 * x), not rounded
+    import numpy as np
+    import torch
+    from PIL import Image
+
+    from zipar import api
+
+    pixels = api.load_vq(vq, "cpu").decode_codes(torch.from_numpy(np.load(tokens)))[0] * 255
+    saved = torch.from_numpy(np.array(Image.open(out))).permute(2, 0, 1)
+    assert torch.equal(saved, pixels.to(torch.uint8)) and not torch.equal(saved, pixels.round().to(torch.uint8))
 
 
 def test_text_prompt_with_a_llamagen_model_says_which_node_to_use(models_dir):

@@ -130,8 +130,12 @@ def output_paths(out: str | os.PathLike, count: int) -> list[Path]:
     return [out.with_name(f"{out.stem}_{i}{out.suffix or '.png'}") for i in range(count)]
 
 
-def save_images(images: torch.Tensor, out: str | os.PathLike, overwrite: bool = False) -> list[Path]:
-    """Write [N, 3, H, W] images in [0, 1] as PNGs; refuse to replace existing files unless asked."""
+def save_images(images: torch.Tensor, out: str | os.PathLike, overwrite: bool = False, truncate: bool = False) -> list[Path]:
+    """Write [N, 3, H, W] images in [0, 1] as PNGs; refuse to replace existing files unless asked.
+
+    8-bit values are rounded, as LlamaGen's sampler does; ``truncate`` floors them instead, as
+    Lumina-mGPT's decoder does (a VQ says which through its ``truncates_to_uint8`` attribute).
+    """
     from PIL import Image
 
     paths = output_paths(out, images.shape[0])
@@ -140,6 +144,7 @@ def save_images(images: torch.Tensor, out: str | os.PathLike, overwrite: bool = 
         raise ZipARError(f"{existing[0]} already exists; choose another --out or pass --overwrite.")
     for img, path in zip(images, paths):
         path.parent.mkdir(parents=True, exist_ok=True)
-        pixels = (img.float().clamp(0, 1) * 255).round().to(torch.uint8).permute(1, 2, 0).cpu().numpy()
+        scaled = img.float().clamp(0, 1) * 255
+        pixels = (scaled if truncate else scaled.round()).to(torch.uint8).permute(1, 2, 0).cpu().numpy()
         Image.fromarray(pixels).save(path)
     return paths

@@ -113,7 +113,8 @@ def run_generate(args: argparse.Namespace) -> None:
     if args.tokens_out:
         np.save(args.tokens_out, result.tokens.numpy().astype(np.int64))
     if args.out:
-        for path in api.save_images(api.decode_tokens(vq, result.tokens.to(device)), args.out, args.overwrite):
+        images = api.decode_tokens(vq, result.tokens.to(device))
+        for path in api.save_images(images, args.out, args.overwrite, getattr(vq, "truncates_to_uint8", False)):
             print(path)
     if args.stats_json:
         Path(args.stats_json).write_text(json.dumps(result.stats(), indent=2))
@@ -162,5 +163,6 @@ def run_decode(args: argparse.Namespace) -> None:
         raise ZipARError(f"{path} holds a {tokens.dtype} array of shape {tokens.shape}; expected integers [images, H, W].")
     device = api.resolve_device(args.device)
     vq = api.load_vq(args.vq_model, device)
-    for out in api.save_images(api.decode_tokens(vq, torch.from_numpy(tokens).to(device)), args.out, args.overwrite):
+    images = api.decode_tokens(vq, torch.from_numpy(tokens).to(device))
+    for out in api.save_images(images, args.out, args.overwrite, getattr(vq, "truncates_to_uint8", False)):
         print(out)

@@ -554,6 +554,7 @@ class ChameleonVQ(nn.Module):
         self.codebook_size: int = config.n_embed
         self.downsample: int = config.downsample
         self.source_path: str | None = source_path  # the vqgan.ckpt, for messages and UIs
+        self.truncates_to_uint8 = True  # Lumina-mGPT floors pixel*255 when it writes 8-bit images (api.save_images)
         self.encoder = Encoder(config)
         self.decoder = Decoder(config)
         self.quantize = VectorQuantizer(config.n_embed, config.embed_dim)

@@ -30,7 +30,7 @@ from ..errors import ZipARError
 from . import hf_folder
 from .base import ASPECT_RATIOS, Condition, parse_aspect_ratio
 from .janus import load_tokenizer
-from .llama_lm import LlamaConfig, LlamaLM, lm_from_state_dict
+from .llama_lm import LlamaConfig, lm_from_state_dict
 from .sequence import PromptBatch, SequenceSession, VisualTokenGenerator, layout_sequence
 
 HF_TYPE, ORIGINAL_TYPE = "emu3", "Emu3"

@@ -141,7 +141,8 @@ def load_lumina(folder: str | Path, device: torch.device, dtype: torch.dtype, co
         raise ZipARError(f"'{folder}' has no Chameleon language-model weights (keys like model.layers.0...); {HINT}.")
     lm_keys = {k[len("model."):]: k for k in names if k.startswith("model.") and not k.startswith("model.vqmodel.")}
     head_key = "lm_head.weight" if "lm_head.weight" in names else "model.embed_tokens.weight"
-    raw = hf_folder.read_tensors(keys, lambda k: k in set(lm_keys.values()) | {head_key})
+    wanted = set(lm_keys.values()) | {head_key}
+    raw = hf_folder.read_tensors(keys, lambda k: k in wanted)
     lm = lm_from_state_dict(cfg, {ours: raw[theirs] for ours, theirs in lm_keys.items()}, str(folder), device, dtype)
     if int(code_ids.max()) >= raw[head_key].shape[0]:
         raise ZipARError(f"'{folder}': the image token ids exceed the model's vocabulary; {HINT}.")
