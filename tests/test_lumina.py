@@ -207,3 +207,23 @@ def test_bad_inputs_give_one_clear_error(built, model, tmp_path):
     (wrong_width / "config.json").write_text(json.dumps(config))
     with pytest.raises(ZipARError, match="do not belong together"):
         api.load_ar_model(wrong_width, "cpu")
+
+
+def test_row_end_layout_prepared_from_the_plan_equals_the_one_derived_per_step(model, monkeypatch):
+    """generate() hands the plan to the session (no device read-back per pass); a session stepped
+    without it derives the same layout from the tensors it is given."""
+    from zipar.models.sequence import SequenceSession
+
+    cond = Condition(prompts=["a red fox", "a blue car"], aspect_ratio="1:1")
+    grid = model.grid_for(cond, 96)
+    logits = {}
+
+    def run(tag):
+        def trace(step, cells, out):
+            logits[tag, step] = out.clone()
+        return generate(model, cond, grid, 2, SamplingOptions(cfg=4.0, top_k=20), seed=3, trace=trace).tokens
+
+    prepared = run("plan")
+    monkeypatch.setattr(SequenceSession, "prepare", lambda self, plan: None)
+    assert torch.equal(run("steps"), prepared)
+    assert all(torch.equal(logits["plan", s], logits["steps", s]) for (tag, s) in logits if tag == "plan")

@@ -35,6 +35,8 @@ class Plan:
     schedule: Schedule
     passes: tuple[PassTensors, ...]  # passes[0] is the prefill and is empty
     filled_after: torch.Tensor  # [num_passes, H*W] bool, CPU: cells emitted once each pass is done
+    # What adapters derive from the plan (e.g. the 1D families' row-end layout), kept as long as the plan
+    adapter_cache: dict = field(default_factory=dict, compare=False, repr=False)
 
 
 @lru_cache(maxsize=32)
@@ -151,6 +153,9 @@ def generate(
         torch.cuda.synchronize(device)
     start = time.perf_counter()
     session = model.start(cond, grid, options.guidance)
+    prepare = getattr(session, "prepare", None)
+    if prepare is not None:  # adapters that derive per-pass layouts do it here, once per plan, on the host
+        prepare(plan)
     prefix = session.prefix
     rows = prefix.visible.shape[0]
     prefix_mask = prefix.visible[:, None, None, :]

@@ -85,15 +85,43 @@ class PromptBatch:
 
 @dataclass(frozen=True)
 class _Expansion:
-    """Index tensors that turn one logical step (cells) into the physical one (cells + EOLs)."""
+    """Index tensors that turn one logical step (cells) into the physical one (cells + EOLs).
 
-    slots: torch.Tensor  # [n + e] physical cache slots
-    offsets: torch.Tensor  # [n + e] position offsets after the prompt
+    Independent of the prompt length P (columns and slots are counted after the prompt), so
+    one table serves every prompt of a plan.
+    """
+
+    offsets: torch.Tensor  # [n + e] physical slot = position offset after the prompt
     eol_rows: torch.Tensor  # [e] which inputs are followed by an EOL
-    columns: torch.Tensor  # [P + G'] logical mask column each physical column copies
-    hide: torch.Tensor  # [n, P + G'] a cell does not see its own row's EOL
+    columns: torch.Tensor  # [G'] logical grid column each physical grid column copies
+    keep: torch.Tensor  # [n, G'] False where a cell would see its own row's EOL (it must not)
     queries: torch.Tensor  # [m] physical query index
-    kv_len: int
+    grid_len: int  # G': physical slots after the prompt up to the furthest input
+
+
+def physical_cells(cells: torch.Tensor, width: int, stride: int) -> torch.Tensor:
+    return (cells // width) * stride + cells % width
+
+
+def expand_pass(cells: torch.Tensor, queries: torch.Tensor, grid_len: int, width: int, device) -> _Expansion:
+    """The physical layout of one pass with row ends (stride W + 1), from host tensors."""
+    stride = width + 1
+    phys = physical_cells(cells, width, stride)
+    row_end = cells % width == width - 1
+    eol_rows = row_end.nonzero().flatten()
+    last = grid_len - 1
+    phys_len = int(physical_cells(torch.tensor(last), width, stride)) + 1 + int(last % width == width - 1)
+    # physical column -> logical column: a cell's own column; an EOL copies cell (r, W-1)
+    grid_cols = torch.arange(phys_len)
+    r, c = grid_cols // stride, grid_cols % stride
+    is_eol = c == width
+    columns = r * width + torch.where(is_eol, torch.full_like(c, width - 1), c)
+    keep = ~(is_eol[None] & (columns[None] == cells[:, None]))
+    rank = torch.cumsum(row_end.long(), 0) - 1
+    phys_queries = torch.where(row_end[queries], len(cells) + rank[queries], queries)
+    offsets = torch.cat([phys, phys[eol_rows] + 1])
+    return _Expansion(offsets.to(device), eol_rows.to(device), columns.to(device), keep.to(device),
+                      phys_queries.to(device), phys_len)
 
 
 class SequenceSession:
@@ -115,12 +143,34 @@ class SequenceSession:
         h = lm.hidden(family.embed_ids(ids), positions, mask[:, None], self.cache, torch.arange(P, device=dev), P)
         self.prefix = Prefix(family.image_logits(h[:, -1:])[:, 0], visible, P)
         self._expansions: dict[tuple, _Expansion] = {}
+        self._plan = None
         if eol_id is not None:
             self._eol = family.embed_ids(torch.full((1, 1), eol_id, dtype=torch.long, device=dev))
 
+    def prepare(self, plan) -> None:
+        """Take every pass's physical layout from the plan, derived once per plan on the host.
+
+        Without this the first step of each pass shape reads its cells back from the device,
+        a synchronisation per pass on a GPU. The table is keyed by the plan's own tensors,
+        which stay alive as long as this session holds the plan.
+        """
+        if self.eol_id is None:
+            return
+        width, device = self.grid[1], self.family.lm.device
+        key = ("row-end layout", width, str(device))
+        table = plan.adapter_cache.get(key)
+        if table is None:
+            table = {}
+            for p, sp in zip(plan.passes[1:], plan.schedule.passes[1:]):
+                cells = torch.tensor([f.cell for f in sp.feeds], dtype=torch.long)
+                queries = torch.tensor(sp.queries, dtype=torch.long)
+                table[(p.cells.data_ptr(), p.grid_len)] = expand_pass(cells, queries, p.grid_len, width, device)
+            plan.adapter_cache[key] = table
+        self._plan = plan
+        self._expansions = table
+
     def physical(self, cells: torch.Tensor) -> torch.Tensor:
-        width = self.grid[1]
-        return (cells // width) * self.stride + cells % width
+        return physical_cells(cells, self.grid[1], self.stride)
 
     def step(self, ids: torch.Tensor, cells: torch.Tensor, mask: torch.Tensor, kv_len: int, queries: torch.Tensor) -> torch.Tensor:
         lm, P = self.family.lm, self.prefix.length
@@ -129,46 +179,20 @@ class SequenceSession:
             offsets = cells
             h = lm.hidden(h, self.base + offsets[None], mask, self.cache, P + offsets, kv_len)
             return self.family.image_logits(h[:, queries])
-        x = self._expansion(cells, queries, kv_len)
+        key = (cells.data_ptr(), kv_len - P)
+        x = self._expansions.get(key)
+        if x is None:  # not prepared from a plan (direct callers): derive it from the tensors given
+            x = self._expansions[key] = expand_pass(cells.cpu(), queries.cpu(), kv_len - P, self.grid[1], lm.device)
         e = x.eol_rows.shape[0]
         if e:
             h = torch.cat([h, self._eol.expand(h.shape[0], e, -1)], dim=1)
-        m = mask.index_select(-1, x.columns)
-        m = torch.cat([m & ~x.hide, m.index_select(2, x.eol_rows)], dim=2) if e else m & ~x.hide
-        h = lm.hidden(h, self.base + x.offsets[None], m, self.cache, x.slots, x.kv_len)
+        m = torch.cat([mask[..., :P], mask[..., P:].index_select(-1, x.columns)], dim=-1)
+        eol_sees = m.index_select(2, x.eol_rows) if e else None  # what the cell sees, its EOL included
+        m[..., P:] &= x.keep  # a cell does not see its own row's EOL
+        if e:
+            m = torch.cat([m, eol_sees], dim=2)
+        h = lm.hidden(h, self.base + x.offsets[None], m, self.cache, P + x.offsets, P + x.grid_len)
         return self.family.image_logits(h[:, x.queries])
-
-    def _expansion(self, cells: torch.Tensor, queries: torch.Tensor, kv_len: int) -> _Expansion:
-        # The plan's index tensors live as long as the plan (lru-cached), so their storage
-        # identifies a pass; the expansion is then computed once per pass shape, on the host.
-        key = (cells.data_ptr(), cells.shape[0], queries.data_ptr(), queries.shape[0], kv_len)
-        if key not in self._expansions:
-            self._expansions[key] = self._expand(cells.cpu(), queries.cpu(), kv_len)
-        return self._expansions[key]
-
-    def _expand(self, cells: torch.Tensor, queries: torch.Tensor, kv_len: int) -> _Expansion:
-        width, P, dev = self.grid[1], self.prefix.length, self.family.lm.device
-        grid_len = kv_len - P
-        phys = self.physical(cells)
-        row_end = cells % width == width - 1
-        eol_rows = row_end.nonzero().flatten()
-        last = grid_len - 1
-        phys_len = int(self.physical(torch.tensor(last))) + 1 + int(last % width == width - 1)
-        # physical column -> logical column: a cell's own column; an EOL copies cell (r, W-1)
-        columns = torch.arange(P + phys_len)
-        grid_cols = torch.arange(phys_len)
-        r, c = grid_cols // self.stride, grid_cols % self.stride
-        is_eol = c == width
-        columns[P:] = P + r * width + torch.where(is_eol, torch.full_like(c, width - 1), c)
-        hide = torch.zeros(len(cells), P + phys_len, dtype=torch.bool)
-        hide[:, P:] = is_eol[None] & (columns[P:][None] == (P + cells)[:, None])
-        rank = torch.cumsum(row_end.long(), 0) - 1
-        phys_queries = torch.where(row_end[queries], len(cells) + rank[queries], queries)
-        offsets = torch.cat([phys, phys[eol_rows] + 1])
-        return _Expansion(
-            (P + offsets).to(dev), offsets.to(dev), eol_rows.to(dev), columns.to(dev), hide.to(dev),
-            phys_queries.to(dev), P + phys_len,
-        )
 
 
 def layout_sequence(prompt: list[int], codes: torch.Tensor, code_ids: torch.Tensor, eol_id: int | None,
