@@ -8,7 +8,7 @@ to ids by name (the release's ``config.json`` carries the whole ``vocabulary_map
 One image, as the official code writes it:
 
     BOS "Generate an image of {W}x{H} according to the following prompt:\\n{prompt}" <reserved08706>
-    <racm3:break> <reserved0880{H/32}> <reserved0880{W/32}>            (begin of image, height, width)
+    <racm3:break> <reserved{8800+H/32:05d}> <reserved{8800+W/32:05d}>  (begin of image, height, width)
     H/16 rows of W/16 image tokens, each followed by <reserved08799>   (end of line, the last row too)
     <eoss> <reserved08706>                                             (end of image, end of turn)
 
