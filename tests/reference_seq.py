@@ -8,6 +8,8 @@ layers themselves are checked against transformers by the naive decoders in the 
 """
 from __future__ import annotations
 
+from typing import Callable
+
 import torch
 
 from zipar.models.sequence import PromptBatch
@@ -71,3 +73,29 @@ def replay_logits(model, cond, guidance: bool, sched: Schedule, tokens: torch.Te
             after_eol = eol_id is not None and fed % W == W - 1
             expected[cell] = out[:, index[(s, fed, after_eol)]]
     return expected
+
+
+@torch.no_grad()
+def naive_row_end_decode(model, cond, grid, cfg: float, last_logits: Callable[[list[int]], torch.Tensor]) -> torch.Tensor:
+    """Greedy NTP over the literal token sequence of a row-end family (Emu3, Lumina), each CFG branch
+    its own unpadded sequence, recomputed from scratch for every token.
+
+    ``last_logits(sequence)`` is the reference model's full-vocabulary logits after the sequence;
+    the image codes are read from them by the model's name-mapped ids.
+    """
+    H, W = grid
+    seqs = [list(r) for r in model.prompt_rows(cond, cfg != 1.0, grid)]
+    code_ids = model.net.code_ids
+    out = []
+    for _ in range(H * W):
+        logits = torch.stack([last_logits(s)[code_ids] for s in seqs])
+        if cfg != 1.0:
+            c, u = logits.chunk(2)
+            logits = u + cfg * (c - u)
+        code = int(logits.argmax(-1)[0])
+        out.append(code)
+        for s in seqs:
+            s.append(int(code_ids[code]))
+            if len(out) % W == 0:
+                s.append(model.special["eol"])
+    return torch.tensor(out).view(1, H, W)

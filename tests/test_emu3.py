@@ -10,7 +10,7 @@ import torch
 pytest.importorskip("transformers")
 
 from chat_fixtures import write_emu3_hf, write_emu3_original  # noqa: E402
-from reference_seq import replay_logits  # noqa: E402
+from reference_seq import naive_row_end_decode, replay_logits  # noqa: E402
 from zipar import api  # noqa: E402
 from zipar.decode import expected_passes, generate  # noqa: E402
 from zipar.errors import ZipARError  # noqa: E402
@@ -88,27 +88,9 @@ def test_prompt_and_sequence_layout_follow_the_official_recipe(models):
     assert seq[-3:] == [vocab["<|extra_201|>"], vocab["<|image end|>"], vocab["<|extra_204|>"]]
 
 
-@torch.no_grad()
 def naive_emu3(hf_model, model, cond: Condition, grid, cfg: float) -> torch.Tensor:
-    """Greedy NTP through transformers' Emu3 on the literal token sequence (row ends included),
-    each CFG branch as its own unpadded sequence, recomputed from scratch for every token."""
-    H, W = grid
-    rows = model.prompt_rows(cond, cfg != 1.0, grid)
-    seqs = [list(r) for r in rows]
-    code_ids = model.net.code_ids
-    out = []
-    for _ in range(H * W):
-        logits = torch.stack([hf_model(input_ids=torch.tensor([s])).logits[0, -1, code_ids] for s in seqs])
-        if cfg != 1.0:
-            c, u = logits.chunk(2)
-            logits = u + cfg * (c - u)
-        code = int(logits.argmax(-1)[0])
-        out.append(code)
-        for s in seqs:
-            s.append(int(code_ids[code]))
-            if len(out) % W == 0:
-                s.append(model.special["eol"])
-    return torch.tensor(out).view(1, H, W)
+    """transformers' Emu3 as the reference, row ends included in the sequence it reads."""
+    return naive_row_end_decode(model, cond, grid, cfg, lambda s: hf_model(input_ids=torch.tensor([s])).logits[0, -1])
 
 
 @pytest.mark.parametrize("cfg,ratio", [(1.0, "1:1"), (3.0, "1:1"), (3.0, "2:1")])

@@ -10,7 +10,7 @@ import torch
 pytest.importorskip("transformers")
 
 from lumina_fixtures import CODES, image_token, write_lumina  # noqa: E402
-from reference_seq import replay_logits  # noqa: E402
+from reference_seq import naive_row_end_decode, replay_logits  # noqa: E402
 from zipar import api  # noqa: E402
 from zipar.decode import expected_passes, generate  # noqa: E402
 from zipar.errors import ZipARError  # noqa: E402
@@ -73,31 +73,13 @@ def test_negative_prompt_is_laid_out_like_a_positive_one(model):
     assert rows[1] == model.prompt_ids("blue car", (4, 4)) and rows[1][-3:] == rows[0][-3:]
 
 
-@torch.no_grad()
 def naive_lumina(hf_model, model, cond: Condition, grid, cfg: float) -> torch.Tensor:
-    """Greedy NTP through transformers' Chameleon base model on the literal sequence (size tokens and row
-    ends included), each CFG branch as its own unpadded sequence, recomputed from scratch for every token.
-    Image logits are lm_head rows of the image ids (the conditional-generation class would mask them)."""
-    H, W = grid
-    seqs = [list(r) for r in model.prompt_rows(cond, cfg != 1.0, grid)]
-    code_ids = model.net.code_ids
-    out = []
-    for _ in range(H * W):
-        logits = []
-        for s in seqs:
-            hidden = hf_model.model(input_ids=torch.tensor([s])).last_hidden_state[0, -1]
-            logits.append(hf_model.lm_head(hidden)[code_ids])
-        logits = torch.stack(logits)
-        if cfg != 1.0:
-            c, u = logits.chunk(2)
-            logits = u + cfg * (c - u)
-        code = int(logits.argmax(-1)[0])
-        out.append(code)
-        for s in seqs:
-            s.append(int(code_ids[code]))
-            if len(out) % W == 0:
-                s.append(model.special["eol"])
-    return torch.tensor(out).view(1, H, W)
+    """transformers' Chameleon base model + lm_head as the reference (the conditional-generation class
+    would mask the image logits), size tokens and row ends included in the sequence it reads."""
+    def last_logits(seq):
+        return hf_model.lm_head(hf_model.model(input_ids=torch.tensor([seq])).last_hidden_state[0, -1])
+
+    return naive_row_end_decode(model, cond, grid, cfg, last_logits)
 
 
 @pytest.mark.parametrize("cfg,ratio", [(1.0, "1:1"), (4.0, "1:1"), (4.0, "2:1"), (3.0, "1:2")])

@@ -33,6 +33,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import ZipARError
+from .vq import AttnBlock, ResnetBlock, conv3x3, group_norm, swish  # the same taming blocks and key names
+from .vq_inputs import check_code_grid, check_image_batch
 
 CKPT_NAME = "vqgan.ckpt"
 YAML_NAME = "vqgan.yaml"
@@ -342,57 +344,8 @@ def read_vqgan_checkpoint(path: str | os.PathLike) -> dict[str, torch.Tensor]:
 
 
 # ----------------------------------------------------------------------------- network
-def _swish(x: torch.Tensor) -> torch.Tensor:
-    return x * torch.sigmoid(x)
-
-
-def _norm(channels: int) -> nn.GroupNorm:
-    return nn.GroupNorm(num_groups=GROUPS, num_channels=channels, eps=1e-6, affine=True)
-
-
-def _conv3(in_ch: int, out_ch: int, stride: int = 1, padding: int = 1) -> nn.Conv2d:
-    return nn.Conv2d(in_ch, out_ch, kernel_size=3, stride=stride, padding=padding)
-
-
 def _conv1(in_ch: int, out_ch: int) -> nn.Conv2d:
     return nn.Conv2d(in_ch, out_ch, kernel_size=1)
-
-
-class ResnetBlock(nn.Module):
-    """norm-swish-conv twice plus the skip path (1x1 ``nin_shortcut`` when the width changes).
-    Taming's timestep projection is never built for the VQGAN (no timestep), nor dropout (0 at inference)."""
-
-    def __init__(self, in_ch: int, out_ch: int):
-        super().__init__()
-        self.norm1, self.conv1 = _norm(in_ch), _conv3(in_ch, out_ch)
-        self.norm2, self.conv2 = _norm(out_ch), _conv3(out_ch, out_ch)
-        if in_ch != out_ch:
-            self.nin_shortcut = _conv1(in_ch, out_ch)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h = self.conv1(_swish(self.norm1(x)))
-        h = self.conv2(_swish(self.norm2(h)))
-        skip = self.nin_shortcut(x) if hasattr(self, "nin_shortcut") else x
-        return skip + h
-
-
-class AttnBlock(nn.Module):
-    """One-head self-attention over all positions, the projections being 1x1 convs; output
-    goes through ``proj_out`` and is added to the input."""
-
-    def __init__(self, channels: int):
-        super().__init__()
-        self.norm = _norm(channels)
-        self.q, self.k, self.v, self.proj_out = (_conv1(channels, channels) for _ in range(4))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        b, c, h, w = x.shape
-        normed = self.norm(x)
-        # [B, C, H, W] -> [B, 1, HW, C]; SDPA computes softmax(q k^T / sqrt(C)) v like the
-        # reference's explicit HW x HW matrix, without materialising it on GPU.
-        q, k, v = (proj(normed).reshape(b, 1, c, h * w).transpose(-1, -2) for proj in (self.q, self.k, self.v))
-        out = F.scaled_dot_product_attention(q, k, v)
-        return x + self.proj_out(out.transpose(-1, -2).reshape(b, c, h, w))
 
 
 class Downsample(nn.Module):
@@ -402,7 +355,7 @@ class Downsample(nn.Module):
     def __init__(self, channels: int, with_conv: bool):
         super().__init__()
         if with_conv:
-            self.conv = _conv3(channels, channels, stride=2, padding=0)
+            self.conv = conv3x3(channels, channels, stride=2, padding=0)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if hasattr(self, "conv"):
@@ -416,7 +369,7 @@ class Upsample(nn.Module):
     def __init__(self, channels: int, with_conv: bool):
         super().__init__()
         if with_conv:
-            self.conv = _conv3(channels, channels)
+            self.conv = conv3x3(channels, channels)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = F.interpolate(x, scale_factor=2.0, mode="nearest")
@@ -463,7 +416,7 @@ class Encoder(nn.Module):
     def __init__(self, config: ChameleonVQConfig):
         super().__init__()
         ch, mults = config.ch, config.ch_mult
-        self.conv_in = _conv3(config.in_channels, ch)
+        self.conv_in = conv3x3(config.in_channels, ch)
         self.down = nn.ModuleList()
         width = ch
         for i, mult in enumerate(mults):
@@ -473,14 +426,14 @@ class Encoder(nn.Module):
                 level.downsample = Downsample(width, config.resamp_with_conv)
             self.down.append(level)
         self.mid = Middle(width, config.attn_type == "vanilla")
-        self.norm_out = _norm(width)
-        self.conv_out = _conv3(width, config.z_channels)
+        self.norm_out = group_norm(width)
+        self.conv_out = conv3x3(width, config.z_channels)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h = self.conv_in(x)
         for level in self.down:
             h = level(h)
-        return self.conv_out(_swish(self.norm_out(self.mid(h))))
+        return self.conv_out(swish(self.norm_out(self.mid(h))))
 
 
 class Decoder(nn.Module):
@@ -492,7 +445,7 @@ class Decoder(nn.Module):
         ch, mults = config.ch, config.ch_mult
         self.tanh_out = config.tanh_out
         width = ch * mults[-1]
-        self.conv_in = _conv3(config.z_channels, width)
+        self.conv_in = conv3x3(config.z_channels, width)
         self.mid = Middle(width, config.attn_type == "vanilla")
         levels: list[Level] = []
         for i in reversed(range(len(mults))):
@@ -502,14 +455,14 @@ class Decoder(nn.Module):
                 level.upsample = Upsample(width, config.resamp_with_conv)
             levels.append(level)
         self.up = nn.ModuleList(reversed(levels))
-        self.norm_out = _norm(width)
-        self.conv_out = _conv3(width, config.out_ch)
+        self.norm_out = group_norm(width)
+        self.conv_out = conv3x3(width, config.out_ch)
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         h = self.mid(self.conv_in(z))
         for level in reversed(self.up):
             h = level(h)
-        h = self.conv_out(_swish(self.norm_out(h)))
+        h = self.conv_out(swish(self.norm_out(h)))
         return torch.tanh(h) if self.tanh_out else h
 
 
@@ -569,44 +522,19 @@ class ChameleonVQ(nn.Module):
     def dtype(self) -> torch.dtype:
         return self.quantize.embedding.weight.dtype
 
-    def _check_codes(self, codes: torch.Tensor) -> None:
-        if not isinstance(codes, torch.Tensor) or codes.ndim != 3:
-            shape = tuple(codes.shape) if isinstance(codes, torch.Tensor) else type(codes).__name__
-            raise ZipARError(f"Chameleon VQ decode expects codes shaped [batch, rows, cols]; got {shape}.")
-        if codes.is_floating_point() or codes.is_complex() or codes.dtype == torch.bool:
-            raise ZipARError(f"Chameleon VQ decode expects integer token ids; got dtype {codes.dtype}.")
-        if codes.numel() == 0:
-            raise ZipARError(f"Chameleon VQ decode got an empty code grid {tuple(codes.shape)}; pass at least one code.")
-        for bad in (int(codes.min()), int(codes.max())):
-            if not 0 <= bad < self.codebook_size:
-                raise ZipARError(f"token id {bad} out of range for the Chameleon VQ with {self.codebook_size} codes "
-                                 f"(valid 0..{self.codebook_size - 1}); map LM token ids to codebook ids first.")
-
     @torch.no_grad()
     def decode_codes(self, codes: torch.Tensor) -> torch.Tensor:
         """[B, h, w] codebook ids -> float32 images [B, 3, h*ds, w*ds] in [0, 1]."""
-        self._check_codes(codes)
+        check_code_grid(codes, self.codebook_size, "Chameleon")
         latents = self.quantize.lookup(codes.to(device=self.device, dtype=torch.long))
         pixels = self.decoder(self.post_quant_conv(latents))
         # the reference clamps to [-1, 1] first, then maps to [0, 1]
         return (pixels.float().clamp(-1.0, 1.0) + 1.0) / 2.0
 
-    def _check_images(self, images: torch.Tensor) -> None:
-        if not isinstance(images, torch.Tensor) or images.ndim != 4 or images.shape[1] != 3:
-            shape = tuple(images.shape) if isinstance(images, torch.Tensor) else type(images).__name__
-            raise ZipARError(f"Chameleon VQ encode expects images shaped [batch, 3, height, width]; got {shape}.")
-        if not images.is_floating_point():
-            raise ZipARError(f"Chameleon VQ encode expects float images in [0, 1]; got dtype {images.dtype}.")
-        h, w = images.shape[-2:]
-        ds = self.downsample
-        if h == 0 or w == 0 or h % ds or w % ds:
-            raise ZipARError(f"image size {h}x{w} is not a positive multiple of the Chameleon VQ downsampling factor "
-                             f"{ds}; resize or crop it to multiples of {ds}.")
-
     @torch.no_grad()
     def encode_images(self, images: torch.Tensor) -> torch.Tensor:
         """Float images [B, 3, H, W] in [0, 1] -> codebook ids [B, H/ds, W/ds] (long)."""
-        self._check_images(images)
+        check_image_batch(images, self.downsample, "Chameleon")
         x = images.to(device=self.device, dtype=self.dtype) * 2 - 1
         return self.quantize.nearest(self.quant_conv(self.encoder(x)))
 

@@ -31,7 +31,7 @@ from . import hf_folder
 from .base import ASPECT_RATIOS, Condition, parse_aspect_ratio
 from .janus import load_tokenizer
 from .llama_lm import LlamaConfig, lm_from_state_dict
-from .sequence import PromptBatch, SequenceSession, VisualTokenGenerator, layout_sequence
+from .sequence import VisualTokenGenerator, VisualTokenModel
 
 HF_TYPE, ORIGINAL_TYPE = "emu3", "Emu3"
 HINT = ("use the complete BAAI/Emu3-Gen-hf folder, or the original BAAI/Emu3-Gen folder (with BAAI/Emu3-VisionTokenizer "
@@ -130,32 +130,20 @@ def generate_size(ratio: str, area: int, downsample: int = DOWNSAMPLE) -> tuple[
     return int(round(h * scale / downsample)), int(round(w * scale / downsample))
 
 
-class Emu3GenModel:
+class Emu3GenModel(VisualTokenModel):
     """Emu3-Gen for the decode loop: size-tagged prompts, row-end tokens, visual-token logits."""
 
     family = "emu3"
+    title = "Emu3-Gen"
+    closing = ("eof", "eoi", "eos")
     defaults = DEFAULTS
     aspect_ratios = ASPECT_RATIOS
 
     def __init__(self, net: VisualTokenGenerator, tokenizer, special: dict[str, int], source_path: str, fmt: str):
-        self.net, self.tokenizer, self.special = net, tokenizer, special
-        self.source_path, self.format = source_path, fmt
-        self.vocab_size = net.image_head.out_features
-        self.config = net.lm.config
+        super().__init__(net, tokenizer, special, source_path)
+        self.format = fmt
         self.image_size = IMAGE_SIDE
         self.downsample = DOWNSAMPLE
-
-    @property
-    def device(self) -> torch.device:
-        return self.net.image_head.weight.device
-
-    @property
-    def dtype(self) -> torch.dtype:
-        return self.net.image_head.weight.dtype
-
-    def code_embeddings(self) -> torch.Tensor:
-        """[codes, dim] input vectors of the visual tokens (preview colours)."""
-        return self.net.lm.embed_tokens.weight[self.net.code_ids]
 
     def describe(self) -> str:
         c = self.config
@@ -163,14 +151,9 @@ class Emu3GenModel:
                 f"{'transformers' if self.format == 'hf' else 'original'} folder)")
 
     def grid_for(self, cond: Condition | None = None, image_size: int | None = None) -> tuple[int, int]:
-        ratio = (getattr(cond, "aspect_ratio", None) if cond is not None else None) or "1:1"
+        ratio = self.ratio_of(cond)
         side = image_size or self.image_size
         return generate_size(ratio, side * side, self.downsample)
-
-    def check_condition(self, cond: Condition) -> None:
-        if not cond.prompts:
-            raise ZipARError("Emu3-Gen draws from a text prompt: connect a ZipAR Text Prompt (or pass --prompt).")
-        self.grid_for(cond)
 
     def _encode(self, text: str) -> list[int]:
         return self.tokenizer.encode(text, add_special_tokens=False) if text else []
@@ -186,16 +169,3 @@ class Emu3GenModel:
             negatives = cond.negative_prompts or [""] * len(cond.prompts)
             rows += [self.prompt_ids(n.strip() or NEGATIVE_PROMPT, grid, suffix="") for n in negatives]
         return rows
-
-    def start(self, cond: Condition, grid: tuple[int, int], guidance: bool) -> SequenceSession:
-        self.check_condition(cond)
-        rows = self.prompt_rows(cond, guidance, tuple(grid))
-        batch = PromptBatch.left_padded(rows, self.special["pad"], self.device)
-        return SequenceSession(self.net, batch, tuple(grid), self.special["eol"])
-
-    def sequence(self, prompt: str, codes: torch.Tensor) -> list[int]:
-        """The official token layout of one finished image: prompt, rows + EOL, EOF, EOI, EOS."""
-        sp = self.special
-        grid = tuple(codes.shape)
-        return layout_sequence(self.prompt_ids(prompt, grid), codes, self.net.code_ids.cpu(), sp["eol"],
-                               [sp["eof"], sp["eoi"], sp["eos"]])

@@ -30,6 +30,7 @@ from torch import nn
 
 from ..errors import ZipARError
 from . import hf_folder
+from .vq_inputs import check_code_grid, check_image_batch
 
 HF_PREFIXES = ("vqmodel.", "model.vqmodel.")  # on disk / in memory; the first found wins
 HF_MODEL_TYPE = "emu3"  # Emu3ForConditionalGeneration folder (config has a vq_config)
@@ -336,46 +337,20 @@ class Emu3VQ(nn.Module):
         std = torch.tensor(self.std, dtype=torch.float32, device=device).view(1, 3, 1, 1)
         return mean, std
 
-    def _check_codes(self, codes: torch.Tensor) -> None:
-        if not isinstance(codes, torch.Tensor) or codes.ndim != 3:
-            shape = tuple(codes.shape) if isinstance(codes, torch.Tensor) else type(codes).__name__
-            raise ZipARError(f"Emu3 VQ decode expects codes shaped [batch, rows, cols]; got {shape}.")
-        if codes.is_floating_point() or codes.is_complex() or codes.dtype == torch.bool:
-            raise ZipARError(f"Emu3 VQ decode expects integer token ids; got dtype {codes.dtype}.")
-        if codes.numel() == 0:
-            raise ZipARError(f"Emu3 VQ decode got an empty code grid {tuple(codes.shape)}; pass at least one code.")
-        low, high = int(codes.min()), int(codes.max())
-        for bad in (low, high):
-            if not 0 <= bad < self.codebook_size:
-                raise ZipARError(f"token id {bad} out of range for the Emu3 VQ with {self.codebook_size} codes "
-                                 f"(valid 0..{self.codebook_size - 1}); map LM token ids to codebook ids first.")
-
     @torch.no_grad()
     def decode_codes(self, codes: torch.Tensor) -> torch.Tensor:
         """[B, h, w] codebook ids -> float32 images [B, 3, h*ds, w*ds] in [0, 1]."""
-        self._check_codes(codes)
+        check_code_grid(codes, self.codebook_size, "Emu3")
         pixels = self.vq.decode(codes.to(device=self.device, dtype=torch.long))
         if pixels.ndim == 5:  # a video: the image is its first frame
             pixels = pixels[:, 0]
         mean, std = self._stats(pixels.device)
         return (pixels.float() * std + mean).clamp_(0, 1)
 
-    def _check_images(self, images: torch.Tensor) -> None:
-        if not isinstance(images, torch.Tensor) or images.ndim != 4 or images.shape[1] != 3:
-            shape = tuple(images.shape) if isinstance(images, torch.Tensor) else type(images).__name__
-            raise ZipARError(f"Emu3 VQ encode expects images shaped [batch, 3, height, width]; got {shape}.")
-        if not images.is_floating_point():
-            raise ZipARError(f"Emu3 VQ encode expects float images in [0, 1]; got dtype {images.dtype}.")
-        h, w = images.shape[-2:]
-        ds = self.downsample
-        if h == 0 or w == 0 or h % ds or w % ds:
-            raise ZipARError(f"image size {h}x{w} is not a positive multiple of the Emu3 VQ downsampling factor "
-                             f"{ds}; resize or crop it to multiples of {ds}.")
-
     @torch.no_grad()
     def encode_images(self, images: torch.Tensor) -> torch.Tensor:
         """Float images [B, 3, H, W] in [0, 1] -> codebook ids [B, H/ds, W/ds] (long)."""
-        self._check_images(images)
+        check_image_batch(images, self.downsample, "Emu3")
         x = images.to(device=self.device, dtype=torch.float32)
         mean, std = self._stats(x.device)
         x = ((x - mean) / std).to(self.dtype)

@@ -37,7 +37,7 @@ from . import hf_folder
 from .base import ASPECT_RATIOS, Condition, parse_aspect_ratio
 from .janus import load_tokenizer
 from .llama_lm import LlamaConfig, lm_from_state_dict
-from .sequence import PromptBatch, SequenceSession, VisualTokenGenerator, layout_sequence
+from .sequence import VisualTokenGenerator, VisualTokenModel
 
 MODEL_TYPE = "chameleon"
 HINT = ("use a complete Alpha-VLLM/Lumina-mGPT-7B-512, -7B-768, -7B-768-Omni or -7B-1024 folder (config.json, the "
@@ -154,49 +154,32 @@ def load_lumina(folder: str | Path, device: torch.device, dtype: torch.dtype, co
     return LuminaMGPTModel(net.eval().requires_grad_(False), tokenizer, special, sizes, str(folder), native_size(folder))
 
 
-class LuminaMGPTModel:
+class LuminaMGPTModel(VisualTokenModel):
     """Lumina-mGPT for the decode loop: sized prompts, placed size and row-end tokens, image-token logits."""
 
     family = "lumina-mgpt"
+    title = "Lumina-mGPT"
+    closing = ("eoi", "eot")
     defaults = DEFAULTS
     aspect_ratios = ASPECT_RATIOS
 
     def __init__(self, net: VisualTokenGenerator, tokenizer, special: dict[str, int], size_ids: dict[int, int],
                  source_path: str, image_size: int = DEFAULT_SIZE):
-        self.net, self.tokenizer, self.special, self.size_ids = net, tokenizer, special, size_ids
-        self.source_path = source_path
-        self.vocab_size = net.image_head.out_features
-        self.config = net.lm.config
+        super().__init__(net, tokenizer, special, source_path)
+        self.size_ids = size_ids
         self.image_size = image_size
         self.downsample = DOWNSAMPLE
-
-    @property
-    def device(self) -> torch.device:
-        return self.net.image_head.weight.device
-
-    @property
-    def dtype(self) -> torch.dtype:
-        return self.net.image_head.weight.dtype
-
-    def code_embeddings(self) -> torch.Tensor:
-        """[codes, dim] input vectors of the image tokens (preview colours)."""
-        return self.net.lm.embed_tokens.weight[self.net.code_ids]
 
     def describe(self) -> str:
         c = self.config
         return f"Lumina-mGPT ({c.layers} layers, width {c.hidden}, {self.vocab_size} image tokens, {self.image_size} px native)"
 
     def grid_for(self, cond: Condition | None = None, image_size: int | None = None) -> tuple[int, int]:
-        ratio = (getattr(cond, "aspect_ratio", None) if cond is not None else None) or "1:1"
+        ratio = self.ratio_of(cond)
         height, width = size_for(ratio, image_size or self.image_size)
         grid = height // DOWNSAMPLE, width // DOWNSAMPLE
         self.image_prefix(grid)  # a size the vocabulary cannot say fails here, at loading time in ComfyUI
         return grid
-
-    def check_condition(self, cond: Condition) -> None:
-        if not cond.prompts:
-            raise ZipARError("Lumina-mGPT draws from a text prompt: connect a ZipAR Text Prompt (or pass --prompt).")
-        self.grid_for(cond)
 
     def image_prefix(self, grid: tuple[int, int]) -> list[int]:
         """Begin-of-image and the two size tokens (height first), as the official layout places them."""
@@ -226,15 +209,3 @@ class LuminaMGPTModel:
             negatives = cond.negative_prompts or [""] * len(cond.prompts)
             rows += [self.prompt_ids(n.strip(), grid) if n.strip() else self.image_prefix(grid) for n in negatives]
         return rows
-
-    def start(self, cond: Condition, grid: tuple[int, int], guidance: bool) -> SequenceSession:
-        self.check_condition(cond)
-        rows = self.prompt_rows(cond, guidance, tuple(grid))
-        batch = PromptBatch.left_padded(rows, self.special["pad"], self.device)
-        return SequenceSession(self.net, batch, tuple(grid), self.special["eol"])
-
-    def sequence(self, prompt: str, codes: torch.Tensor) -> list[int]:
-        """The official token layout of one finished image: prompt, size, rows + EOL, EOI, EOT."""
-        sp = self.special
-        return layout_sequence(self.prompt_ids(prompt, tuple(codes.shape)), codes, self.net.code_ids.cpu(), sp["eol"],
-                               [sp["eoi"], sp["eot"]])

@@ -19,6 +19,7 @@ from typing import Protocol
 import torch
 import torch.nn as nn
 
+from ..errors import ZipARError
 from .base import Prefix
 from .llama_lm import LlamaConfig, LlamaLM, SlotCache
 
@@ -62,6 +63,57 @@ class VisualTokenGenerator(nn.Module):
 
     def image_logits(self, hidden: torch.Tensor) -> torch.Tensor:
         return self.image_head(hidden).float()
+
+
+class VisualTokenModel:
+    """The decode-loop side of a VisualTokenGenerator family (Emu3, Lumina-mGPT): what stays
+    the same when only the prompt recipe, the sizes and the closing tokens differ.
+
+    Subclasses set ``title`` (for messages), ``closing`` (names in ``special`` written after
+    the last row) and provide ``prompt_ids(prompt, grid)``, ``prompt_rows(cond, guidance, grid)``
+    and ``grid_for(cond, image_size)``; ``special`` holds at least "pad" and "eol".
+    """
+
+    title = ""
+    closing: tuple[str, ...] = ()
+
+    def __init__(self, net: VisualTokenGenerator, tokenizer, special: dict[str, int], source_path: str):
+        self.net, self.tokenizer, self.special, self.source_path = net, tokenizer, special, source_path
+        self.vocab_size = net.image_head.out_features
+        self.config = net.lm.config
+
+    @property
+    def device(self) -> torch.device:
+        return self.net.image_head.weight.device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.net.image_head.weight.dtype
+
+    def code_embeddings(self) -> torch.Tensor:
+        """[codes, dim] input vectors of the image tokens (preview colours)."""
+        return self.net.lm.embed_tokens.weight[self.net.code_ids]
+
+    @staticmethod
+    def ratio_of(cond) -> str:
+        """The condition's "W:H", 1:1 when it names none (or there is no condition yet)."""
+        return (getattr(cond, "aspect_ratio", None) if cond is not None else None) or "1:1"
+
+    def check_condition(self, cond) -> None:
+        if not cond.prompts:
+            raise ZipARError(f"{self.title} draws from a text prompt: connect a ZipAR Text Prompt (or pass --prompt).")
+        self.grid_for(cond)
+
+    def start(self, cond, grid: tuple[int, int], guidance: bool) -> "SequenceSession":
+        self.check_condition(cond)
+        rows = self.prompt_rows(cond, guidance, tuple(grid))
+        batch = PromptBatch.left_padded(rows, self.special["pad"], self.device)
+        return SequenceSession(self.net, batch, tuple(grid), self.special["eol"])
+
+    def sequence(self, prompt: str, codes: torch.Tensor) -> list[int]:
+        """The official token layout of one finished image: prompt, rows + EOL, the closing tokens."""
+        return layout_sequence(self.prompt_ids(prompt, tuple(codes.shape)), codes, self.net.code_ids.cpu(),
+                               self.special["eol"], [self.special[name] for name in self.closing])
 
 
 @dataclass
