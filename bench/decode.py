@@ -231,7 +231,7 @@ def run(args: argparse.Namespace) -> dict:
         "device": torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)",
         "torch": torch.__version__,
         "model": extra.pop("model"),
-        "grid": list(grid), "batch": args.batch, "cfg": args.cfg, "top_k": args.top_k,
+        "grid": list(grid), "row0_first": model.row0_first, "batch": args.batch, "cfg": args.cfg, "top_k": args.top_k,
         "precision": str(dtype).removeprefix("torch."), "repeats": args.repeats,
         **extra,
         "results": results,

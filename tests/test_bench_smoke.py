@@ -49,8 +49,9 @@ def test_chat_families_run_through_the_harness(tmp_path, name, size, grid, vq):
     assert (report["cfg"], report["top_k"]) == (spec.cfg, spec.top_k)  # the official recipe by default
     rows = {r["window"]: r for r in report["results"]}
     assert sorted(rows) == [2, grid[1]]
+    assert report["row0_first"] == (spec.family != "lumina-mgpt")  # each family's official row-1 rule
     for w, r in rows.items():
-        assert r["forward_passes"] == expected_passes(grid, w)
+        assert r["forward_passes"] == expected_passes(grid, w, report["row0_first"])
         assert r["mode"] == ("NTP" if w == grid[1] else "ZipAR")
         assert r["ms_per_pass_over_floor"] == pytest.approx(r["ms_per_pass"] / report["floor_ms_per_pass"])
     assert rows[2]["forward_passes"] < rows[grid[1]]["forward_passes"]

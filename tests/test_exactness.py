@@ -5,7 +5,7 @@ import torch
 from reference import naive_ntp, replay_logits
 from tiny_gpt import make_tiny_gpt
 from zipar.conditions import caption_condition, class_condition
-from zipar.decode import generate
+from zipar.decode import expected_passes, generate
 from zipar.models.llamagen_adapter import LlamaGenModel
 from zipar.sampling import SamplingOptions
 from zipar.schedule import build_schedule
@@ -39,9 +39,10 @@ def test_full_window_is_next_token_prediction(kind, cfg, window):
     assert len(set(result.tokens.flatten().tolist())) > 3, "degenerate model: the check would be vacuous"
 
 
+@pytest.mark.parametrize("row0_first", [True, False], ids=["row0-first", "row1-by-window"])
 @pytest.mark.parametrize("kind", ["c2i", "t2i"])
 @pytest.mark.parametrize("window", range(1, GRID[1] + 1))
-def test_every_emitted_logit_matches_an_uncached_forward(kind, window):
+def test_every_emitted_logit_matches_an_uncached_forward(kind, window, row0_first):
     model = tiny_model(kind)
     cond = condition(kind, model)
     seen = {}
@@ -50,8 +51,10 @@ def test_every_emitted_logit_matches_an_uncached_forward(kind, window):
         for j, cell in enumerate(cells.tolist()):
             seen[cell] = logits[:, j].clone()
 
-    result = generate(model, cond, GRID, window, SamplingOptions(cfg=3.0, temperature=1.0), seed=11, trace=trace)
-    expected = replay_logits(model, cond, True, build_schedule(*GRID, window), result.tokens)
+    result = generate(model, cond, GRID, window, SamplingOptions(cfg=3.0, temperature=1.0), seed=11, trace=trace,
+                      row0_first=row0_first)
+    assert result.forward_passes == expected_passes(GRID, window, row0_first)
+    expected = replay_logits(model, cond, True, build_schedule(*GRID, window, row0_first), result.tokens)
     assert sorted(seen) == sorted(expected) == list(range(GRID[0] * GRID[1]))
     for cell in seen:
         torch.testing.assert_close(seen[cell], expected[cell], rtol=1e-4, atol=1e-4, msg=f"cell {cell}")
@@ -73,6 +76,7 @@ def test_zipar_context_really_differs_from_ntp():
 @pytest.mark.parametrize("window,passes", [(24, 576), (16, 400), (12, 312), (8, 224)])
 def test_pass_counts_24x24(window, passes):
     model = LlamaGenModel(make_tiny_gpt("c2i", seed=2, n_layer=1, dim=32, n_head=2, n_kv_head=2, ffn_hidden=64))
+    assert model.row0_first  # LlamaGen's official ZipAR: row 0 first, the paper's counts
     result = generate(model, class_condition([1]), (24, 24), window, SamplingOptions(cfg=1.0, greedy=True))
     assert result.forward_passes == passes
     assert result.stats()["forward_passes"] == passes

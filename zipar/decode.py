@@ -40,9 +40,9 @@ class Plan:
 
 
 @lru_cache(maxsize=32)
-def build_plan(height: int, width: int, window: int, device: str) -> Plan:
-    """Index tensors for every pass; cached because a schedule only depends on its shape."""
-    sched = build_schedule(height, width, window)
+def build_plan(height: int, width: int, window: int, device: str, row0_first: bool = True) -> Plan:
+    """Index tensors for every pass; cached because a schedule only depends on its shape and rule."""
+    sched = build_schedule(height, width, window, row0_first)
     fill_step = torch.tensor(sched.fill_step())
     cells_all = torch.arange(height * width)
     passes = [PassTensors(*(torch.empty(0, dtype=torch.long),) * 5, 0)]
@@ -129,11 +129,14 @@ def generate(
     batch: int = 1,
     callback: ProgressCallback | None = None,
     trace: TraceCallback | None = None,
+    row0_first: bool | None = None,
 ) -> GenerationResult:
     """Generate ``len(cond) * batch`` token grids with ZipAR (window < width) or NTP.
 
     ``trace(pass_index, emitted_cells, raw_logits)`` sees the unguided logits of both CFG
     branches for every emitted cell; tests use it to check them against uncached forwards.
+    ``row0_first`` overrides when row 1 starts; None follows the family's official code
+    (``model.row0_first``).
     """
     height, width = grid
     options.validate()
@@ -142,7 +145,9 @@ def generate(
     if len(cond) == 0:
         raise ZipARError("nothing to generate: the condition is empty (give at least one class id or prompt).")
     window = _as_int(window, "window")
-    plan = build_plan(height, width, window, str(model.device))
+    if row0_first is None:
+        row0_first = model.row0_first
+    plan = build_plan(height, width, window, str(model.device), bool(row0_first))
     cond = cond.repeat(batch)
     images = len(cond)
     device = model.device
@@ -209,8 +214,8 @@ def _report(callback, plan: Plan, step: int, tokens: torch.Tensor, grid) -> None
         callback(Progress(step + 1, plan.schedule.num_passes, tokens.view(-1, *grid), plan.filled_after[step].view(grid)))
 
 
-def expected_passes(grid: tuple[int, int], window: int) -> int:
-    return num_passes(grid[0], grid[1], window)
+def expected_passes(grid: tuple[int, int], window: int, row0_first: bool = True) -> int:
+    return num_passes(grid[0], grid[1], window, row0_first)
 
 
 __all__ = ["generate", "GenerationResult", "Progress", "build_plan", "expected_passes", "PREFIX"]

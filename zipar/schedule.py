@@ -1,6 +1,6 @@
 """The ZipAR decoding schedule as plain data: which cells each forward pass feeds and emits.
 
-Pure Python, no tensors, so the rules of DESIGN.md live in one place that tests can check
+Pure Python, no tensors, so the rules of docs/engine.md live in one place that tests can check
 exhaustively and every decode loop (eager, compiled, a reference replay) reads the same plan.
 
 Cells are raster indices ``i = row * width + col`` of the token grid. Pass 0 is the prefill: it
@@ -49,6 +49,7 @@ class Schedule:
     width: int
     window: int
     passes: tuple[Pass, ...]
+    row0_first: bool = True
 
     @property
     def num_passes(self) -> int:
@@ -87,16 +88,27 @@ def validate_window(window: int, width: int) -> None:
         )
 
 
-def num_passes(height: int, width: int, window: int) -> int:
-    """Closed form of the pass count: W + (H-2)*window + W, or H*W once window >= W."""
+def num_passes(height: int, width: int, window: int, row0_first: bool = True) -> int:
+    """Closed form of the pass count, H*W once window >= W.
+
+    Row 0 first (LlamaGen's official ZipAR): W + (H-2)*window + W, the paper's 400/312/224 at
+    24x24. Row 1 like every later row (Lumina-mGPT's official ZipAR): row r starts r*window
+    passes in, so the last row ends at (H-1)*window + W.
+    """
     validate_window(window, width)
     if height < 2:
         return height * width
-    return 2 * width + (height - 2) * min(window, width)
+    k = min(window, width)
+    return 2 * width + (height - 2) * k if row0_first else width + (height - 1) * k
 
 
-def build_schedule(height: int, width: int, window: int) -> Schedule:
-    """Simulate the row rules of DESIGN.md one pass at a time."""
+def build_schedule(height: int, width: int, window: int, row0_first: bool = True) -> Schedule:
+    """Simulate the row rules one pass at a time.
+
+    ``row0_first``: whether row 1 waits for row 0 to be complete (LlamaGen's official ZipAR
+    code) or starts like every later row once row 0 is ``window`` tokens ahead (Lumina-mGPT's).
+    Each family states which its official code does; the rest of the rules are shared.
+    """
     if height < 1 or width < 1:
         raise ZipARError(f"token grid must be at least 1x1 (got {height}x{width}).")
     validate_window(window, width)
@@ -106,14 +118,16 @@ def build_schedule(height: int, width: int, window: int) -> Schedule:
     total = height * width
     emitted: set[int] = set()
     while len(emitted) < total:
-        rows = [r for r in range(height) if _may_emit(r, held, width, window)]
+        rows = [r for r in range(height) if _may_emit(r, held, width, window, row0_first)]
         feeds = [Feed(cell, cell) for cell in previous]
         for r in rows:
             if held[r] == 0 and r > 0:
                 predecessor = r * width - 1
                 if predecessor not in emitted:
-                    # Row r-1 is unfinished: borrow the newest token of the row two above.
-                    source = (r - 2) * width + held[r - 2] - 1
+                    # Row r-1 is unfinished: borrow the newest token of the row two above. Row 1
+                    # (only without row0_first) has none and borrows the newest token of row 0.
+                    lender = max(r - 2, 0)
+                    source = lender * width + held[lender] - 1
                     feeds.append(Feed(predecessor, source))
         feeds.sort(key=lambda f: f.cell)
         slot_of = {f.cell: i for i, f in enumerate(feeds)}
@@ -124,14 +138,14 @@ def build_schedule(height: int, width: int, window: int) -> Schedule:
             held[r] += 1
         emitted.update(emits)
         previous = emits
-    return Schedule(height, width, window, tuple(passes))
+    return Schedule(height, width, window, tuple(passes), row0_first)
 
 
-def _may_emit(row: int, held: list[int], width: int, window: int) -> bool:
+def _may_emit(row: int, held: list[int], width: int, window: int, row0_first: bool) -> bool:
     if held[row] >= width:
         return False
     if row == 0:
         return True
-    if row == 1:
+    if row == 1 and row0_first:
         return held[0] == width
     return held[row - 1] >= min(held[row] + window, width)

@@ -12,6 +12,7 @@ class LlamaGenModel:
     """Wraps a LlamaGenGPT for the decode loop (class- or text-conditional)."""
 
     family = "llamagen"
+    row0_first = True  # LlamaGen's official ZipAR code completes row 0 before row 1 starts (the paper's counts)
 
     def __init__(self, gpt: LlamaGenGPT, source_path: str = ""):
         self.gpt = gpt

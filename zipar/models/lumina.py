@@ -158,6 +158,7 @@ class LuminaMGPTModel(VisualTokenModel):
     """Lumina-mGPT for the decode loop: sized prompts, placed size and row-end tokens, image-token logits."""
 
     family = "lumina-mgpt"
+    row0_first = False  # ZipAR's official Lumina-mGPT code starts row 1 once row 0 is `window` tokens ahead
     title = "Lumina-mGPT"
     closing = ("eoi", "eot")
     defaults = DEFAULTS
