@@ -6,7 +6,7 @@ from functools import lru_cache
 
 from . import cache, host
 from .datatypes import CONDITION
-from .engine import ASPECT_RATIOS, Condition, ZipARError, api, text_encoder_class
+from .engine import ASPECT_RATIOS, ZipARError, api, text_encoder_class
 
 CATEGORY = "ZipAR"
 CLASSES_FILE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "imagenet_classes.txt")
@@ -124,19 +124,27 @@ class ZipARTextPrompt:
             "optional": {
                 "negative_prompt": ("STRING", {
                     "multiline": True, "default": "",
-                    "tooltip": "Emu3-Gen: what the image should not look like (its unconditional branch); empty = "
-                               "Emu3's official negative prompt. Lumina-mGPT: empty = its official unconditional "
+                    "tooltip": "Emu3-Gen: what the image should not look like (its unconditional branch), laid "
+                               "out like the prompt (start token + text + size tag, no quality suffix) as in the "
+                               "official repository; empty = Emu3's official negative prompt ('lowres, bad anatomy, "
+                               "bad hands, text, error, ...'). Lumina-mGPT: empty = its official unconditional "
                                "branch (no text); a text here is laid out like the prompt. Janus-Pro has none.",
+                }),
+                "quality_suffix": ("BOOLEAN", {
+                    "default": True,
+                    "tooltip": "Emu3-Gen only: append ' masterpiece, film grained, best quality.' to the prompt, as "
+                               "Emu3's official example does (never added twice). Off: the prompt exactly as "
+                               "written. Janus-Pro and Lumina-mGPT ignore it.",
                 }),
             },
         }
 
-    def encode(self, prompt, aspect_ratio, negative_prompt=""):
+    def encode(self, prompt, aspect_ratio, negative_prompt="", quality_suffix=True):
         if not str(prompt).strip():
             raise ZipARError("the prompt is empty; describe the image to draw.")
         text = str(prompt).strip()
-        return (Condition(prompts=[text], labels=[text[:40]], negative_prompts=[str(negative_prompt or "")],
-                          aspect_ratio=str(aspect_ratio)),)
+        return (api.prompt_condition([text], str(negative_prompt or ""), str(aspect_ratio), bool(quality_suffix),
+                                     labels=[text[:40]]),)
 
 
 class ZipARTextEncodeT5:

@@ -140,7 +140,7 @@ class ZipARSampler:
             greedy=greedy,
         )
         options.validate()
-        total = decode.expected_passes(grid, int(window))
+        total = decode.expected_passes(grid, int(window), ar.row0_first)
         pbar = host.progress_bar(total)
         frames = TokenPreview(ar) if previews_enabled(preview) else None
 

@@ -236,7 +236,7 @@ def write_emu3_original(folder: Path, hf_folder: Path) -> Path:
     text = AutoConfig.from_pretrained(str(hf_folder)).text_config.to_dict()
     config = {k: text[k] for k in ("hidden_size", "intermediate_size", "num_attention_heads", "num_key_value_heads",
                                    "num_hidden_layers", "vocab_size", "max_position_embeddings", "rms_norm_eps")}
-    config.update(model_type="Emu3", architectures=["Emu3ForCausalLM"], rope_theta=1e6,
+    config.update(model_type="Emu3", architectures=["Emu3ForCausalLM"], rope_theta=1e6, image_area=720 * 720,
                   auto_map={"AutoConfig": "configuration_emu3.Emu3Config", "AutoModelForCausalLM": "modeling_emu3.Emu3ForCausalLM"})
     (folder / "config.json").write_text(json.dumps(config, indent=2))
     for name in ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"):

@@ -163,7 +163,7 @@ def chat_loaders(model, vq, prompt, ratio="1:1", negative="", image_size=0):
     return [
         N(1, "ZipARLoadARModel", [model, image_size, "auto", "default"], (40, 60)),
         N(2, "ZipARLoadVQ", [vq, "fp32", "default"], (40, 250), size=(320, 110)),
-        N(3, "ZipARTextPrompt", [prompt, ratio, negative], (40, 410), size=(320, 240)),
+        N(3, "ZipARTextPrompt", [prompt, ratio, negative, True], (40, 410), size=(320, 240)),
     ]
 
 
@@ -228,7 +228,7 @@ def lumina_mgpt_768_zipar():
         decode(5, (800, 60), 4),
         N(6, "SaveImage", ["zipar_lumina_mgpt"], (1080, 60), {"images": (5, 0)}, size=(420, 440)),
         report(7, (420, 420), 4, "Report"),
-        note(8, (40, 710), LUMINA_NOTE + " Window 16 takes 832 passes instead of 2304.\n\n" + SAMPLER_HELP +
+        note(8, (40, 710), LUMINA_NOTE + " Window 16 takes 800 passes instead of 2304 (row 1 starts by the window rule, as in ZipAR's own Lumina-mGPT code).\n\n" + SAMPLER_HELP +
              "\n\nLumina-mGPT's own settings: cfg 4, temperature 1, top_k 2000. An empty negative prompt is its "
              "official unconditional branch (no text)."),
     ]
@@ -248,7 +248,7 @@ def lumina_mgpt_ntp_vs_zipar():
         report(10, (800, 560), 4, "Report: next-token prediction"),
         report(11, (800, 700), 5, "Report: ZipAR"),
         note(12, (40, 710), "Same seed, same Lumina-mGPT: left next-token prediction (window 48 = the grid width, "
-             "2304 passes, what Lumina-mGPT's own code does), right ZipAR window 16 (832 passes).\n\n" + LUMINA_NOTE +
+             "2304 passes, what Lumina-mGPT's own code does), right ZipAR window 16 (800 passes).\n\n" + LUMINA_NOTE +
              "\n\n" + SAMPLER_HELP),
     ]
 

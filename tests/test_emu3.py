@@ -103,8 +103,9 @@ def test_full_window_equals_naive_transformers_decoder(models, hf_model, cfg, ra
         assert torch.equal(got.tokens, expected) and got.forward_passes == grid[0] * grid[1]
 
 
+@pytest.mark.parametrize("row0_first", [None, False], ids=["official", "row1-by-window"])
 @pytest.mark.parametrize("window,ratio", [(1, "1:1"), (2, "1:1"), (3, "1:1"), (2, "2:1"), (4, "2:1")])
-def test_every_emitted_logit_matches_an_uncached_forward(models, window, ratio):
+def test_every_emitted_logit_matches_an_uncached_forward(models, window, ratio, row0_first):
     model = models[0]
     cond = Condition(prompts=["a red fox", "a blue car"], aspect_ratio=ratio, negative_prompts=["", "blurry"])
     grid = model.grid_for(cond)
@@ -114,9 +115,11 @@ def test_every_emitted_logit_matches_an_uncached_forward(models, window, ratio):
         for k, cell in enumerate(cells.tolist()):
             seen[cell] = logits[:, k].clone()
 
-    result = generate(model, cond, grid, window, SamplingOptions(cfg=3.0, top_k=20), seed=1, trace=trace)
-    assert result.forward_passes == expected_passes(grid, window)
-    expected = replay_logits(model, cond, True, build_schedule(*grid, window), result.tokens, model.special["eol"])
+    result = generate(model, cond, grid, window, SamplingOptions(cfg=3.0, top_k=20), seed=1, trace=trace,
+                      row0_first=row0_first)
+    rule = model.row0_first if row0_first is None else row0_first
+    assert result.forward_passes == expected_passes(grid, window, rule)
+    expected = replay_logits(model, cond, True, build_schedule(*grid, window, rule), result.tokens, model.special["eol"])
     assert sorted(seen) == list(range(grid[0] * grid[1]))
     for cell, logits in seen.items():
         torch.testing.assert_close(logits, expected[cell], atol=1e-4, rtol=1e-4, msg=f"cell {cell}")
@@ -165,3 +168,64 @@ def test_vq_pairs_with_the_model_and_bad_folders_give_one_clear_error(folders, m
         api.load_ar_model(no_vision, "cpu")
     with pytest.raises(ZipARError, match="too extreme"):
         models[0].grid_for(Condition(prompts=["a"], aspect_ratio="8:1"))
+
+
+# ----------------------------------------------------------------------------- prompt recipe switches
+
+def test_quality_suffix_is_a_switch_and_never_doubled(models):
+    model = models[0]
+    decode = model.tokenizer.decode
+    on = model.prompt_rows(Condition(prompts=["a red fox"]), True, (3, 6))
+    off = model.prompt_rows(Condition(prompts=["a red fox"], quality_suffix=False), True, (3, 6))
+    already = model.prompt_rows(Condition(prompts=["a red fox" + POSITIVE_SUFFIX]), True, (3, 6))
+    assert decode(on[0][1:-5]) == "a red fox" + POSITIVE_SUFFIX
+    assert decode(off[0][1:-5]) == "a red fox"
+    assert already[0] == on[0]  # a prompt that ends with the suffix does not get it twice
+    # the negative prompt keeps the official repository's layout (BOS + text + size tag, no suffix) either way
+    assert on[1] == off[1] == model.prompt_ids(NEGATIVE_PROMPT, (3, 6), suffix="")
+    assert len(on[1]) - 6 == len(NEGATIVE_PROMPT.split())  # BOS + its words + image start, 3 size tokens, image token
+    assert api.prompt_condition(["a"], quality_suffix=False).quality_suffix is False
+    assert Condition(prompts=["a"], quality_suffix=False).repeat(2).quality_suffix is False
+
+
+def test_quality_suffix_switch_reaches_the_model_from_the_cli(folders, tmp_path, monkeypatch):
+    from zipar import cli
+
+    seen = []
+    real = api.generate
+    monkeypatch.setattr(api, "generate", lambda model, cond, *a, **k: seen.append(cond) or real(model, cond, *a, **k))
+    stats = tmp_path / "s.json"
+    for flag in ([], ["--no-quality-suffix"]):
+        stats.unlink(missing_ok=True)
+        assert cli.main(["generate", "--ar-model", str(folders[0]), "--prompt", "a red fox", "--image-size", "16",
+                         "--window", "2", "--stats-json", str(stats), "--device", "cpu", *flag]) == 0
+    assert [c.quality_suffix for c in seen] == [True, False]
+
+
+def test_default_size_is_the_folder_image_area(folders, tmp_path):
+    original = tmp_path / "Emu3-Gen-area"
+    shutil.copytree(folders[1], original)
+    config = json.loads((original / "config.json").read_text())
+    assert config["image_area"] == 720 * 720  # the release's value, as BAAI/Emu3-Gen's config states it
+    config["image_area"] = 512  # not a square number: kept exactly
+    (original / "config.json").write_text(json.dumps(config))
+    model = api.load_ar_model(original, "cpu", "fp32")
+    model.downsample = 4
+    assert model.image_area == 512 and model.image_size == 23
+    wide = Condition(prompts=["a"], aspect_ratio="2:1")
+    assert model.grid_for(wide) == model.grid_for(wide, model.image_size) == generate_size("2:1", 512, 4) == (4, 8)
+    assert model.grid_for(wide, 32) == generate_size("2:1", 32 * 32, 4)  # an explicit size is a side
+    hf = api.load_ar_model(folders[0], "cpu", "fp32")  # no image_area in a transformers folder: the release's
+    assert hf.image_area == 720 * 720
+    assert hf.grid_for(Condition(prompts=["a"])) == generate_size("1:1", 720 * 720, hf.downsample)
+
+
+def test_original_folder_without_tokenizer_points_at_the_hf_tokenizer(folders, tmp_path):
+    bare = tmp_path / "Emu3-Gen"
+    shutil.copytree(folders[1], bare)
+    for f in bare.glob("*token*"):
+        f.unlink()
+    with pytest.raises(ZipARError) as err:
+        api.load_ar_model(bare, "cpu")
+    message = str(err.value)
+    assert "BAAI/Emu3-Gen-hf" in message and "tokenizer.json" in message and "Janus" not in message

@@ -9,7 +9,7 @@ import torch
 
 pytest.importorskip("transformers")
 
-from lumina_fixtures import CODES, image_token, write_lumina  # noqa: E402
+from lumina_fixtures import CODES, image_token, write_lumina, write_lumina_release  # noqa: E402
 from reference_seq import naive_row_end_decode, replay_logits  # noqa: E402
 from zipar import api  # noqa: E402
 from zipar.decode import expected_passes, generate  # noqa: E402
@@ -100,9 +100,10 @@ def test_swin_norm_variant_equals_transformers(tmp_path):
     assert torch.equal(generate(model, cond, (4, 4), 4, greedy(4.0)).tokens, expected)
 
 
+@pytest.mark.parametrize("row0_first", [None, True], ids=["official", "row0-first"])
 @pytest.mark.parametrize("window,side,ratio", [(1, 64, "1:1"), (2, 64, "1:1"), (3, 64, "1:1"), (2, 64, "2:1"),
                                                (3, 96, "1:1"), (4, 96, "1:1")])
-def test_every_emitted_logit_matches_an_uncached_forward(model, window, side, ratio):
+def test_every_emitted_logit_matches_an_uncached_forward(model, window, side, ratio, row0_first):
     cond = Condition(prompts=["a red fox", "a blue car"], aspect_ratio=ratio)
     grid = model.grid_for(cond, side)
     seen = {}
@@ -111,11 +112,14 @@ def test_every_emitted_logit_matches_an_uncached_forward(model, window, side, ra
         for k, cell in enumerate(cells.tolist()):
             seen[cell] = logits[:, k].clone()
 
-    result = generate(model, cond, grid, window, SamplingOptions(cfg=4.0, top_k=20), seed=1, trace=trace)
-    assert result.forward_passes == expected_passes(grid, window)
+    result = generate(model, cond, grid, window, SamplingOptions(cfg=4.0, top_k=20), seed=1, trace=trace,
+                      row0_first=row0_first)
+    rule = model.row0_first if row0_first is None else row0_first
+    assert result.forward_passes == expected_passes(grid, window, rule)
     model.image_size = side  # replay_logits asks the model for the prompt rows at its own size
     try:
-        expected = replay_logits(model, cond, True, build_schedule(*grid, window), result.tokens, model.special["eol"])
+        expected = replay_logits(model, cond, True, build_schedule(*grid, window, rule), result.tokens,
+                                 model.special["eol"])
     finally:
         model.image_size = SIDE
     assert sorted(seen) == list(range(grid[0] * grid[1]))
@@ -123,12 +127,20 @@ def test_every_emitted_logit_matches_an_uncached_forward(model, window, side, ra
         torch.testing.assert_close(logits, expected[cell], atol=1e-4, rtol=1e-4, msg=f"cell {cell}")
 
 
-def test_pass_counts_at_the_released_sizes():
+def test_pass_counts_at_the_released_sizes(model):
     assert [size_for("1:1", s) for s in (512, 768, 1024)] == [(512, 512), (768, 768), (1024, 1024)]
-    # by hand from DESIGN.md's rule (2W + (H-2) * window): 768 px is 2304 NTP passes, 832 at window 16
-    assert expected_passes((48, 48), 48) == 2304 and expected_passes((48, 48), 16) == 96 + 46 * 16 == 832
-    assert expected_passes((32, 32), 16) == 544 and expected_passes((64, 64), 16) == 1120
-    assert build_schedule(48, 48, 16).num_passes == 832
+    # Lumina-mGPT's official ZipAR starts row 1 by the window rule: W + (H-1) * window. At 768 px the
+    # reference takes 756 / 1508 calls at its windows 16 / 32, 3 of them for BOI + size tokens we place.
+    assert model.row0_first is False
+    rule = model.row0_first
+    assert expected_passes((48, 48), 48, rule) == 2304 and expected_passes((48, 48), 15, rule) == 756 - 3
+    assert expected_passes((48, 48), 31, rule) == 1508 - 3 and expected_passes((48, 48), 16, rule) == 48 + 47 * 16
+    assert expected_passes((32, 32), 16, rule) == 528 and expected_passes((64, 64), 16, rule) == 1072
+    assert build_schedule(48, 48, 16, rule).num_passes == 800
+    # the row-0-first rule (LlamaGen's) at the same windows, for comparison: 786 / 1522
+    assert expected_passes((48, 48), 15) == 786 and expected_passes((48, 48), 31) == 1522
+    cond = Condition(prompts=["a red fox"])
+    assert generate(model, cond, (6, 6), 2, greedy(1.0)).forward_passes == 6 + 5 * 2
 
 
 def test_official_crop_list_and_aspect_ratios():
@@ -209,3 +221,74 @@ def test_row_end_layout_prepared_from_the_plan_equals_the_one_derived_per_step(m
     monkeypatch.setattr(SequenceSession, "prepare", lambda self, plan: None)
     assert torch.equal(run("steps"), prepared)
     assert all(torch.equal(logits["plan", s], logits["steps", s]) for (tag, s) in logits if tag == "plan")
+
+
+# ----------------------------------------------------------------------------- the release's own files
+
+@pytest.fixture(scope="module")
+def release_pair(tmp_path_factory):
+    """One tiny model written twice: by transformers (per-head norms) and as Lumina-mGPT's release
+    writes it (one norm row per model-parallel shard, written tensor by tensor)."""
+    root = tmp_path_factory.mktemp("lumina-release")
+    hf_folder, hf_model = write_lumina(root / "transformers-layout", seed=5, norm_shards=1)
+    release = write_lumina_release(root / "Lumina-mGPT-7B-512", hf_model, shards=1)
+    return release, hf_folder
+
+
+def test_release_files_hold_the_release_layout(release_pair):
+    from safetensors import safe_open
+
+    release, _ = release_pair
+    config = json.loads((release / "config.json").read_text())
+    index = json.loads((release / "model.safetensors.index.json").read_text())
+    assert config["architectures"] == ["ChameleonXLLMXForConditionalGeneration"] and config["model_parallel_size"] == 1
+    name = "model.layers.0.self_attn.q_norm.weight"
+    with safe_open(str(release / index["weight_map"][name]), framework="pt") as f:
+        assert tuple(f.get_tensor(name).shape) == (1, 16) and f.get_tensor(name).dtype == torch.bfloat16
+    assert not any("vqmodel" in k for k in index["weight_map"])
+
+
+@pytest.mark.parametrize("cfg,ratio", [(1.0, "1:1"), (3.0, "1:1"), (1.0, "2:1"), (3.0, "2:1")])
+def test_release_folder_decodes_like_the_transformers_layout_at_512(release_pair, cfg, ratio):
+    release, hf_folder = release_pair
+    ours, theirs = api.load_ar_model(release, "cpu", "fp32"), api.load_ar_model(hf_folder, "cpu", "fp32")
+    assert ours.image_size == 512  # from the release's folder name
+    norm = ours.net.lm.layers[1].self_attn.k_norm
+    assert norm.weight.shape == (2, 16) and torch.equal(norm.weight, theirs.net.lm.layers[1].self_attn.k_norm.weight)
+    cond = Condition(prompts=["a red fox"], aspect_ratio=ratio)
+    grid = ours.grid_for(cond)
+    assert grid == ((32, 32) if ratio == "1:1" else (22, 44))  # 704 x 352 px: the crop list's 2:1 at 512
+    got = generate(ours, cond, grid, grid[1], greedy(cfg))
+    expected = generate(theirs, cond, grid, grid[1], greedy(cfg))
+    assert torch.equal(got.tokens, expected.tokens)
+    assert len(set(got.tokens.flatten().tolist())) > 3, "degenerate model: the check would be vacuous"
+
+
+def test_two_shard_release_layout_repeats_each_row_over_its_heads(tmp_path):
+    hf_folder, hf_model = write_lumina(tmp_path / "transformers-layout", seed=6, norm_shards=2)
+    release = write_lumina_release(tmp_path / "Lumina-mGPT-7B-512", hf_model, shards=2)
+    ours, theirs = api.load_ar_model(release, "cpu", "fp32"), api.load_ar_model(hf_folder, "cpu", "fp32")
+    q = ours.net.lm.layers[0].self_attn.q_norm.weight
+    assert q.shape == (4, 16) and torch.equal(q[0], q[1]) and not torch.equal(q[1], q[2])
+    cond = Condition(prompts=["a blue car"])
+    grid = ours.grid_for(cond, 128)
+    assert torch.equal(generate(ours, cond, grid, grid[1], greedy(3.0)).tokens,
+                       generate(theirs, cond, grid, grid[1], greedy(3.0)).tokens)
+
+
+def test_norm_shape_that_fits_neither_layout_names_both(release_pair, tmp_path):
+    from safetensors.torch import load_file, save_file
+
+    release, _ = release_pair
+    broken = tmp_path / "Lumina-mGPT-broken"
+    shutil.copytree(release, broken)
+    index = json.loads((broken / "model.safetensors.index.json").read_text())
+    name = "model.layers.0.self_attn.q_norm.weight"
+    path = broken / index["weight_map"][name]
+    sd = load_file(str(path))
+    sd[name] = torch.ones(3, 16, dtype=torch.bfloat16)  # 3 rows for 4 heads
+    save_file(sd, str(path), metadata={"format": "pt"})
+    with pytest.raises(ZipARError) as err:
+        api.load_ar_model(broken, "cpu")
+    message = str(err.value)
+    assert "(3, 16)" in message and "(4, 16)" in message and "(shards, 16)" in message and "(1, 16)" in message

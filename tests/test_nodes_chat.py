@@ -80,7 +80,8 @@ def test_lumina_mgpt_end_to_end(models_dir):
     (cond,) = run("ZipARTextPrompt", "a red fox", "2:1", "")
     tokens, report = sample(model, cond, vq, window=3, cfg=4.0, top_k=2000)
     assert tokens.grid == (6, 10)  # 128 px budget at 2:1: the crop list's nearest shape is 160 x 96 px (5:3)
-    assert report.startswith("window 3: 32 forward passes instead of 60")
+    # Lumina-mGPT's official ZipAR starts row 1 by the window rule: W + (H-1) * window = 10 + 5 * 3
+    assert report.startswith("window 3: 25 forward passes instead of 60")
     (image,) = run("ZipARVQDecode", vq, tokens)
     assert image.shape == (1, 96, 160, 3) and 0 <= float(image.min()) and float(image.max()) <= 1
     with pytest.raises(ZipARError, match="Chameleon VQGAN"):
@@ -99,7 +100,7 @@ def test_command_line_with_a_lumina_folder(models_dir, tmp_path, capsys):
     tokens = tmp_path / "fox.npy"
     assert main(["generate", "--ar-model", str(folder), "--vq-model", str(vq), "--prompt", "a red fox", "--window", "2",
                  "--image-size", "64", "--out", str(out), "--tokens-out", str(tokens), "--device", "cpu"]) == 0
-    assert "12 forward passes instead of 16" in capsys.readouterr().err and out.is_file()
+    assert "10 forward passes instead of 16" in capsys.readouterr().err and out.is_file()  # 4 + 3 * 2: row 1 by window
     # 8-bit pixels as Lumina-mGPT writes them: floor(255 * x), not rounded
     import numpy as np
     import torch
@@ -131,3 +132,40 @@ def test_command_line_with_a_janus_folder(models_dir, tmp_path, capsys):
     assert "224 forward passes instead of 576" in capsys.readouterr().err and out.is_file()
     assert main(["generate", "--ar-model", folder, "--out", str(tmp_path / "x.png"), "--vq-model", folder]) == 2
     assert "give --prompt" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("folder,extra", [("Janus-Pro/Janus-Pro-1B", []), ("zipar/Emu3-Gen-hf", ["--image-size", "32"])])
+def test_janus_and_emu3_pngs_are_truncated_like_their_official_writers(models_dir, tmp_path, capsys, folder, extra):
+    """Janus-Pro's and Emu3's official code clip pixel * 255 and cast to uint8 (floor), as Lumina-mGPT's does;
+    LlamaGen's sampler rounds."""
+    import numpy as np
+    import torch
+    from PIL import Image
+
+    from zipar import api
+    from zipar.cli import main
+
+    path = models_dir / folder
+    out, tokens = tmp_path / "img.png", tmp_path / "img.npy"
+    assert main(["generate", "--ar-model", str(path), "--vq-model", str(path), "--prompt", "a red fox", "--window", "2",
+                 *extra, "--out", str(out), "--tokens-out", str(tokens), "--device", "cpu"]) == 0
+    vq = api.load_vq(path, "cpu")
+    assert vq.truncates_to_uint8
+    pixels = vq.decode_codes(torch.from_numpy(np.load(tokens)))[0] * 255
+    saved = torch.from_numpy(np.array(Image.open(out))).permute(2, 0, 1)
+    assert torch.equal(saved, pixels.to(torch.uint8)) and not torch.equal(saved, pixels.round().to(torch.uint8))
+
+
+def test_text_prompt_quality_suffix_switch(models_dir):
+    (on,) = run("ZipARTextPrompt", "a red fox", "1:1", "")
+    (off,) = run("ZipARTextPrompt", "a red fox", "1:1", "", quality_suffix=False)
+    assert on.quality_suffix is True and off.quality_suffix is False
+    optional = N["ZipARTextPrompt"].INPUT_TYPES()["optional"]
+    assert optional["quality_suffix"][0] == "BOOLEAN" and optional["quality_suffix"][1]["default"] is True
+    assert "film grained" in optional["quality_suffix"][1]["tooltip"]
+    (model,) = run("ZipARLoadARModel", "Emu3-Gen-hf", 32, "auto", "default")
+    emu3 = model.model
+    grid = emu3.grid_for(on, 32)
+    with_suffix, without = emu3.prompt_rows(on, False, grid)[0], emu3.prompt_rows(off, False, grid)[0]
+    assert emu3.tokenizer.decode(with_suffix[1:-5]) != emu3.tokenizer.decode(without[1:-5]) == "a red fox"
+    assert len(with_suffix) > len(without)

@@ -18,6 +18,7 @@ from .checkpoint import read_state_dict
 from .conditions import caption_condition, class_condition
 from .decode import GenerationResult, generate
 from .errors import ZipARError
+from .models.base import Condition
 from .models.llamagen import gpt_from_state_dict
 from .models.llamagen_adapter import LlamaGenModel
 from .models.registry import checkpoint_kind, load_folder_model, load_folder_vq
@@ -27,7 +28,7 @@ from .sampling import SamplingOptions
 PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 __all__ = [
-    "load_ar_model", "load_vq", "generate", "decode_tokens", "class_condition", "caption_condition",
+    "load_ar_model", "load_vq", "generate", "decode_tokens", "class_condition", "caption_condition", "prompt_condition",
     "grid_for", "default_image_size", "check_pair", "save_images", "SamplingOptions", "GenerationResult",
     "resolve_device", "resolve_dtype",
 ]
@@ -89,6 +90,19 @@ def load_vq(path: str | os.PathLike, device: str | torch.device | None = None, p
     return _load_vq_file(path, device=dev, dtype=resolve_dtype(precision, dev))
 
 
+def prompt_condition(prompts: list[str], negative_prompt: str | None = None, aspect_ratio: str | None = None,
+                     quality_suffix: bool = True, labels: list[str] | None = None) -> Condition:
+    """Text prompts for the families that read text themselves (Janus-Pro, Emu3-Gen, Lumina-mGPT).
+
+    ``negative_prompt`` None or empty: the family's own unconditional branch. ``quality_suffix``:
+    Emu3-Gen's official example appends " masterpiece, film grained, best quality." to every
+    prompt (never twice here); False sends the prompt as written. Other families ignore it.
+    """
+    prompts = [str(p) for p in prompts]
+    return Condition(prompts=prompts, labels=labels or list(prompts), negative_prompts=[negative_prompt or ""] * len(prompts),
+                     aspect_ratio=aspect_ratio, quality_suffix=bool(quality_suffix))
+
+
 def default_image_size(path: str | os.PathLike) -> int | None:
     """The resolution a published file name states (c2i_L_384.pt -> 384), if any."""
     match = re.search(r"_(\d{2,4})$", Path(path).stem)
@@ -134,7 +148,8 @@ def save_images(images: torch.Tensor, out: str | os.PathLike, overwrite: bool = 
     """Write [N, 3, H, W] images in [0, 1] as PNGs; refuse to replace existing files unless asked.
 
     8-bit values are rounded, as LlamaGen's sampler does; ``truncate`` floors them instead, as
-    Lumina-mGPT's decoder does (a VQ says which through its ``truncates_to_uint8`` attribute).
+    Janus-Pro's, Emu3's and Lumina-mGPT's official code does (a VQ says which through its
+    ``truncates_to_uint8`` attribute).
     """
     from PIL import Image
 

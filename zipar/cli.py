@@ -27,6 +27,9 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--prompt", nargs="+", help="prompts (LlamaGen t2i with --text-encoder; Janus-Pro / Emu3-Gen / Lumina-mGPT folders)")
     gen.add_argument("--negative-prompt", help="Emu3-Gen / Lumina-mGPT: the unconditional branch's text (default: the family's own)")
     gen.add_argument("--aspect-ratio", help="Emu3-Gen / Lumina-mGPT: width:height, e.g. 16:9 (default 1:1)")
+    gen.add_argument("--quality-suffix", action=argparse.BooleanOptionalAction, default=True,
+                     help="Emu3-Gen: append ' masterpiece, film grained, best quality.' to the prompt as the official "
+                          "example does (never twice); --no-quality-suffix sends the prompt as written")
     gen.add_argument("--text-encoder", help="local flan-t5-xl folder")
     gen.add_argument("--caption-embeddings", help=".safetensors with 'features' [N,120,2048] and 'mask' [N,120]")
     gen.add_argument("--window", type=int, default=8, help="ZipAR window; at or above the grid width: next-token prediction")
@@ -121,14 +124,11 @@ def run_generate(args: argparse.Namespace) -> None:
 
 
 def _chat_condition(args: argparse.Namespace, model, vq):
-    from .models.base import Condition
-
     if not args.prompt:
         raise ZipARError(f"{model.describe()} draws from text: give --prompt.")
     if vq is not None and hasattr(model, "downsample"):
         model.downsample = vq.downsample
-    cond = Condition(prompts=list(args.prompt), labels=list(args.prompt),
-                     negative_prompts=[args.negative_prompt or ""] * len(args.prompt), aspect_ratio=args.aspect_ratio)
+    cond = api.prompt_condition(args.prompt, args.negative_prompt, args.aspect_ratio, args.quality_suffix)
     return cond, model.grid_for(cond, args.image_size)
 
 

@@ -65,6 +65,8 @@ class Condition:
     labels: list[str] = field(default_factory=list)  # human-readable, for reports and file names
     negative_prompts: list[str] | None = None  # chat families: the unconditional branch's text (Emu3)
     aspect_ratio: str | None = None  # "W:H" for families that draw several shapes (Emu3, Lumina); None = native
+    # Emu3-Gen: append the official example's quality suffix to each prompt (never twice); other families ignore it
+    quality_suffix: bool = True
 
     def __len__(self) -> int:
         for value in (self.class_ids, self.caption_features, self.prompts):
@@ -79,7 +81,7 @@ class Condition:
         rep = lambda t: None if t is None else t.repeat_interleave(times, dim=0)  # noqa: E731
         many = lambda xs: None if xs is None else [x for x in xs for _ in range(times)]  # noqa: E731
         return Condition(many(self.class_ids), rep(self.caption_features), rep(self.caption_mask), many(self.prompts),
-                         many(self.labels) or [], many(self.negative_prompts), self.aspect_ratio)
+                         many(self.labels) or [], many(self.negative_prompts), self.aspect_ratio, self.quality_suffix)
 
 
 @dataclass
@@ -107,6 +109,9 @@ class DecodeSession(Protocol):
 class ARModel(Protocol):
     family: str
     vocab_size: int  # image codes the loop samples from
+    # When row 1 starts, as the family's official ZipAR code does it: after row 0 is complete
+    # (True: LlamaGen's) or once row 0 is `window` tokens ahead, like every later row (False: Lumina-mGPT's).
+    row0_first: bool
 
     def check_condition(self, cond: Condition) -> None:
         """Raise ZipARError if the condition does not suit this model (wrong kind, id out of range)."""

@@ -10,9 +10,13 @@ rows of the output matrix are kept).
 
 Prompt (baaivision/Emu3's generation example): BOS ``<|extra_203|>`` + prompt + the quality
 suffix, then ``<|image start|>`` + ``"{H}*{W}"`` (token rows, token columns) + ``<|image token|>``.
-The unconditional branch is a negative prompt built the same way; its length differs, so it
-is left-padded and masked, with its own positions from 0. Defaults: CFG 3, top-k 2048.
-Sizes: 720 x 720 pixels is 90 x 90 tokens; other aspect ratios keep the token area.
+The suffix is the example's user code, not the model's or its processor's, so a condition may
+switch it off (``Condition.quality_suffix``); it is never added to a prompt that already ends
+with it. The unconditional branch is a negative prompt built the same way as in the official
+repository (BOS + text + the same image prefix, no suffix); its length differs, so it is
+left-padded and masked, with its own positions from 0. Defaults: CFG 3, top-k 2048.
+Sizes: the folder's ``image_area`` (720 x 720 pixels, 90 x 90 tokens, in the release) at any
+aspect ratio, as the official processor computes them.
 
 Folders: ``BAAI/Emu3-Gen-hf`` (model_type "emu3": language model under ``text_model``
 plus the VQ) and the original ``BAAI/Emu3-Gen`` (model_type "Emu3": ``model.*`` and
@@ -36,13 +40,16 @@ from .sequence import VisualTokenGenerator, VisualTokenModel
 HF_TYPE, ORIGINAL_TYPE = "emu3", "Emu3"
 HINT = ("use the complete BAAI/Emu3-Gen-hf folder, or the original BAAI/Emu3-Gen folder (with BAAI/Emu3-VisionTokenizer "
         "as the VQ), with config.json, the weights and the tokenizer files from one download")
+ORIGINAL_TOKENIZER_HINT = (
+    "the original BAAI/Emu3-Gen folder's tokenizer is remote code (tiktoken), which ZipAR never runs: copy "
+    "tokenizer.json, tokenizer_config.json and special_tokens_map.json from BAAI/Emu3-Gen-hf into this folder")
 TOKENS = {"bos": "<|extra_203|>", "boi": "<|image start|>", "img": "<|image token|>", "eol": "<|extra_200|>",
           "eof": "<|extra_201|>", "eoi": "<|image end|>", "eos": "<|extra_204|>"}
 VISUAL = re.compile(r"^<\|visual token (\d+)\|>$")
 POSITIVE_SUFFIX = " masterpiece, film grained, best quality."
 NEGATIVE_PROMPT = ("lowres, bad anatomy, bad hands, text, error, missing fingers, extra digit, fewer digits, cropped, "
                    "worst quality, low quality, normal quality, jpeg artifacts, signature, watermark, username, blurry.")
-IMAGE_SIDE = 720  # default image area is IMAGE_SIDE ** 2 pixels
+IMAGE_AREA = 720 * 720  # pixels, when the folder's config states none (the release's value)
 DOWNSAMPLE = 8
 MAX_RATIO = 4.0
 DEFAULTS = {"cfg": 3.0, "temperature": 1.0, "top_k": 2048, "top_p": 1.0}
@@ -92,7 +99,7 @@ def load_emu3(folder: str | Path, device: torch.device, dtype: torch.dtype, conf
         raise ZipARError(f"'{folder}' is not an Emu3-Gen folder (model_type {config.get('model_type')!r}); {HINT}.")
     text = config.get("text_config", config) if fmt == "hf" else config
     cfg = LlamaConfig.from_dict(text, f"{folder}/config.json")
-    tokenizer = load_tokenizer(folder)
+    tokenizer = load_tokenizer(folder, HINT if fmt == "hf" else ORIGINAL_TOKENIZER_HINT)
     vocab = tokenizer.get_vocab()
     if fmt == "hf" and isinstance(config.get("vocabulary_map"), dict):
         vocab = {**config["vocabulary_map"], **vocab}
@@ -116,11 +123,25 @@ def load_emu3(folder: str | Path, device: torch.device, dtype: torch.dtype, conf
     net.image_head.weight = nn.Parameter(raw[head_key][code_ids].to(device=device, dtype=dtype), requires_grad=False)
     net.code_ids = code_ids.to(device)
     net = net.eval().requires_grad_(False)
-    model = Emu3GenModel(net, tokenizer, special, str(folder), fmt)
+    model = Emu3GenModel(net, tokenizer, special, str(folder), fmt, image_area(folder, config))
     mult = config.get("vq_config", {}).get("channel_multiplier") if fmt == "hf" else None
     if isinstance(mult, list) and mult:
         model.downsample = 2 ** (len(mult) - 1)
     return model
+
+
+def image_area(folder: Path, config: dict) -> int:
+    """The pixel area the folder's own config states (the original release's ``image_area``; a
+    transformers folder may carry it in its processor config), else the release's 720 x 720."""
+    sources = [config]
+    for name in ("processor_config.json", "preprocessor_config.json"):
+        if (folder / name).is_file():
+            sources.append(hf_folder.read_json(folder / name, "processor config"))
+    for source in sources:
+        area = source.get("image_area")
+        if isinstance(area, (int, float)) and not isinstance(area, bool) and area > 0:
+            return int(area)
+    return IMAGE_AREA
 
 
 def generate_size(ratio: str, area: int, downsample: int = DOWNSAMPLE) -> tuple[int, int]:
@@ -130,20 +151,38 @@ def generate_size(ratio: str, area: int, downsample: int = DOWNSAMPLE) -> tuple[
     return int(round(h * scale / downsample)), int(round(w * scale / downsample))
 
 
+def with_suffix(prompt: str, suffix: str) -> str:
+    """``prompt + suffix``, unless the prompt already ends with the suffix (spaces aside)."""
+    if suffix and prompt.rstrip().endswith(suffix.strip()):
+        return prompt
+    return prompt + suffix
+
+
 class Emu3GenModel(VisualTokenModel):
     """Emu3-Gen for the decode loop: size-tagged prompts, row-end tokens, visual-token logits."""
 
     family = "emu3"
+    row0_first = True  # no official ZipAR code for Emu3: the paper's rule (LlamaGen's), row 0 first
     title = "Emu3-Gen"
     closing = ("eof", "eoi", "eos")
     defaults = DEFAULTS
     aspect_ratios = ASPECT_RATIOS
 
-    def __init__(self, net: VisualTokenGenerator, tokenizer, special: dict[str, int], source_path: str, fmt: str):
+    def __init__(self, net: VisualTokenGenerator, tokenizer, special: dict[str, int], source_path: str, fmt: str,
+                 area: int = IMAGE_AREA):
         super().__init__(net, tokenizer, special, source_path)
         self.format = fmt
-        self.image_size = IMAGE_SIDE
+        self.image_area = area  # native pixel area, kept exactly (it need not be a square number)
         self.downsample = DOWNSAMPLE
+
+    @property
+    def image_size(self) -> int:
+        """The side of the native area, as the nodes show sizes; setting it sets the area to its square."""
+        return round(self.image_area ** 0.5)
+
+    @image_size.setter
+    def image_size(self, side: int) -> None:
+        self.image_area = int(side) * int(side)
 
     def describe(self) -> str:
         c = self.config
@@ -151,20 +190,24 @@ class Emu3GenModel(VisualTokenModel):
                 f"{'transformers' if self.format == 'hf' else 'original'} folder)")
 
     def grid_for(self, cond: Condition | None = None, image_size: int | None = None) -> tuple[int, int]:
+        """Token rows and columns at the condition's aspect ratio; ``image_size`` None, 0 or the native
+        side means the folder's own pixel area, exactly as the official processor is given it."""
         ratio = self.ratio_of(cond)
-        side = image_size or self.image_size
-        return generate_size(ratio, side * side, self.downsample)
+        area = self.image_area if image_size in (None, 0, self.image_size) else image_size * image_size
+        return generate_size(ratio, area, self.downsample)
 
     def _encode(self, text: str) -> list[int]:
         return self.tokenizer.encode(text, add_special_tokens=False) if text else []
 
     def prompt_ids(self, prompt: str, grid: tuple[int, int], suffix: str = POSITIVE_SUFFIX) -> list[int]:
         sp = self.special
-        return [sp["bos"], *self._encode(prompt + suffix), sp["boi"], *self._encode(f"{grid[0]}*{grid[1]}"), sp["img"]]
+        return [sp["bos"], *self._encode(with_suffix(prompt, suffix)), sp["boi"],
+                *self._encode(f"{grid[0]}*{grid[1]}"), sp["img"]]
 
     def prompt_rows(self, cond: Condition, guidance: bool, grid: tuple[int, int] | None = None) -> list[list[int]]:
         grid = grid or self.grid_for(cond)
-        rows = [self.prompt_ids(p, grid) for p in cond.prompts]
+        suffix = POSITIVE_SUFFIX if getattr(cond, "quality_suffix", True) else ""
+        rows = [self.prompt_ids(p, grid, suffix) for p in cond.prompts]
         if guidance:
             negatives = cond.negative_prompts or [""] * len(cond.prompts)
             rows += [self.prompt_ids(n.strip() or NEGATIVE_PROMPT, grid, suffix="") for n in negatives]

@@ -317,6 +317,8 @@ class Emu3VQ(nn.Module):
         self.mean = list(mean or [RELEASE_MEAN_STD] * 3)
         self.std = list(std or [RELEASE_MEAN_STD] * 3)
         self.source_path = source_path  # for messages and UIs
+        # Emu3's official image processor clips pixel * 255 and casts to uint8: truncation (api.save_images)
+        self.truncates_to_uint8 = True
         self.codebook_size: int = int(vq.config.codebook_size)
         self.downsample: int = 2 ** (len(vq.config.channel_multiplier) - 1)
 

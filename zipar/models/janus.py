@@ -190,6 +190,7 @@ def load_janus(folder: str | Path, device: torch.device, dtype: torch.dtype, con
     if with_vq and vq_keys:
         vq = vq_from_state_dict({ours: raw[theirs] for ours, theirs in vq_keys.items()}, device=device)
         vq.source_path = str(folder)
+        vq.truncates_to_uint8 = True  # as Janus-Pro's official code writes 8-bit images
     grid = native_grid(config, fmt)
     return JanusProModel(net, tokenizer, special_ids(tokenizer, folder), (grid, grid), str(folder), fmt, vq)
 
@@ -213,6 +214,8 @@ def load_janus_vq(folder: str | Path, device: torch.device, dtype: torch.dtype =
     rename = hf_vq_key if fmt == "hf" else (lambda k: k)
     vq = vq_from_state_dict({rename(k[len(prefix):]): v for k, v in raw.items()}, device=device, dtype=dtype)
     vq.source_path = str(folder)
+    # Janus-Pro's official code clips (x + 1) / 2 * 255 and stores it in a uint8 array: truncation
+    vq.truncates_to_uint8 = True
     return vq
 
 
@@ -243,9 +246,7 @@ def load_tokenizer(folder: Path, hint: str = HINT):
         return AutoTokenizer.from_pretrained(str(folder), local_files_only=True, trust_remote_code=False)
     except Exception as exc:  # transformers raises many types for broken tokenizer files
         raise ZipARError(f"cannot load the tokenizer in '{folder}' without running its remote code "
-                         f"({str(exc).splitlines()[0]}); ZipAR needs a tokenizer.json: copy tokenizer.json, "
-                         f"tokenizer_config.json and special_tokens_map.json from the transformers version of the "
-                         f"model (e.g. BAAI/Emu3-Gen-hf) into this folder.") from exc
+                         f"({str(exc).splitlines()[0]}); ZipAR needs a tokenizer.json: {hint}.") from exc
     finally:
         hf_logging.set_verbosity(level)
 
@@ -287,6 +288,7 @@ class JanusProModel:
     """Janus-Pro for the decode loop: prompt rows, 1D positions, the generation head."""
 
     family = "janus-pro"
+    row0_first = True  # no official ZipAR code for Janus-Pro: the paper's rule (LlamaGen's), row 0 first
     defaults = DEFAULTS
     aspect_ratios = ("1:1",)
 

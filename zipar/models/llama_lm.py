@@ -216,6 +216,30 @@ class LlamaLM(nn.Module):
         return self.norm(h)
 
 
+HEAD_NORM_KEYS = tuple(f"self_attn.{n}_norm.{p}" for n in "qk" for p in ("weight", "bias"))
+
+
+def head_norm_rows(t: torch.Tensor, shape: tuple[int, int], what: str) -> torch.Tensor:
+    """A query/key norm gain or bias as one row per head, from either layout a checkpoint may hold.
+
+    transformers stores one row per head, ``(heads, head_dim)``. Lumina-mGPT's own Chameleon
+    classes, which wrote its releases, store one row per model-parallel shard,
+    ``(shards, head_dim)`` (``(1, 128)`` in the single-file 7B checkpoints), and apply each
+    row to the consecutive heads of its shard; repeating each row over its group gives the
+    per-head layout.
+    """
+    heads, head_dim = shape
+    got = tuple(t.shape)
+    if got == shape:
+        return t
+    if len(got) == 2 and got[1] == head_dim and 0 < got[0] < heads and heads % got[0] == 0:
+        return t.repeat_interleave(heads // got[0], dim=0)
+    raise ZipARError(f"{what} has shape {got}, which fits neither layout the config allows: {shape} (one row per "
+                     f"head, as transformers saves it) or (shards, {head_dim}) with shards dividing {heads} (one row "
+                     f"per model-parallel shard, as Lumina-mGPT's releases save it, e.g. (1, {head_dim})); "
+                     "config.json and the weights do not belong together.")
+
+
 def lm_from_state_dict(cfg: LlamaConfig, sd: dict[str, torch.Tensor], where: str, device="cpu",
                        dtype: torch.dtype = torch.float32) -> LlamaLM:
     """Build the LM on the meta device and take the given tensors (keys without any prefix)."""
@@ -226,10 +250,15 @@ def lm_from_state_dict(cfg: LlamaConfig, sd: dict[str, torch.Tensor], where: str
     if missing:
         raise ZipARError(f"{where}: language model weights missing ({len(missing)} tensors, e.g. {missing[0]!r}); "
                          "the download is incomplete or this is another model.")
+    tensors = {}
     for k, shape in expected.items():
-        if tuple(sd[k].shape) != tuple(shape):
-            raise ZipARError(f"{where}: {k} has shape {tuple(sd[k].shape)} but the config says {tuple(shape)}; "
+        t = sd[k]
+        if k.endswith(HEAD_NORM_KEYS):
+            t = head_norm_rows(t, tuple(shape), f"{where}: {k}")
+        elif tuple(t.shape) != tuple(shape):
+            raise ZipARError(f"{where}: {k} has shape {tuple(t.shape)} but the config says {tuple(shape)}; "
                              "config.json and the weights do not belong together.")
-    lm.load_state_dict({k: sd[k].to(dtype) for k in expected}, assign=True)
+        tensors[k] = t.to(dtype)
+    lm.load_state_dict(tensors, assign=True)
     lm.inv_freq = rope_inv_freq(cfg)
     return lm.to(device).eval()

@@ -214,6 +214,10 @@ class VectorQuantizer(nn.Module):
 
 
 class VQModel(nn.Module):
+    # How 8-bit files are written from [0, 1] pixels: LlamaGen's sampler rounds (torchvision's save_image);
+    # Janus-Pro's official code, whose VQ is this network, truncates (set per instance by its loaders).
+    truncates_to_uint8 = False
+
     def __init__(self, config: VQConfig):
         super().__init__()
         self.config = config
