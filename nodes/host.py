@@ -118,17 +118,49 @@ def _config_folders(folder_name: str) -> dict[str, str]:
     for base in _folder_paths(folder_name):
         if not os.path.isdir(base):
             continue
+        seen = {_dir_id(base)}
         for entry in sorted(os.listdir(base)):
             first = os.path.join(base, entry)
-            if not os.path.isdir(first):
+            if not os.path.isdir(first) or not _first_visit(first, seen):
                 continue
             if os.path.isfile(os.path.join(first, "config.json")):
                 found.setdefault(entry, first)
                 continue
             for sub in sorted(os.listdir(first)):
-                if os.path.isfile(os.path.join(first, sub, "config.json")):
-                    found.setdefault(f"{entry}/{sub}", os.path.join(first, sub))
+                second = os.path.join(first, sub)
+                if os.path.isfile(os.path.join(second, "config.json")) and _first_visit(second, seen):
+                    found.setdefault(f"{entry}/{sub}", second)
     return found
+
+
+def _dir_id(path: str) -> tuple[int, int] | None:
+    """Identity of the real folder behind ``path`` (links followed), or None when it cannot be read."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino
+
+
+def _first_visit(path: str, seen: set[tuple[int, int] | None]) -> bool:
+    """False for a folder already listed under another name: a symlink back up the tree
+    (models/zipar/loop -> models/zipar) would otherwise be walked forever or listed twice."""
+    key = _dir_id(path)
+    if key is None or key in seen:
+        return False
+    seen.add(key)
+    return True
+
+
+def _walk_files(base: str) -> list[str]:
+    """Files under ``base`` ('/'-separated, relative). Symlinked folders are followed, since users
+    link in model folders kept on other disks, but each real folder is entered once."""
+    names: list[str] = []
+    seen = {_dir_id(base)}
+    for root, dirs, files in os.walk(base, followlinks=True):
+        dirs[:] = [d for d in sorted(dirs) if _first_visit(os.path.join(root, d), seen)]
+        names += [os.path.relpath(os.path.join(root, f), base).replace(os.sep, "/") for f in files]
+    return names
 
 
 def list_models() -> list[str]:
@@ -145,24 +177,54 @@ def list_models() -> list[str]:
         names = [n for n in fp.get_filename_list(MODEL_FOLDER) if loose(n)]
         names += [n for n in folders if n not in names]
         return names + [n for n in builtins if n not in names]
-    names = []
-    for base in _folder_paths(MODEL_FOLDER):
-        for root, _dirs, files in os.walk(base, followlinks=True):
-            for f in files:
-                if f.lower().endswith(MODEL_EXTENSIONS):
-                    names.append(os.path.relpath(os.path.join(root, f), base).replace(os.sep, "/"))
+    names = [n for base in _folder_paths(MODEL_FOLDER) for n in _walk_files(base)
+             if n.lower().endswith(MODEL_EXTENSIONS)]
     names = sorted({n for n in names if loose(n)})
     names += [n for n in folders if n not in names]
     return names + [n for n in builtins if n not in names]
 
 
+def checked_name(name: object, what: str, fix: str) -> str:
+    """``name`` with '/' separators, refused unless it stays inside its models folder.
+
+    Names come from node inputs, and those are untrusted: an API prompt can send any string, and
+    a value wired in from another node skips ComfyUI's check against the list. The check is on
+    the text only; symlinks inside the models folder (to files or folders elsewhere) still work.
+    """
+    text = name if isinstance(name, str) else ""
+    parts = [p for p in text.replace(os.sep, "/").split("/") if p not in ("", ".")]
+    if not isinstance(name, str):
+        problem = "is not text"
+    elif not parts:
+        problem = "is empty"
+    elif "\0" in text:
+        problem = "contains a NUL byte"
+    elif text.startswith(("/", os.sep)) or os.path.isabs(text) or os.path.splitdrive(text)[0]:
+        problem = "is an absolute path"
+    elif ".." in parts:
+        problem = "climbs out of the models folder with '..'"
+    else:
+        return "/".join(parts)
+    raise ZipARError(f"{what} name {name!r} {problem}; {fix}.")
+
+
+def _inside(base: str, name: str) -> str | None:
+    """``base`` joined with the checked name, or None if the result is not under ``base`` (by
+    the path text, symlinks not resolved: a linked file or folder in the models folder is allowed)."""
+    base = os.path.normpath(base)
+    path = os.path.normpath(os.path.join(base, *name.split("/")))
+    return path if os.path.commonpath([base, path]) == base and path != base else None
+
+
 def model_path(name: str) -> str:
     """Full path of a file listed by :func:`list_models`, or a clear error."""
+    name = checked_name(name, "model", "pick a file from the list (model files go in ComfyUI/models/zipar)")
     fp = comfy_module("folder_paths")
     if fp is not None:
         path = fp.get_full_path(MODEL_FOLDER, name)
     else:
-        path = next((p for base in _folder_paths(MODEL_FOLDER) if os.path.isfile(p := os.path.join(base, name))), None)
+        candidates = (_inside(base, name) for base in _folder_paths(MODEL_FOLDER))
+        path = next((p for p in candidates if p and os.path.isfile(p)), None)
     if not path:
         path = model_folders().get(name)
     if not path:
@@ -181,9 +243,12 @@ def list_text_encoders() -> list[str]:
 
 
 def text_encoder_path(name: str) -> str:
+    """Full path of a folder listed by :func:`list_text_encoders`, or a clear error."""
+    name = checked_name(name, "text encoder", "pick a folder from the list (download google/flan-t5-xl into "
+                        "ComfyUI/models/text_encoders/flan-t5-xl)")
     for base in _folder_paths(TEXT_ENCODER_FOLDER):
-        path = os.path.join(base, *name.split("/"))
-        if os.path.isfile(os.path.join(path, "config.json")):
+        path = _inside(base, name)
+        if path and os.path.isfile(os.path.join(path, "config.json")):
             return path
     raise ZipARError(
         f"text encoder folder {name!r} not found (with a config.json) in {', '.join(_folder_paths(TEXT_ENCODER_FOLDER))}; "

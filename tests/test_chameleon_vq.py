@@ -380,7 +380,8 @@ def rewrite_yaml(cfg, **changes):
     (dict(attn_resolutions=[]), ["tensors in vqgan.ckpt that vqgan.yaml has no place for",
                                  "e.g. 'encoder.down.1.attn.0.norm.weight' (and 29 more)"]),
     (dict(attn_resolutions=[8, 16]), ["30 tensors missing from vqgan.ckpt, e.g. 'encoder.down.0.attn.0.norm.weight'"]),
-    (dict(num_res_blocks=2), ["tensors missing from vqgan.ckpt, e.g. 'encoder.down.0.block.1.norm1.weight'"]),
+    # counted before the network is built (a config claiming thousands of blocks must not build them first)
+    (dict(num_res_blocks=2), ["the config describes 2 blocks 'encoder.down.0.block.N' but the weights hold 1"]),
 ], ids=["ch", "n_embed", "embed_dim", "no_attention", "more_attention", "num_res_blocks"])
 def test_yaml_and_weights_disagree(tmp_path, changes, needles):
     ckpt, cfg = fx.write_chameleon_vqgan(tmp_path)

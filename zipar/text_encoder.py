@@ -7,11 +7,13 @@ The official sampler's caption cleaning needs extra packages; we apply its fallb
 """
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
 import torch
 
+from .checkpoint import load_error_detail
 from .errors import ZipARError
 from .conditions import caption_condition
 from .models.base import Condition
@@ -31,8 +33,27 @@ class T5TextEncoder:
             from transformers import AutoTokenizer, T5EncoderModel
         except ImportError as exc:
             raise ZipARError("text-to-image needs the transformers package: pip install transformers sentencepiece") from exc
-        self.tokenizer = AutoTokenizer.from_pretrained(str(folder))
-        self.model = T5EncoderModel.from_pretrained(str(folder)).to(device=device, dtype=dtype).eval()
+        fix = (f"download google/flan-t5-xl completely into '{folder}' (config.json, the tokenizer files and "
+               "the weights)")
+        try:
+            config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            raise ZipARError(f"the config.json in '{folder}' is not readable JSON ({exc}); {fix}.") from exc
+        if not isinstance(config, dict):
+            raise ZipARError(f"the config.json in '{folder}' is not a JSON object; {fix}.")
+        model_type = config.get("model_type", "t5")
+        if model_type != "t5":  # transformers would load it with random or mismatched weights, or fail obscurely
+            raise ZipARError(f"'{folder}' holds a {model_type!r} model, not the T5 text encoder; {fix}.")
+        try:  # local files only: a broken folder must never turn into a download from the internet
+            self.tokenizer = AutoTokenizer.from_pretrained(str(folder), local_files_only=True)
+            model = T5EncoderModel.from_pretrained(str(folder), local_files_only=True)
+        except ImportError as exc:  # e.g. a slow (sentencepiece) tokenizer without the package
+            raise ZipARError(f"loading the T5 text encoder from '{folder}' needs a missing package ({exc}); "
+                             "pip install transformers sentencepiece") from exc
+        except Exception as exc:  # transformers raises OSError, ValueError, RuntimeError ... for broken folders
+            detail = load_error_detail(exc)
+            raise ZipARError(f"cannot load the T5 text encoder from '{folder}' ({detail}); {fix}.") from exc
+        self.model = model.to(device=device, dtype=dtype).eval()
         self.device = torch.device(device)
 
     @torch.inference_mode()

@@ -32,7 +32,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..checkpoint import load_error_detail, refused_by_weights_only
 from ..errors import ZipARError
+from .block_counts import check_block_counts
 from .vq import AttnBlock, ResnetBlock, conv3x3, group_norm, swish  # the same taming blocks and key names
 from .vq_inputs import check_code_grid, check_image_batch
 
@@ -286,17 +288,6 @@ def find_chameleon_vq_files(source: str | os.PathLike) -> tuple[Path, Path]:
                      f"holding it. {RELEASE_HINT}.")
 
 
-def _load_error_detail(exc: Exception) -> str:
-    """The line of a torch.load error that says what was found, without torch's advice on
-    turning weights_only off (which ZipAR never does)."""
-    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
-    for line in lines:
-        start = line.find("Unsupported ")
-        if start >= 0:
-            return line[start:].split(". ")[0].rstrip(".")
-    return f"{type(exc).__name__}: {lines[0][:200]}" if lines else type(exc).__name__
-
-
 def read_vqgan_checkpoint(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     """The tensors of ``vqgan.ckpt``, from ``{"state_dict": ...}`` or a bare state dict.
 
@@ -320,16 +311,16 @@ def read_vqgan_checkpoint(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     except pickle.UnpicklingError as exc:
         # an unknown opcode means the bytes are not a pickle at all (an HTML error page, a
         # truncated download); anything else refused by weights_only is a foreign object
-        if "weights only" in str(exc).lower() and "Unsupported operand" not in str(exc):
+        if refused_by_weights_only(exc):
             raise ZipARError(
                 f"refusing to load '{path}': it pickles Python objects other than tensors and plain values "
-                f"({_load_error_detail(exc)}), and ZipAR never unpickles code from a checkpoint. The published "
+                f"({load_error_detail(exc)}), and ZipAR never unpickles code from a checkpoint. The published "
                 f"{CKPT_NAME} holds only weights: re-download it from Meta's Chameleon release, or re-save just the "
                 "weights with torch.save({'state_dict': state_dict}, path).") from exc
-        raise ZipARError(f"cannot read '{path}' as a torch checkpoint ({_load_error_detail(exc)}); the download may "
+        raise ZipARError(f"cannot read '{path}' as a torch checkpoint ({load_error_detail(exc)}); the download may "
                          f"be incomplete. {RELEASE_HINT}.") from exc
     except Exception as exc:
-        raise ZipARError(f"cannot read '{path}' as a torch checkpoint ({_load_error_detail(exc)}); the download may "
+        raise ZipARError(f"cannot read '{path}' as a torch checkpoint ({load_error_detail(exc)}); the download may "
                          f"be incomplete. {RELEASE_HINT}.") from exc
     # "state_dict" is the release's wrapper; the others are how other models' files (e.g. a
     # LlamaGen VQ under "model") wrap theirs, read so that the caller can name what they are.
@@ -597,6 +588,11 @@ def chameleon_vq_from_state_dict(sd: dict[str, torch.Tensor], config: ChameleonV
     if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
         raise ZipARError(f"the Chameleon VQ needs a floating-point dtype (float32, bfloat16, float16); got {dtype!r}.")
     ckpt, yaml_path = Path(ckpt), Path(yaml_path)
+    _reject_foreign(sd, ckpt)  # another model's file is named as such before its blocks are counted
+    levels, blocks = len(config.ch_mult), config.num_res_blocks
+    check_block_counts(sd, {"encoder.down.": levels, "encoder.down.0.block.": blocks, "decoder.up.": levels,
+                            "decoder.up.0.block.": blocks + 1},
+                       f"Chameleon VQGAN weights '{ckpt}' with config '{yaml_path}'", f"Fix: {SAME_DOWNLOAD_HINT}")
     with torch.device("meta"):
         model = ChameleonVQ(config, source_path=str(ckpt))
     weights = check_vqgan_state_dict(sd, model.state_dict(), config, ckpt, yaml_path)

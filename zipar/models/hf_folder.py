@@ -9,11 +9,13 @@ unpickled and shards without a wanted key are never opened when an index lists t
 from __future__ import annotations
 
 import json
-from pathlib import Path
+import os
+from pathlib import Path, PureWindowsPath
 from typing import Any, Callable
 
 import torch
 
+from ..checkpoint import load_error_detail, refused_by_weights_only
 from ..errors import ZipARError
 
 INDEX_FILES = ("model.safetensors.index.json", "pytorch_model.bin.index.json")
@@ -36,7 +38,19 @@ def read_config(folder: Path, hint: str) -> dict[str, Any]:
     return read_json(path, "config")
 
 
-def weight_files(folder: Path, hint: str) -> tuple[list[Path], dict[str, str] | None]:
+def shard_path(folder: Path, value: object) -> Path:
+    """Where an index's shard name points, refused unless it names a file inside ``folder``: the
+    index is downloaded data, and an absolute or ``..`` path would make us read any file on disk.
+    Symlinked shards inside the folder (as the Hugging Face cache lays them out) are fine."""
+    if not isinstance(value, str) or not value or "\0" in value:
+        raise ZipARError(f"the weight index of '{folder}' names no usable file ({value!r}); re-download it.")
+    absolute = value.startswith(("/", "\\")) or bool(PureWindowsPath(value).drive) or os.path.isabs(value)
+    if absolute or ".." in value.replace("\\", "/").split("/"):
+        raise ZipARError(f"the weight index of '{folder}' points outside the folder ({value}); re-download it.")
+    return folder / value
+
+
+def weight_files(folder: Path, hint: str) -> tuple[list[Path], dict[str, Path] | None]:
     """The weight files to look in, plus an index's key -> file map when there is one."""
     folder = Path(folder)
     for name in INDEX_FILES:
@@ -45,7 +59,8 @@ def weight_files(folder: Path, hint: str) -> tuple[list[Path], dict[str, str] | 
             weight_map = read_json(index_path, "weight index").get("weight_map")
             if not isinstance(weight_map, dict):
                 raise ZipARError(f"'{index_path}' has no weight_map; re-download it.")
-            return sorted({folder / f for f in weight_map.values()}), weight_map
+            paths = {key: shard_path(folder, value) for key, value in weight_map.items()}
+            return sorted(set(paths.values())), paths
     files = sorted(folder.glob("model*.safetensors")) or sorted(folder.glob("*.safetensors"))
     files = files or sorted(folder.glob("pytorch_model*.bin"))
     if not files:
@@ -57,7 +72,11 @@ def _open_bin(path: Path) -> dict[str, torch.Tensor]:
     try:
         sd = torch.load(str(path), map_location="cpu", weights_only=True, mmap=True)
     except Exception as exc:  # unpickling errors come in many types
-        raise ZipARError(f"cannot read weight file '{path}' as tensors only ({str(exc).splitlines()[0]}); "
+        if refused_by_weights_only(exc):
+            raise ZipARError(f"cannot read weight file '{path}': it pickles Python objects other than tensors "
+                             f"({load_error_detail(exc)}), and ZipAR never runs code from a model file; re-download "
+                             "the official file.") from exc
+        raise ZipARError(f"cannot read weight file '{path}' as tensors only ({load_error_detail(exc)}); "
                          "re-download it.") from exc
     if not isinstance(sd, dict):
         raise ZipARError(f"'{path}' does not hold a state dict; re-download it.")
@@ -84,8 +103,8 @@ def keys_by_file(folder: Path, hint: str) -> dict[Path, list[str]]:
     if weight_map is None:
         return {path: file_keys(path) for path in files}
     grouped: dict[Path, list[str]] = {}
-    for key, name in weight_map.items():
-        grouped.setdefault(Path(folder) / name, []).append(key)
+    for key, path in weight_map.items():
+        grouped.setdefault(path, []).append(key)
     return grouped
 
 
