@@ -32,11 +32,11 @@ import resource
 import statistics
 import sys
 import time
-from pathlib import Path
 
 import torch
 
 from bench import chat_models
+from zipar import outputs
 from zipar.api import resolve_device, resolve_dtype
 from zipar.conditions import class_condition
 from zipar.decode import generate
@@ -317,9 +317,9 @@ def main(argv: list[str] | None = None) -> int:
     table = markdown(report)
     print(table)
     if args.json:
-        Path(args.json).write_text(json.dumps(report, indent=2))
+        outputs.write_text(args.json, json.dumps(report, indent=2))
     if args.markdown:
-        Path(args.markdown).write_text(table)
+        outputs.write_text(args.markdown, table)
     return 0
 
 

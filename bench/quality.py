@@ -38,7 +38,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from zipar import api
+from zipar import api, outputs
 from zipar.decode import expected_passes
 from zipar.demo import DEFAULT_CFG, demo_files, ink_of, load_digit_split, render_digits
 from zipar.sampling import SamplingOptions
@@ -311,8 +311,7 @@ def plot(report: dict, path: str) -> None:
             d.rectangle([px - 3, py - 3, px + 3, py + 3], outline=colours["seed set B"])
     d.text((10, ph + 40), "x: forward passes per image (16x16 grid: NTP 256; window w: 32 + 14w). Bars: +-2 SE. "
            "Dashed: references. Grey square: NTP, second seed set.", fill=(60, 60, 60))
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    img.save(path)
+    outputs.write_image(path, img)
 
 
 def table(report: dict) -> str:
@@ -351,10 +350,10 @@ def main(argv: list[str] | None = None) -> int:
         args.noise_seed = None
     report = run(args)
     Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.json).write_text(json.dumps(report, indent=2) + "\n")
+    outputs.write_json(args.json, report)
     md = table(report)
     if args.markdown:
-        Path(args.markdown).write_text(md + "\n")
+        outputs.write_text(args.markdown, md + "\n")
     if args.plot:
         plot(report, args.plot)
     print(md)

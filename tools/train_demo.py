@@ -39,7 +39,8 @@ import torch.nn.functional as F
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from zipar import api  # noqa: E402
+from zipar import api, outputs  # noqa: E402
+from zipar.errors import ZipARError  # noqa: E402
 from zipar.demo import AR_FILE, AUGMENT, IMAGE_SIZE, VQ_FILE, load_digit_split, render_digits  # noqa: E402
 from zipar.models.llamagen import GPTConfig, LlamaGenGPT, default_heads  # noqa: E402
 from zipar.models.vq import VQConfig, VQModel  # noqa: E402
@@ -312,12 +313,12 @@ def evaluate(ar_path: Path, vq_path: Path, splits: dict, device) -> dict:
 
 
 def save_safetensors(module: torch.nn.Module, path: Path, precision: str, metadata: dict) -> None:
-    from safetensors.torch import save_file
+    """Written whole or not at all (``zipar.outputs``): an interrupted run never leaves a half file."""
+    from safetensors.torch import save
 
     dtype = torch.float16 if precision == "fp16" else torch.float32
     sd = {k: (v.to(dtype) if v.is_floating_point() else v).contiguous().cpu() for k, v in module.state_dict().items()}
-    save_file(sd, str(path), metadata={k: str(v) for k, v in metadata.items()})
-    path.chmod(0o644)
+    outputs.write_bytes(path, save(sd, metadata={k: str(v) for k, v in metadata.items()}))
 
 
 def model_card(record: dict) -> str:
@@ -399,9 +400,12 @@ def main(argv=None) -> int:
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     out = Path(args.out)
-    existing = [p for p in (out / AR_FILE, out / VQ_FILE) if p.exists()]
-    if existing and not args.overwrite:
-        print(f"error: {existing[0]} exists; pass --overwrite to replace it or choose another --out.", file=sys.stderr)
+    files = [(out / AR_FILE, "the GPT"), (out / VQ_FILE, "the VQ"), (out / "train_log.json", "the training log")]
+    files += [] if args.no_card else [(out / "MODEL_CARD.md", "the model card")]
+    try:  # every file checked before hours of training, not after
+        outputs.plan_outputs([outputs.plain_output(p, label) for p, label in files], args.overwrite, "pass --overwrite")
+    except ZipARError as exc:
+        print(f"error: {exc}", file=sys.stderr)
         return 2
     out.mkdir(parents=True, exist_ok=True)
     lines = []
@@ -448,9 +452,9 @@ def main(argv=None) -> int:
         "vq": vq_info, "gpt": gpt_info, "metrics": metrics,
         "files": {p.name: p.stat().st_size for p in (ar_path, vq_path)},
     }
-    (out / "train_log.json").write_text(json.dumps(record, indent=2) + "\n")
+    outputs.write_json(out / "train_log.json", record)
     if not args.no_card:
-        (out / "MODEL_CARD.md").write_text(model_card(record))
+        outputs.write_text(out / "MODEL_CARD.md", model_card(record))
     return 0
 
 

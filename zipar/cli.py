@@ -2,16 +2,17 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from . import api
+from . import api, outputs
 from .errors import ZipARError
 from .sampling import SamplingOptions
+
+OVERWRITE_HINT = "pass --overwrite"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -79,9 +80,16 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def _refuse_existing(path: str | None, overwrite: bool) -> None:
-    if path and Path(path).exists() and not overwrite:
-        raise ZipARError(f"{path} already exists; choose another name or pass --overwrite.")
+def plan_generate_outputs(args: argparse.Namespace, images: int) -> list[outputs.Output]:
+    """Every file ``generate`` will write, checked before any model is read."""
+    planned = []
+    if args.out:
+        planned += outputs.numbered_images(args.out, images, "--out")
+    if args.tokens_out:
+        planned.append(outputs.npy_output(args.tokens_out, "--tokens-out"))
+    if args.stats_json:
+        planned.append(outputs.plain_output(args.stats_json, "--stats-json"))
+    return outputs.plan_outputs(planned, args.overwrite, OVERWRITE_HINT)
 
 
 def run_generate(args: argparse.Namespace) -> None:
@@ -89,8 +97,15 @@ def run_generate(args: argparse.Namespace) -> None:
         raise ZipARError("nothing to write: give --out (images), --tokens-out and/or --stats-json.")
     if args.out and not args.vq_model:
         raise ZipARError("--out needs --vq-model to turn tokens into pixels (or write --tokens-out only).")
-    for path in (args.tokens_out, args.stats_json):
-        _refuse_existing(path, args.overwrite)
+    if args.batch < 1:
+        raise ZipARError(f"--batch must be at least 1 (got {args.batch}).")
+    captions = None
+    if args.caption_embeddings:
+        from .text_encoder import load_caption_embeddings
+
+        captions = load_caption_embeddings(args.caption_embeddings)
+    requested = len(args.class_id or args.prompt or []) or (len(captions) if captions is not None else 1)
+    planned = plan_generate_outputs(args, requested * args.batch)
     device = api.resolve_device(args.device)
     vq = api.load_vq(args.vq_model, device) if args.vq_model else None
     model = api.load_ar_model(args.ar_model, device, args.precision)
@@ -102,25 +117,25 @@ def run_generate(args: argparse.Namespace) -> None:
         image_size = args.image_size or api.default_image_size(args.ar_model)
         if image_size is None:
             raise ZipARError(f"cannot tell the image size from {Path(args.ar_model).name}; pass --image-size (e.g. 256 or 384).")
-        grid = api.grid_for(image_size, vq if vq is not None else args.downsample)
-        cond = _condition(args, model, device)
-    if args.out:
-        for path in api.output_paths(args.out, len(cond) * max(args.batch, 1)):
-            _refuse_existing(str(path), args.overwrite)
+        grid = api.llamagen_grid(model, image_size, vq if vq is not None else args.downsample)
+        cond = captions if captions is not None else _condition(args, model, device)
     defaults = getattr(model, "defaults", {})
     cfg = args.cfg if args.cfg is not None else defaults.get("cfg", 4.0)
     top_k = args.top_k if args.top_k is not None else defaults.get("top_k", 0)
     options = SamplingOptions(cfg, args.temperature, top_k, args.top_p, args.greedy)
     result = api.generate(model, cond, grid, args.window, options, seed=args.seed, batch=args.batch)
     print(f"{model.describe()}: {result.report()}", file=sys.stderr)
+    by_label = {}
+    for out in planned:
+        by_label.setdefault(out.label, []).append(out.path)
     if args.tokens_out:
-        np.save(args.tokens_out, result.tokens.numpy().astype(np.int64))
+        outputs.write_npy(by_label["--tokens-out"][0], result.tokens.numpy().astype(np.int64), args.overwrite)
     if args.out:
         images = api.decode_tokens(vq, result.tokens.to(device))
-        for path in api.save_images(images, args.out, args.overwrite, getattr(vq, "truncates_to_uint8", False)):
+        for path in api.save_images(images, by_label["--out"], args.overwrite, getattr(vq, "truncates_to_uint8", False)):
             print(path)
     if args.stats_json:
-        Path(args.stats_json).write_text(json.dumps(result.stats(), indent=2))
+        outputs.write_json(by_label["--stats-json"][0], result.stats(), args.overwrite)
 
 
 def _chat_condition(args: argparse.Namespace, model, vq):
@@ -137,10 +152,6 @@ def _condition(args: argparse.Namespace, model, device):
         if not args.class_id:
             raise ZipARError("this is a class-to-image model: give --class-id (ImageNet ids 0..999).")
         return api.class_condition(args.class_id)
-    if args.caption_embeddings:
-        from .text_encoder import load_caption_embeddings
-
-        return load_caption_embeddings(args.caption_embeddings)
     if not args.prompt:
         raise ZipARError("this is a text-to-image model: give --prompt with --text-encoder, or --caption-embeddings.")
     if not args.text_encoder:
@@ -161,8 +172,11 @@ def run_decode(args: argparse.Namespace) -> None:
         raise ZipARError(f"cannot read {path} as a .npy array ({exc}).") from exc
     if tokens.ndim not in (2, 3) or not np.issubdtype(tokens.dtype, np.integer):
         raise ZipARError(f"{path} holds a {tokens.dtype} array of shape {tokens.shape}; expected integers [images, H, W].")
+    count = tokens.shape[0] if tokens.ndim == 3 else 1
+    planned = outputs.plan_outputs(outputs.numbered_images(args.out, count, "--out"), args.overwrite, OVERWRITE_HINT)
+    api.check_token_grids(tokens.shape)
     device = api.resolve_device(args.device)
     vq = api.load_vq(args.vq_model, device)
     images = api.decode_tokens(vq, torch.from_numpy(tokens).to(device))
-    for out in api.save_images(images, args.out, args.overwrite, getattr(vq, "truncates_to_uint8", False)):
+    for out in api.save_images(images, [o.path for o in planned], args.overwrite, getattr(vq, "truncates_to_uint8", False)):
         print(out)

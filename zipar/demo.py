@@ -108,6 +108,9 @@ def ink_of(images: torch.Tensor) -> torch.Tensor:
 
 # -- the demo command -----------------------------------------------------------------------
 
+MIN_CELL, MAX_CELL = 8, 1024  # pixels per image in the contact sheet
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     parser.add_argument("--out", required=True, help="output PNG (a contact sheet: rows = classes, columns = windows)")
     parser.add_argument("--window", type=int, nargs="+", default=list(DEFAULT_WINDOWS),
@@ -128,11 +131,14 @@ def run_demo(args: argparse.Namespace, log=print) -> dict:
     from .errors import ZipARError
     from .sampling import SamplingOptions
 
-    out = Path(args.out)
-    if out.exists() and not args.overwrite:
-        raise ZipARError(f"{out} already exists; choose another --out or pass --overwrite.")
+    from . import outputs
+
+    (planned,) = outputs.plan_outputs([outputs.image_output(args.out, "--out")], args.overwrite, "pass --overwrite")
+    out = planned.path
     if not args.window:
         raise ZipARError("give at least one --window.")
+    if not MIN_CELL <= args.cell <= MAX_CELL:
+        raise ZipARError(f"--cell must be between {MIN_CELL} and {MAX_CELL} pixels per image (got {args.cell}).")
     files = demo_files()
     for path in files.values():
         if not path.is_file():
@@ -141,7 +147,7 @@ def run_demo(args: argparse.Namespace, log=print) -> dict:
     vq = api.load_vq(files["vq_model"], device)
     model = api.load_ar_model(files["ar_model"], device, "fp32" if device.type == "cpu" else "auto")
     api.check_pair(model, vq)
-    grid = api.grid_for(api.default_image_size(files["ar_model"]), vq)
+    grid = api.llamagen_grid(model, api.default_image_size(files["ar_model"]), vq)
     cond = api.class_condition(args.classes, [CLASS_NAMES[c] if 0 <= c < 10 else str(c) for c in args.classes])
     options = SamplingOptions(cfg=args.cfg, temperature=args.temperature)
     log(f"{model.describe()}, grid {grid[0]}x{grid[1]}, cfg {args.cfg}, seed {args.seed}")
@@ -155,8 +161,7 @@ def run_demo(args: argparse.Namespace, log=print) -> dict:
         columns.append(f"{name} ({result.forward_passes})")
         rows.append(images)
     sheet = contact_sheet(torch.stack(rows, 1), [str(c) for c in args.classes], columns, args.cell)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    sheet.save(out)
+    outputs.write_image(out, sheet, args.overwrite)
     seconds = time.perf_counter() - start
     log(f"wrote {out} ({len(args.classes)} classes x {len(args.window)} windows) in {seconds:.1f} s")
     return {"out": str(out), "seconds": seconds, "columns": columns}
