@@ -12,14 +12,14 @@ from __future__ import annotations
 if "." in (__package__ or ""):
     from ..zipar import api, decode
     from ..zipar.demo import demo_files
-    from ..zipar.errors import ZipARError
+    from ..zipar.errors import ZipARError, memory_guard
     from ..zipar.models.base import Condition
     from ..zipar.models.base import ASPECT_RATIOS
     from ..zipar.sampling import SamplingOptions
 else:  # nodes/ imported as a top-level package: tests, scripts
     from zipar import api, decode
     from zipar.demo import demo_files
-    from zipar.errors import ZipARError
+    from zipar.errors import ZipARError, memory_guard
     from zipar.models.base import Condition
     from zipar.models.base import ASPECT_RATIOS
     from zipar.sampling import SamplingOptions
@@ -34,4 +34,5 @@ def text_encoder_class():
     return T5TextEncoder
 
 
-__all__ = ["api", "decode", "demo_files", "ASPECT_RATIOS", "ZipARError", "Condition", "SamplingOptions", "text_encoder_class"]
+__all__ = ["api", "decode", "demo_files", "ASPECT_RATIOS", "ZipARError", "Condition", "SamplingOptions", "text_encoder_class",
+           "memory_guard"]

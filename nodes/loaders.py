@@ -84,6 +84,8 @@ class ZipARLoadARModel:
         if folder:
             size = size or int(model.image_size)
             model.grid_for(None, size)  # a size the family cannot draw fails here, not in the sampler
+        else:
+            model.check_image_size(size)
         return (ARModel(model, size, ar_model),)
 
 

@@ -132,7 +132,7 @@ class ZipARSampler:
             if vq is not None:
                 api.check_pair(ar, vq)
                 downsample = vq.downsample
-            grid = api.grid_for(int(model.image_size), downsample)
+            grid = api.llamagen_grid(ar, int(model.image_size), downsample)
         check_window(window, grid[1])
         greedy = float(temperature) == 0.0
         options = SamplingOptions(

@@ -6,7 +6,7 @@ import torch.nn.functional as F
 
 from . import host
 from .datatypes import TOKENS, VQ, Tokens
-from .engine import ZipARError, api
+from .engine import ZipARError, api, memory_guard
 
 CATEGORY = "ZipAR"
 CHUNK = 4  # images per decoder call: bounds memory, lets cancel and progress act between chunks
@@ -41,6 +41,7 @@ class ZipARVQDecode:
     def decode(self, vq, tokens):
         check_codebook(tokens, vq)
         grids = tokens.tokens
+        api.check_token_grids(tuple(grids.shape))
         pbar = host.progress_bar(grids.shape[0])
         out = []
         for start in range(0, grids.shape[0], CHUNK):
@@ -100,6 +101,9 @@ class ZipARVQEncode:
     def encode(self, vq, image, fit):
         if image.ndim != 4:
             raise ZipARError(f"expected an IMAGE batch [batch, height, width, channels]; got shape {tuple(image.shape)}.")
+        if 0 in image.shape:
+            raise ZipARError(f"the IMAGE batch is empty (shape {tuple(image.shape)}); connect a node that gives at "
+                             "least one image.")
         channels = image.shape[-1]
         if channels in (1, 2):  # grey (+ alpha)
             images = image.float()[..., :1].expand(*image.shape[:-1], 3)
@@ -110,7 +114,8 @@ class ZipARVQEncode:
         out = []
         for start in range(0, images.shape[0], CHUNK):
             host.throw_if_interrupted()
-            out.append(vq.encode_images(images[start:start + CHUNK].contiguous()).cpu())
+            with memory_guard("encoding the images", "encode smaller images or fewer at a time"):
+                out.append(vq.encode_images(images[start:start + CHUNK].contiguous()).cpu())
             pbar.update_absolute(min(start + CHUNK, images.shape[0]), images.shape[0])
         return (Tokens(torch.cat(out), int(vq.codebook_size), [f"image{i}" for i in range(images.shape[0])],
                        report=f"encoded {images.shape[0]} image(s) of {images.shape[-1]} x {images.shape[-2]}"),)

@@ -199,7 +199,7 @@ def write_emu3_hf(folder: Path, seed: int = 0, vq_levels: int = 3) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     vocab = write_emu3_tokenizer(folder)
     text = dict(vocab_size=len(vocab), hidden_size=64, intermediate_size=96, num_hidden_layers=2, num_attention_heads=4,
-                num_key_value_heads=2, max_position_embeddings=256, rope_theta=1e6, rms_norm_eps=1e-5,
+                num_key_value_heads=2, max_position_embeddings=9216, rope_theta=1e6, rms_norm_eps=1e-5,
                 pad_token_id=vocab["<|endoftext|>"], bos_token_id=vocab["<|extra_203|>"], eos_token_id=vocab["<|extra_204|>"])
     torch.manual_seed(seed)
     vq = dict(TINY_VQ, channel_multiplier=[1, 1, 2, 2][:vq_levels] if vq_levels <= 4 else TINY_VQ["channel_multiplier"])

@@ -8,19 +8,19 @@
 from __future__ import annotations
 
 import os
-import re
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from . import outputs
 from .checkpoint import read_state_dict
 from .conditions import caption_condition, class_condition
 from .decode import GenerationResult, generate
-from .errors import ZipARError
+from .errors import ZipARError, memory_guard
 from .models.base import Condition
 from .models.llamagen import gpt_from_state_dict
-from .models.llamagen_adapter import LlamaGenModel
+from .models.llamagen_adapter import LlamaGenModel, size_in_name
 from .models.registry import checkpoint_kind, load_folder_model, load_folder_vq
 from .models.vq import VQModel, load_vq as _load_vq_file
 from .sampling import SamplingOptions
@@ -37,7 +37,10 @@ __all__ = [
 def resolve_device(device: str | torch.device | None = None) -> torch.device:
     if device is None or str(device) == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(device)
+    try:
+        device = torch.device(device)
+    except (RuntimeError, TypeError, ValueError):
+        raise ZipARError(f"unknown device {device!r}; use auto, cpu, cuda or cuda:N (e.g. cuda:1).") from None
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ZipARError("CUDA was requested but this PyTorch sees no GPU; use --device cpu.")
     return device
@@ -105,18 +108,26 @@ def prompt_condition(prompts: list[str], negative_prompt: str | None = None, asp
 
 def default_image_size(path: str | os.PathLike) -> int | None:
     """The resolution a published file name states (c2i_L_384.pt -> 384), if any."""
-    match = re.search(r"_(\d{2,4})$", Path(path).stem)
-    return int(match.group(1)) if match else None
+    return size_in_name(path)
 
 
 def grid_for(image_size: int, vq_or_downsample: VQModel | int) -> tuple[int, int]:
     ds = vq_or_downsample if isinstance(vq_or_downsample, int) else vq_or_downsample.downsample
+    if ds < 1:
+        raise ZipARError(f"the VQ downsampling factor must be a positive number of pixels per token (got {ds}); "
+                         "LlamaGen's VQ-16 tokenizers use 16.")
     if image_size <= 0 or image_size % ds:
         raise ZipARError(
             f"image size {image_size} is not a multiple of the VQ downsampling factor {ds}; "
             f"use e.g. {max(ds, image_size // ds * ds)} or {(image_size // ds + 1) * ds}."
         )
     return image_size // ds, image_size // ds
+
+
+def llamagen_grid(model: LlamaGenModel, image_size: int, vq_or_downsample: VQModel | int) -> tuple[int, int]:
+    """The token grid of a LlamaGen GPT at ``image_size``, within the sizes the model supports."""
+    model.check_image_size(image_size)
+    return grid_for(image_size, vq_or_downsample)
 
 
 def check_pair(model: LlamaGenModel, vq: VQModel) -> None:
@@ -128,38 +139,52 @@ def check_pair(model: LlamaGenModel, vq: VQModel) -> None:
         )
 
 
+def check_token_grids(shape: tuple[int, ...]) -> None:
+    """Token grids [N, H, W] or [H, W] with something in them (an empty grid decodes to nothing)."""
+    if len(shape) not in (2, 3):
+        raise ZipARError(f"token grids must have the shape [images, height, width] or [height, width]; got {tuple(shape)}.")
+    if 0 in shape:
+        raise ZipARError(f"the token grids are empty (shape {tuple(shape)}): there is nothing to decode; give at least "
+                         "one image of at least 1 x 1 tokens.")
+
+
 def decode_tokens(vq: VQModel, tokens: torch.Tensor | np.ndarray) -> torch.Tensor:
     """Token grids [N, H, W] (or [H, W]) -> float32 images [N, 3, H*ds, W*ds] in [0, 1]."""
     tokens = torch.as_tensor(np.asarray(tokens) if isinstance(tokens, np.ndarray) else tokens).long()
+    check_token_grids(tuple(tokens.shape))
     if tokens.ndim == 2:
         tokens = tokens[None]
-    return vq.decode_codes(tokens)
+    with memory_guard("decoding the token grids", "decode fewer images at a time, or a smaller grid"):
+        return vq.decode_codes(tokens)
 
 
 def output_paths(out: str | os.PathLike, count: int) -> list[Path]:
-    """out.png for one image; out_0.png, out_1.png ... for several."""
-    out = Path(out)
-    if count == 1:
-        return [out]
-    return [out.with_name(f"{out.stem}_{i}{out.suffix or '.png'}") for i in range(count)]
+    """out.png for one image; out_0.png, out_1.png ... for several (the format must be one we write)."""
+    return [o.path for o in outputs.numbered_images(out, count, "output")]
 
 
-def save_images(images: torch.Tensor, out: str | os.PathLike, overwrite: bool = False, truncate: bool = False) -> list[Path]:
-    """Write [N, 3, H, W] images in [0, 1] as PNGs; refuse to replace existing files unless asked.
+def save_images(images: torch.Tensor, out: str | os.PathLike | list, overwrite: bool = False,
+                truncate: bool = False) -> list[Path]:
+    """Write [N, 3, H, W] images in [0, 1]; refuse to replace existing files unless asked.
 
-    8-bit values are rounded, as LlamaGen's sampler does; ``truncate`` floors them instead, as
-    Janus-Pro's, Emu3's and Lumina-mGPT's official code does (a VQ says which through its
-    ``truncates_to_uint8`` attribute).
+    ``out`` is one name (numbered when there are several images) or a list of names, one per
+    image. Every name is checked before the first file is written, and each file appears
+    only when complete (``zipar.outputs``). 8-bit values are rounded, as LlamaGen's sampler
+    does; ``truncate`` floors them instead, as Janus-Pro's, Emu3's and Lumina-mGPT's
+    official code does (a VQ says which through its ``truncates_to_uint8`` attribute).
     """
     from PIL import Image
 
-    paths = output_paths(out, images.shape[0])
-    existing = [str(p) for p in paths if p.exists()]
-    if existing and not overwrite:
-        raise ZipARError(f"{existing[0]} already exists; choose another --out or pass --overwrite.")
-    for img, path in zip(images, paths):
-        path.parent.mkdir(parents=True, exist_ok=True)
+    if isinstance(out, (list, tuple)):
+        planned = [outputs.image_output(p, "output") for p in out]
+        if len(planned) != images.shape[0]:
+            raise ZipARError(f"{images.shape[0]} images but {len(planned)} file names.")
+    else:
+        planned = outputs.numbered_images(out, images.shape[0], "output")
+    outputs.plan_outputs(planned, overwrite)
+    paths = []
+    for img, target in zip(images, planned):
         scaled = img.float().clamp(0, 1) * 255
         pixels = (scaled if truncate else scaled.round()).to(torch.uint8).permute(1, 2, 0).cpu().numpy()
-        Image.fromarray(pixels).save(path)
+        paths.append(outputs.write_image(target.path, Image.fromarray(pixels), overwrite))
     return paths

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import torch
 
+from .errors import ZipARError
 from .models.base import Condition
 
 
@@ -19,9 +20,17 @@ def caption_condition(features: torch.Tensor, mask: torch.Tensor | None = None, 
     """
     if features.ndim == 2:
         features = features[None]
+        mask = None if mask is None else mask.reshape(1, -1) if mask.ndim == 1 else mask
+    if features.ndim != 3 or not features.is_floating_point():
+        raise ZipARError(f"caption features must be floating-point [images, tokens, channels]; got {features.dtype} "
+                         f"{tuple(features.shape)}.")
     if mask is None:
         mask = torch.ones(features.shape[:2], dtype=torch.bool)
-    mask = mask.bool().reshape(features.shape[:2])
+    if tuple(mask.shape) != tuple(features.shape[:2]):
+        raise ZipARError(f"the caption mask has shape {tuple(mask.shape)} but the features {tuple(features.shape)} "
+                         f"need one entry per token: {tuple(features.shape[:2])}; save the mask the text encoder "
+                         "returned with the features.")
+    mask = mask.bool()
     order = torch.sort(mask.to(torch.uint8), dim=1, stable=True).indices
     features = torch.gather(features, 1, order[..., None].expand_as(features))
     mask = torch.gather(mask, 1, order)

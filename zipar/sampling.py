@@ -5,6 +5,9 @@ seed fixes the whole image and sampling costs the same whether one row or twelve
 """
 from __future__ import annotations
 
+import math
+import numbers
+import operator
 from dataclasses import dataclass
 
 import torch
@@ -26,6 +29,15 @@ class SamplingOptions:
         return self.cfg != 1.0
 
     def validate(self) -> None:
+        for name, value in (("CFG scale", self.cfg), ("temperature", self.temperature), ("top-p", self.top_p)):
+            finite = isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
+            if not finite:
+                raise ZipARError(f"{name} must be a finite number (got {value!r}); NaN and infinity would give "
+                                 "a garbage image.")
+        try:
+            operator.index(self.top_k)
+        except TypeError:
+            raise ZipARError(f"top-k must be a whole number (got {self.top_k!r}); 0 turns it off.") from None
         if self.temperature <= 0 and not self.greedy:
             raise ZipARError(f"temperature must be above 0 (got {self.temperature}); use greedy for arg-max decoding.")
         if self.top_k < 0:

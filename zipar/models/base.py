@@ -98,10 +98,13 @@ class DecodeSession(Protocol):
 
     prefix: Prefix
 
-    def step(self, ids: torch.Tensor, cells: torch.Tensor, mask: torch.Tensor, kv_len: int, queries: torch.Tensor) -> torch.Tensor:
+    def step(self, ids: torch.Tensor, cells: torch.Tensor, mask: torch.Tensor, kv_len: int, queries: torch.Tensor,
+             pass_index: int | None = None) -> torch.Tensor:
         """Feed ``ids`` [rows, n] into the slots of ``cells`` [n]; return [rows, m, vocab] logits at ``queries`` [m].
 
         ``mask`` [rows or 1, 1, n, kv_len] says which slots each input may attend to.
+        ``pass_index`` names the plan's pass being run (sessions that prepared per-pass
+        layouts from the plan read them by it; None: derive from the tensors given).
         """
         ...
 
@@ -119,4 +122,8 @@ class ARModel(Protocol):
 
     def start(self, cond: Condition, grid: tuple[int, int], guidance: bool) -> DecodeSession:
         """Allocate the cache for ``len(cond)`` images (twice that with guidance) and run the prefix."""
+        ...
+
+    def cache_bytes(self, rows: int, grid: tuple[int, int]) -> int:
+        """About how many bytes ``start`` allocates for ``rows`` sequences (checked against free memory first)."""
         ...

@@ -194,7 +194,9 @@ class Emu3GenModel(VisualTokenModel):
         side means the folder's own pixel area, exactly as the official processor is given it."""
         ratio = self.ratio_of(cond)
         area = self.image_area if image_size in (None, 0, self.image_size) else image_size * image_size
-        return generate_size(ratio, area, self.downsample)
+        grid = generate_size(ratio, area, self.downsample)
+        self.check_image_length(grid)  # a size beyond the trained sequence fails here, at loading time in ComfyUI
+        return grid
 
     def _encode(self, text: str) -> list[int]:
         return self.tokenizer.encode(text, add_special_tokens=False) if text else []

@@ -30,6 +30,7 @@ from torch import nn
 
 from ..errors import ZipARError
 from . import hf_folder
+from .block_counts import check_block_counts
 from .vq_inputs import check_code_grid, check_image_batch
 
 HF_PREFIXES = ("vqmodel.", "model.vqmodel.")  # on disk / in memory; the first found wins
@@ -191,11 +192,6 @@ def _build_config(kwargs: dict[str, Any], folder: Path):
 
 
 
-
-
-
-
-
 def _choose_prefix(keys_by_file: dict[Path, list[str]], candidates: tuple[str, ...], folder: Path) -> str:
     for prefix in candidates:
         if any(k.startswith(prefix) for keys in keys_by_file.values() for k in keys):
@@ -264,6 +260,10 @@ def build_vq_module(config, sd: dict[str, torch.Tensor], folder: Path, device: s
     """
     from transformers.models.emu3.modeling_emu3 import Emu3VQVAE
 
+    levels, blocks = len(config.channel_multiplier), int(config.num_res_blocks)
+    check_block_counts(sd, {"encoder.down_block.down.": levels, "encoder.down_block.down.0.block.": blocks,
+                            "decoder.up_block.up.": levels, "decoder.up_block.up.0.block.": blocks + 1},
+                       f"the Emu3 VQ in '{folder}'", f"config.json and the weights do not belong together; {FIX_HINT}")
     try:
         with torch.device("meta"):
             module = Emu3VQVAE(config)

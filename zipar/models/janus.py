@@ -357,8 +357,14 @@ class JanusProModel:
         if tuple(grid) != self.native_grid:
             raise ZipARError(f"Janus-Pro generates a {self.native_grid[0]}x{self.native_grid[1]} token grid "
                              f"({self.image_size} px); got {grid[0]}x{grid[1]}.")
-        batch = PromptBatch.left_padded(self.prompt_rows(cond, guidance), self.special["pad"], self.device)
+        rows = self.prompt_rows(cond, guidance)
+        self.config.check_length(max(len(r) for r in rows), grid[0] * grid[1], f"a {grid[0]}x{grid[1]} image")
+        batch = PromptBatch.left_padded(rows, self.special["pad"], self.device)
         return SequenceSession(self.net, batch, grid, None)
+
+    def cache_bytes(self, rows: int, grid: tuple[int, int]) -> int:
+        """The image part of the key/value cache (the prompt adds a few dozen positions)."""
+        return self.config.cache_bytes(rows, grid[0] * grid[1], self.dtype)
 
     def sequence(self, prompt: str, codes: torch.Tensor) -> list[int]:
         """The full token layout of one image (prompt + codes, which Janus keeps in its own id space)."""

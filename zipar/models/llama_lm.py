@@ -17,6 +17,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..errors import ZipARError
+from .block_counts import check_block_counts
 
 
 @dataclass(frozen=True)
@@ -33,10 +34,23 @@ class LlamaConfig:
     attention_bias: bool = False
     qk_norm: bool = False  # Chameleon: a LayerNorm per head on queries and keys, before the rotary
     swin_norm: bool = False  # Chameleon 30B-style: norm after attention / MLP instead of before
+    max_positions: int = 0  # max_position_embeddings: the longest sequence it was trained on (0: not stated)
 
     @property
     def dim_per_head(self) -> int:
         return self.head_dim or self.hidden // self.heads
+
+    def cache_bytes(self, rows: int, slots: int, dtype: torch.dtype) -> int:
+        """Bytes of the key/value cache for ``rows`` sequences of ``slots`` positions."""
+        return 2 * self.layers * rows * self.kv_heads * slots * self.dim_per_head * torch.empty(0, dtype=dtype).element_size()
+
+    def check_length(self, prompt: int, image: int, what: str) -> None:
+        """Refuse a sequence longer than the model was trained on, before any cache is allocated
+        (a pasted novel as the prompt would otherwise take gigabytes first)."""
+        if self.max_positions and prompt + image > self.max_positions:
+            raise ZipARError(f"the prompt ({prompt} tokens) and {what} ({image} positions) make {prompt + image} "
+                             f"positions, more than the {self.max_positions} this model was trained on "
+                             "(max_position_embeddings in its config.json); shorten the prompt or lower the image size.")
 
     @classmethod
     def from_dict(cls, d: dict, where: str = "config.json") -> "LlamaConfig":
@@ -62,6 +76,7 @@ class LlamaConfig:
                 head_dim=int(d.get("head_dim") or 0),
                 attention_bias=bool(d.get("attention_bias", False)),
                 swin_norm=bool(d.get("swin_norm", False)),
+                max_positions=int(d.get("max_position_embeddings") or 0),
             )
         except KeyError as exc:
             raise ZipARError(f"{where}: the language model config lacks {exc.args[0]!r}; is this the model's own config?") from None
@@ -243,6 +258,11 @@ def head_norm_rows(t: torch.Tensor, shape: tuple[int, int], what: str) -> torch.
 def lm_from_state_dict(cfg: LlamaConfig, sd: dict[str, torch.Tensor], where: str, device="cpu",
                        dtype: torch.dtype = torch.float32) -> LlamaLM:
     """Build the LM on the meta device and take the given tensors (keys without any prefix)."""
+    check_block_counts(sd, {"layers.": cfg.layers}, where, "config.json and the weights do not belong together")
+    embed = sd.get("embed_tokens.weight")
+    if embed is not None and tuple(embed.shape) != (cfg.vocab, cfg.hidden):
+        raise ZipARError(f"{where}: embed_tokens.weight has shape {tuple(embed.shape)} but the config says "
+                         f"{(cfg.vocab, cfg.hidden)}; config.json and the weights do not belong together.")
     with torch.device("meta"):
         lm = LlamaLM(cfg)
     expected = {k: v.shape for k, v in lm.state_dict().items()}

@@ -247,7 +247,17 @@ def gpt_from_state_dict(
     sd = {k: v for k, v in sd.items() if k != "freqs_cis"}
     if cfg.model_type == "t2i" and "cls_embedding.uncond_embedding" not in sd:
         raise ZipARError("text-to-image checkpoint lacks cls_embedding.uncond_embedding (needed for CFG); is the file complete?")
-    missing, unexpected = model.load_state_dict(sd, strict=False, assign=True)
+    floats = [k for k, v in sd.items() if not v.is_floating_point()]
+    if floats:
+        raise ZipARError(f"checkpoint tensor {floats[0]!r} holds {sd[floats[0]].dtype} values where weights must be "
+                         "floating point; the file is damaged or not a LlamaGen GPT: re-download it.")
+    try:
+        missing, unexpected = model.load_state_dict(sd, strict=False, assign=True)
+    except RuntimeError as exc:  # a tensor of the wrong shape for the layout its neighbours imply
+        first = str(exc).strip().splitlines()
+        detail = next((line.strip() for line in first if "size mismatch" in line), first[-1].strip() if first else "")
+        raise ZipARError(f"checkpoint does not match a LlamaGen {cfg.model_type} GPT ({detail}); the file is damaged "
+                         "or another model: re-download the official file.") from None
     if missing or unexpected:
         raise ZipARError(
             f"checkpoint does not match a LlamaGen {cfg.model_type} GPT: missing {sorted(missing)[:5]}, "

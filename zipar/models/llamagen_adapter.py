@@ -1,11 +1,25 @@
 """LlamaGen as a ZipAR model family: condition prefixes, 2D positions, the KV cache."""
 from __future__ import annotations
 
+import os
+import re
+from pathlib import Path
+
 import torch
 
 from ..errors import ZipARError
 from .base import Condition, Prefix
 from .llamagen import KVCache, LlamaGenGPT
+
+
+SIZE_FACTOR = 2  # the largest image side accepted, as a multiple of the side the model was trained at
+UNKNOWN_MAX_SIZE = 1024  # pixels, when the file name does not say the trained size (LlamaGen's largest is 512)
+
+
+def size_in_name(path: str | os.PathLike) -> int | None:
+    """The resolution a published file name states (c2i_L_384.pt -> 384), if any."""
+    match = re.search(r"_(\d{2,4})$", Path(path).stem)
+    return int(match.group(1)) if match else None
 
 
 class LlamaGenModel:
@@ -37,6 +51,28 @@ class LlamaGenModel:
         c = self.config
         cond = f"{c.num_classes} classes" if c.model_type == "c2i" else f"text ({c.prefix_len} x {c.caption_dim} features)"
         return f"LlamaGen GPT-{c.size_name} {c.model_type} ({c.n_layer} layers, width {c.dim}, vocabulary {c.vocab_size}, {cond})"
+
+    @property
+    def max_image_size(self) -> int:
+        native = size_in_name(self.source_path) if self.source_path else None
+        return SIZE_FACTOR * native if native else UNKNOWN_MAX_SIZE
+
+    def check_image_size(self, image_size: int) -> None:
+        """Refuse sizes far beyond the trained one: the 2D positions were never seen there, and
+        time and memory grow with the square of the side (a typo of 2048 would take ComfyUI down)."""
+        limit = self.max_image_size
+        if image_size > limit:
+            native = size_in_name(self.source_path) if self.source_path else None
+            trained = f"was trained at {native} px ({Path(self.source_path).name})" if native else \
+                "does not say its trained size in its file name"
+            raise ZipARError(f"image size {image_size} is too large for this model: it {trained}, and ZipAR accepts up "
+                             f"to {limit} px; lower the image size.")
+
+    def cache_bytes(self, rows: int, grid: tuple[int, int]) -> int:
+        """Bytes of the key/value cache ``start`` allocates for ``rows`` sequences."""
+        c = self.config
+        slots = c.prefix_len + grid[0] * grid[1]
+        return 2 * c.n_layer * rows * c.n_kv_head * slots * c.head_dim * self.gpt.output.weight.element_size()
 
     def rope(self, grid: tuple[int, int]) -> torch.Tensor:
         key = (grid[0], grid[1], self.device)
@@ -104,7 +140,8 @@ class LlamaGenSession:
         h = gpt.hidden(embeds, self.rope[:P], mask[:, None], self.cache, slots, P)
         self.prefix = Prefix(gpt.logits(h[:, -1]), visible, P)
 
-    def step(self, ids: torch.Tensor, cells: torch.Tensor, mask: torch.Tensor, kv_len: int, queries: torch.Tensor) -> torch.Tensor:
+    def step(self, ids: torch.Tensor, cells: torch.Tensor, mask: torch.Tensor, kv_len: int, queries: torch.Tensor,
+             pass_index: int | None = None) -> torch.Tensor:
         gpt, P = self.model.gpt, self.prefix.length
         slots = cells + P
         h = gpt.hidden(gpt.tok_embeddings(ids), self.rope[slots], mask, self.cache, slots, kv_len)

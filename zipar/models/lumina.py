@@ -180,6 +180,7 @@ class LuminaMGPTModel(VisualTokenModel):
         height, width = size_for(ratio, image_size or self.image_size)
         grid = height // DOWNSAMPLE, width // DOWNSAMPLE
         self.image_prefix(grid)  # a size the vocabulary cannot say fails here, at loading time in ComfyUI
+        self.check_image_length(grid)  # and so does one beyond the trained sequence length
         return grid
 
     def image_prefix(self, grid: tuple[int, int]) -> list[int]:

@@ -20,7 +20,7 @@ import torch
 import torch.nn as nn
 
 from ..errors import ZipARError
-from .base import Prefix
+from .base import Prefix, parse_aspect_ratio
 from .llama_lm import LlamaConfig, LlamaLM, SlotCache
 
 
@@ -76,6 +76,7 @@ class VisualTokenModel:
 
     title = ""
     closing: tuple[str, ...] = ()
+    max_ratio = 4.0  # the most extreme aspect ratio the family draws
 
     def __init__(self, net: VisualTokenGenerator, tokenizer, special: dict[str, int], source_path: str):
         self.net, self.tokenizer, self.special, self.source_path = net, tokenizer, special, source_path
@@ -102,11 +103,24 @@ class VisualTokenModel:
     def check_condition(self, cond) -> None:
         if not cond.prompts:
             raise ZipARError(f"{self.title} draws from a text prompt: connect a ZipAR Text Prompt (or pass --prompt).")
-        self.grid_for(cond)
+        parse_aspect_ratio(self.ratio_of(cond), self.title, self.max_ratio)  # the size is checked with the grid
+
+    def image_positions(self, grid: tuple[int, int]) -> int:
+        """Positions the image takes after the prompt: its rows and their end-of-line tokens."""
+        return grid[0] * (grid[1] + 1)
+
+    def check_image_length(self, grid: tuple[int, int]) -> None:
+        self.config.check_length(0, self.image_positions(grid), f"a {grid[0]}x{grid[1]} image with its row ends")
+
+    def cache_bytes(self, rows: int, grid: tuple[int, int]) -> int:
+        """The image part of the key/value cache (prompts add a few hundred positions at most)."""
+        return self.config.cache_bytes(rows, self.image_positions(grid), self.dtype)
 
     def start(self, cond, grid: tuple[int, int], guidance: bool) -> "SequenceSession":
         self.check_condition(cond)
         rows = self.prompt_rows(cond, guidance, tuple(grid))
+        self.config.check_length(max(len(r) for r in rows), self.image_positions(grid),
+                                 f"a {grid[0]}x{grid[1]} image with its row ends")
         batch = PromptBatch.left_padded(rows, self.special["pad"], self.device)
         return SequenceSession(self.net, batch, tuple(grid), self.special["eol"])
 
@@ -139,41 +153,91 @@ class PromptBatch:
 class _Expansion:
     """Index tensors that turn one logical step (cells) into the physical one (cells + EOLs).
 
-    Independent of the prompt length P (columns and slots are counted after the prompt), so
-    one table serves every prompt of a plan.
+    Independent of the prompt length P (slots are counted after the prompt), so one table
+    serves every prompt of a plan.
     """
 
     offsets: torch.Tensor  # [n + e] physical slot = position offset after the prompt
     eol_rows: torch.Tensor  # [e] which inputs are followed by an EOL
-    columns: torch.Tensor  # [G'] logical grid column each physical grid column copies
-    keep: torch.Tensor  # [n, G'] False where a cell would see its own row's EOL (it must not)
     queries: torch.Tensor  # [m] physical query index
     grid_len: int  # G': physical slots after the prompt up to the furthest input
+
+
+@dataclass(frozen=True)
+class RowEndColumns:
+    """Per grid shape, for every physical slot after the prompt (stride W + 1): the logical cell
+    whose visibility it copies (an EOL copies the row's last cell) and whether it is an EOL.
+    One table of H * (W + 1) entries; each pass reads a prefix of it."""
+
+    columns: torch.Tensor  # [H * (W + 1)] long
+    is_eol: torch.Tensor  # [H * (W + 1)] bool
+
+    @classmethod
+    def build(cls, height: int, width: int, device) -> "RowEndColumns":
+        slots = torch.arange(height * (width + 1), device=device)
+        r, c = slots // (width + 1), slots % (width + 1)
+        is_eol = c == width
+        return cls(r * width + torch.where(is_eol, torch.full_like(c, width - 1), c), is_eol)
 
 
 def physical_cells(cells: torch.Tensor, width: int, stride: int) -> torch.Tensor:
     return (cells // width) * stride + cells % width
 
 
-def expand_pass(cells: torch.Tensor, queries: torch.Tensor, grid_len: int, width: int, device) -> _Expansion:
-    """The physical layout of one pass with row ends (stride W + 1), from host tensors."""
+def expand_pass(cells: torch.Tensor, queries: torch.Tensor, grid_len: int, width: int) -> tuple[torch.Tensor, ...]:
+    """The physical layout of one pass with row ends (stride W + 1), from host tensors:
+    (offsets [n + e], eol_rows [e], physical queries [m], physical grid length)."""
     stride = width + 1
     phys = physical_cells(cells, width, stride)
     row_end = cells % width == width - 1
     eol_rows = row_end.nonzero().flatten()
     last = grid_len - 1
     phys_len = int(physical_cells(torch.tensor(last), width, stride)) + 1 + int(last % width == width - 1)
-    # physical column -> logical column: a cell's own column; an EOL copies cell (r, W-1)
-    grid_cols = torch.arange(phys_len)
-    r, c = grid_cols // stride, grid_cols % stride
-    is_eol = c == width
-    columns = r * width + torch.where(is_eol, torch.full_like(c, width - 1), c)
-    keep = ~(is_eol[None] & (columns[None] == cells[:, None]))
     rank = torch.cumsum(row_end.long(), 0) - 1
     phys_queries = torch.where(row_end[queries], len(cells) + rank[queries], queries)
     offsets = torch.cat([phys, phys[eol_rows] + 1])
-    return _Expansion(offsets.to(device), eol_rows.to(device), columns.to(device), keep.to(device),
-                      phys_queries.to(device), phys_len)
+    return offsets, eol_rows, phys_queries, phys_len
+
+
+@dataclass(frozen=True)
+class RowEndLayout:
+    """Every pass of a plan in the physical layout, as flat tensors (linear in the grid size):
+    derived once per plan on the host, so no pass reads its cells back from the device."""
+
+    offsets: torch.Tensor
+    eol_rows: torch.Tensor
+    queries: torch.Tensor
+    offset_start: tuple[int, ...]
+    eol_start: tuple[int, ...]
+    query_start: tuple[int, ...]
+    grid_lens: tuple[int, ...]
+
+    @classmethod
+    def from_plan(cls, plan, device) -> "RowEndLayout":
+        sched, width = plan.schedule, plan.schedule.width
+        parts: tuple[list, list, list] = ([], [], [])
+        starts: tuple[list, list, list] = ([0], [0], [0])
+        grid_lens = [0]
+        for sp in sched.passes[1:]:
+            cells = torch.tensor([f.cell for f in sp.feeds], dtype=torch.long)
+            queries = torch.tensor(sp.queries, dtype=torch.long)
+            *pieces, phys_len = expand_pass(cells, queries, int(cells.max()) + 1, width)
+            for part, start, piece in zip(parts, starts, pieces):
+                part.append(piece)
+                start.append(start[-1] + len(piece))
+            grid_lens.append(phys_len)
+
+        def flat(pieces):
+            return torch.cat(pieces).to(device) if pieces else torch.empty(0, dtype=torch.long, device=device)
+
+        # index p of the starts is pass p + 1 (pass 0, the prefill, has no row-end layout)
+        return cls(*(flat(part) for part in parts), *(tuple(start) for start in starts), tuple(grid_lens))
+
+    def pass_(self, s: int) -> _Expansion:
+        i = s - 1
+        return _Expansion(self.offsets[self.offset_start[i]:self.offset_start[i + 1]],
+                          self.eol_rows[self.eol_start[i]:self.eol_start[i + 1]],
+                          self.queries[self.query_start[i]:self.query_start[i + 1]], self.grid_lens[i + 1])
 
 
 class SequenceSession:
@@ -194,53 +258,45 @@ class SequenceSession:
         mask = (causal[None] & visible[:, None, :]) | eye[None]
         h = lm.hidden(family.embed_ids(ids), positions, mask[:, None], self.cache, torch.arange(P, device=dev), P)
         self.prefix = Prefix(family.image_logits(h[:, -1:])[:, 0], visible, P)
-        self._expansions: dict[tuple, _Expansion] = {}
-        self._plan = None
+        self._layout: RowEndLayout | None = None
         if eol_id is not None:
             self._eol = family.embed_ids(torch.full((1, 1), eol_id, dtype=torch.long, device=dev))
+            self._columns = RowEndColumns.build(height, width, dev)
 
     def prepare(self, plan) -> None:
         """Take every pass's physical layout from the plan, derived once per plan on the host.
 
-        Without this the first step of each pass shape reads its cells back from the device,
-        a synchronisation per pass on a GPU. The table is keyed by the plan's own tensors,
-        which stay alive as long as this session holds the plan.
+        Without this each step derives its layout from the tensors it is given, which reads
+        them back from the device: a synchronisation per pass on a GPU.
         """
         if self.eol_id is None:
             return
-        width, device = self.grid[1], self.family.lm.device
-        key = ("row-end layout", width, str(device))
-        table = plan.adapter_cache.get(key)
-        if table is None:
-            table = {}
-            for p, sp in zip(plan.passes[1:], plan.schedule.passes[1:]):
-                cells = torch.tensor([f.cell for f in sp.feeds], dtype=torch.long)
-                queries = torch.tensor(sp.queries, dtype=torch.long)
-                table[(p.cells.data_ptr(), p.grid_len)] = expand_pass(cells, queries, p.grid_len, width, device)
-            plan.adapter_cache[key] = table
-        self._plan = plan
-        self._expansions = table
+        device = self.family.lm.device
+        key = ("row-end layout", str(device))
+        if key not in plan.adapter_cache:
+            plan.adapter_cache[key] = RowEndLayout.from_plan(plan, device)
+        self._layout = plan.adapter_cache[key]
 
-    def physical(self, cells: torch.Tensor) -> torch.Tensor:
-        return physical_cells(cells, self.grid[1], self.stride)
-
-    def step(self, ids: torch.Tensor, cells: torch.Tensor, mask: torch.Tensor, kv_len: int, queries: torch.Tensor) -> torch.Tensor:
+    def step(self, ids: torch.Tensor, cells: torch.Tensor, mask: torch.Tensor, kv_len: int, queries: torch.Tensor,
+             pass_index: int | None = None) -> torch.Tensor:
         lm, P = self.family.lm, self.prefix.length
         h = self.family.embed_codes(ids)
         if self.eol_id is None:
             offsets = cells
             h = lm.hidden(h, self.base + offsets[None], mask, self.cache, P + offsets, kv_len)
             return self.family.image_logits(h[:, queries])
-        key = (cells.data_ptr(), kv_len - P)
-        x = self._expansions.get(key)
-        if x is None:  # not prepared from a plan (direct callers): derive it from the tensors given
-            x = self._expansions[key] = expand_pass(cells.cpu(), queries.cpu(), kv_len - P, self.grid[1], lm.device)
+        if self._layout is not None and pass_index is not None:
+            x = self._layout.pass_(pass_index)
+        else:  # not prepared from a plan (direct callers): derive the layout from the tensors given
+            offsets, eol_rows, phys_queries, phys_len = expand_pass(cells.cpu(), queries.cpu(), kv_len - P, self.grid[1])
+            x = _Expansion(offsets.to(lm.device), eol_rows.to(lm.device), phys_queries.to(lm.device), phys_len)
         e = x.eol_rows.shape[0]
         if e:
             h = torch.cat([h, self._eol.expand(h.shape[0], e, -1)], dim=1)
-        m = torch.cat([mask[..., :P], mask[..., P:].index_select(-1, x.columns)], dim=-1)
+        columns, is_eol = self._columns.columns[:x.grid_len], self._columns.is_eol[:x.grid_len]
+        m = torch.cat([mask[..., :P], mask[..., P:].index_select(-1, columns)], dim=-1)
         eol_sees = m.index_select(2, x.eol_rows) if e else None  # what the cell sees, its EOL included
-        m[..., P:] &= x.keep  # a cell does not see its own row's EOL
+        m[..., P:] &= ~(is_eol[None] & (columns[None] == cells[:, None]))  # a cell does not see its own row's EOL
         if e:
             m = torch.cat([m, eol_sees], dim=2)
         h = lm.hidden(h, self.base + x.offsets[None], m, self.cache, P + x.offsets, P + x.grid_len)

@@ -319,10 +319,18 @@ def vq_from_state_dict(sd: dict[str, torch.Tensor], device: str | torch.device =
     sd = dict(sd)
     if USAGE_KEY not in sd or sd[USAGE_KEY].shape != (USAGE_LEN,):
         sd[USAGE_KEY] = torch.zeros(USAGE_LEN)
+    floats = [k for k, v in sd.items() if k != USAGE_KEY and not v.is_floating_point()]
+    if floats:
+        raise ZipARError(f"VQ checkpoint tensor {floats[0]!r} holds {sd[floats[0]].dtype} values where weights must be "
+                         "floating point; the file is damaged or not a LlamaGen VQ: re-download it.")
     try:
         model.load_state_dict(sd, strict=True)
     except RuntimeError as exc:
-        raise ZipARError(f"VQ checkpoint does not match the LlamaGen VQ layout inferred from it ({config}): {exc}") from exc
+        lines = [line.strip() for line in str(exc).strip().splitlines() if line.strip()]
+        detail = next((line for line in lines if "size mismatch" in line or "Missing" in line or "Unexpected" in line),
+                      lines[-1] if lines else "")
+        raise ZipARError(f"VQ checkpoint does not match the LlamaGen VQ layout inferred from it ({detail}); the file is "
+                         "damaged or another model: re-download the official VQ (vq_ds16_c2i.pt / vq_ds16_t2i.pt).") from None
     return model.eval().requires_grad_(False)
 
 
