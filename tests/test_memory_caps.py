@@ -102,8 +102,8 @@ def test_row_end_layout_is_linear_too():
     plan = build_plan(48, 48, 8, "cpu", False)
     layout = RowEndLayout.from_plan(plan, "cpu")
     columns = RowEndColumns.build(48, 48, "cpu")
-    total = layout.offsets.numel() + layout.eol_rows.numel() + layout.queries.numel() + 2 * columns.columns.numel()
-    assert total <= 6 * 48 * 49
+    total = layout.offsets.numel() + layout.eol_rows.numel() + layout.queries.numel() + columns.columns.numel()
+    assert total <= 5 * 48 * 49
 
 
 def test_a_large_grid_plans_in_little_memory_and_time():

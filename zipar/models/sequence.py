@@ -165,19 +165,17 @@ class _Expansion:
 
 @dataclass(frozen=True)
 class RowEndColumns:
-    """Per grid shape, for every physical slot after the prompt (stride W + 1): the logical cell
-    whose visibility it copies (an EOL copies the row's last cell) and whether it is an EOL.
-    One table of H * (W + 1) entries; each pass reads a prefix of it."""
+    """Per grid shape, for every physical slot after the prompt (stride W + 1), the logical cell
+    whose visibility it copies: its own, or for an EOL the row's last cell. One table of
+    H * (W + 1) entries; each pass reads a prefix of it."""
 
     columns: torch.Tensor  # [H * (W + 1)] long
-    is_eol: torch.Tensor  # [H * (W + 1)] bool
 
     @classmethod
     def build(cls, height: int, width: int, device) -> "RowEndColumns":
         slots = torch.arange(height * (width + 1), device=device)
         r, c = slots // (width + 1), slots % (width + 1)
-        is_eol = c == width
-        return cls(r * width + torch.where(is_eol, torch.full_like(c, width - 1), c), is_eol)
+        return cls(r * width + c.clamp(max=width - 1))
 
 
 def physical_cells(cells: torch.Tensor, width: int, stride: int) -> torch.Tensor:
@@ -293,11 +291,10 @@ class SequenceSession:
         e = x.eol_rows.shape[0]
         if e:
             h = torch.cat([h, self._eol.expand(h.shape[0], e, -1)], dim=1)
-        columns, is_eol = self._columns.columns[:x.grid_len], self._columns.is_eol[:x.grid_len]
-        m = torch.cat([mask[..., :P], mask[..., P:].index_select(-1, columns)], dim=-1)
-        eol_sees = m.index_select(2, x.eol_rows) if e else None  # what the cell sees, its EOL included
-        m[..., P:] &= ~(is_eol[None] & (columns[None] == cells[:, None]))  # a cell does not see its own row's EOL
+        m = torch.cat([mask[..., :P], mask[..., P:].index_select(-1, self._columns.columns[:x.grid_len])], dim=-1)
         if e:
+            eol_sees = m.index_select(2, x.eol_rows)  # what the cell sees, its EOL included
+            m[:, :, x.eol_rows, P + x.offsets[-e:]] = False  # a row's last cell does not see its own row's EOL
             m = torch.cat([m, eol_sees], dim=2)
         h = lm.hidden(h, self.base + x.offsets[None], m, self.cache, P + x.offsets, P + x.grid_len)
         return self.family.image_logits(h[:, x.queries])
