@@ -24,12 +24,12 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn as nn
 
-from zipar.models.base import Condition
-from zipar.models.emu3 import Emu3GenModel
-from zipar.models.janus import PATCH, JanusGenerator, JanusProModel
-from zipar.models.llama_lm import LlamaConfig, rope_inv_freq
-from zipar.models.lumina import LuminaMGPTModel
-from zipar.models.sequence import VisualTokenGenerator
+from zipar.families.base import Condition
+from zipar.families.emu3 import Emu3GenModel
+from zipar.families.janus import PATCH, JanusGenerator, JanusProModel
+from zipar.nets.llama_lm import LlamaConfig, rope_inv_freq
+from zipar.families.lumina import LuminaMGPTModel
+from zipar.families.sequence import VisualTokenGenerator
 
 BANDWIDTH = 3.0e12  # bytes/s: the floor's memory bandwidth (H100-class HBM)
 PROMPT = "A red fox sitting in fresh snow at dawn, soft golden light, detailed fur, misty pine forest behind it."

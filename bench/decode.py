@@ -36,13 +36,13 @@ import time
 import torch
 
 from bench import chat_models
-from zipar import outputs
+from zipar.io import outputs
 from zipar.api import resolve_device, resolve_dtype
 from zipar.conditions import class_condition
-from zipar.decode import generate
-from zipar.models.llamagen import GPTConfig, LlamaGenGPT
-from zipar.models.llamagen_adapter import LlamaGenModel
-from zipar.sampling import SamplingOptions, combine_guidance, make_generator, sample_tokens
+from zipar.core.loop import generate
+from zipar.nets.llamagen_gpt import GPTConfig, LlamaGenGPT
+from zipar.families.llamagen import LlamaGenModel
+from zipar.core.sampling import SamplingOptions, combine_guidance, make_generator, sample_tokens
 
 # (width, layers, heads); "tiny" exists only so tests can smoke-run the harness.
 SIZES = {"tiny": (64, 2, 2), "B": (768, 12, 12), "L": (1024, 24, 16), "XL": (1280, 36, 20), "XXL": (1536, 48, 24), "3B": (3200, 24, 32)}
@@ -123,8 +123,8 @@ def time_vq_decode(grid: tuple[int, int], images: int, device: torch.device, rep
     """fp32 decode of random codes: LlamaGen's VQ-16 (also Janus's), or for Lumina-mGPT the Chameleon
     VQGAN at the release's widths (attention in the middle block only: the release's attn_resolutions
     are not public, see README)."""
-    from zipar.models.chameleon_vq import ChameleonVQ, ChameleonVQConfig
-    from zipar.models.vq import VQConfig, VQModel
+    from zipar.vq.chameleon import ChameleonVQ, ChameleonVQConfig
+    from zipar.vq.llamagen import VQConfig, VQModel
 
     with torch.device("meta"):
         if family == "lumina-mgpt":

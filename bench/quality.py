@@ -38,10 +38,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from zipar import api, outputs
-from zipar.decode import expected_passes
+from zipar import api
+from zipar.io import outputs
+from zipar.core.loop import expected_passes
 from zipar.demo import DEFAULT_CFG, demo_files, ink_of, load_digit_split, render_digits
-from zipar.sampling import SamplingOptions
+from zipar.core.sampling import SamplingOptions
 
 FEATURE_SIZE = 16  # classifier input: ink pooled to 16x16
 

@@ -10,19 +10,19 @@ the engine is the top-level ``zipar`` package, the one the engine's own tests us
 from __future__ import annotations
 
 if "." in (__package__ or ""):
-    from ..zipar import api, decode
+    from ..zipar import api
     from ..zipar.demo import demo_files
     from ..zipar.errors import ZipARError, memory_guard
-    from ..zipar.models.base import Condition
-    from ..zipar.models.base import ASPECT_RATIOS
-    from ..zipar.sampling import SamplingOptions
+    from ..zipar.families.base import Condition
+    from ..zipar.families.base import ASPECT_RATIOS
+    from ..zipar.core.sampling import SamplingOptions
 else:  # nodes/ imported as a top-level package: tests, scripts
-    from zipar import api, decode
+    from zipar import api
     from zipar.demo import demo_files
     from zipar.errors import ZipARError, memory_guard
-    from zipar.models.base import Condition
-    from zipar.models.base import ASPECT_RATIOS
-    from zipar.sampling import SamplingOptions
+    from zipar.families.base import Condition
+    from zipar.families.base import ASPECT_RATIOS
+    from zipar.core.sampling import SamplingOptions
 
 
 def text_encoder_class():
@@ -34,5 +34,5 @@ def text_encoder_class():
     return T5TextEncoder
 
 
-__all__ = ["api", "decode", "demo_files", "ASPECT_RATIOS", "ZipARError", "Condition", "SamplingOptions", "text_encoder_class",
+__all__ = ["api", "demo_files", "ASPECT_RATIOS", "ZipARError", "Condition", "SamplingOptions", "text_encoder_class",
            "memory_guard"]

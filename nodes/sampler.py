@@ -5,7 +5,7 @@ import logging
 
 from . import host
 from .datatypes import AR_MODEL, CONDITION, DEFAULT_DOWNSAMPLE, TOKENS, VQ, Tokens
-from .engine import ZipARError, SamplingOptions, api, decode
+from .engine import ZipARError, SamplingOptions, api
 from .preview import TokenPreview, previews_enabled
 
 CATEGORY = "ZipAR"
@@ -140,7 +140,7 @@ class ZipARSampler:
             greedy=greedy,
         )
         options.validate()
-        total = decode.expected_passes(grid, int(window), ar.row0_first)
+        total = api.expected_passes(grid, int(window), ar.row0_first)
         pbar = host.progress_bar(total)
         frames = TokenPreview(ar) if previews_enabled(preview) else None
 

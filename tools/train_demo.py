@@ -39,11 +39,12 @@ import torch.nn.functional as F
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from zipar import api, outputs  # noqa: E402
+from zipar import api  # noqa: E402
+from zipar.io import outputs  # noqa: E402
 from zipar.errors import ZipARError  # noqa: E402
 from zipar.demo import AR_FILE, AUGMENT, IMAGE_SIZE, VQ_FILE, load_digit_split, render_digits  # noqa: E402
-from zipar.models.llamagen import GPTConfig, LlamaGenGPT, default_heads  # noqa: E402
-from zipar.models.vq import VQConfig, VQModel  # noqa: E402
+from zipar.nets.llamagen_gpt import GPTConfig, LlamaGenGPT, default_heads  # noqa: E402
+from zipar.vq.llamagen import VQConfig, VQModel  # noqa: E402
 
 
 def parse_args(argv=None):
@@ -313,7 +314,7 @@ def evaluate(ar_path: Path, vq_path: Path, splits: dict, device) -> dict:
 
 
 def save_safetensors(module: torch.nn.Module, path: Path, precision: str, metadata: dict) -> None:
-    """Written whole or not at all (``zipar.outputs``): an interrupted run never leaves a half file."""
+    """Written whole or not at all (``zipar.io.outputs``): an interrupted run never leaves a half file."""
     from safetensors.torch import save
 
     dtype = torch.float16 if precision == "fp16" else torch.float32

@@ -13,24 +13,24 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from . import outputs
-from .checkpoint import read_state_dict
+from .io import outputs
+from .io.checkpoint import read_state_dict
 from .conditions import caption_condition, class_condition
-from .decode import GenerationResult, generate
+from .core.loop import GenerationResult, expected_passes, generate
 from .errors import ZipARError, memory_guard
-from .models.base import Condition
-from .models.llamagen import gpt_from_state_dict
-from .models.llamagen_adapter import LlamaGenModel, size_in_name
-from .models.registry import checkpoint_kind, load_folder_model, load_folder_vq
-from .models.vq import VQModel, load_vq as _load_vq_file
-from .sampling import SamplingOptions
+from .families.base import Condition
+from .nets.llamagen_gpt import gpt_from_state_dict
+from .families.llamagen import LlamaGenModel, size_in_name
+from .families.registry import checkpoint_kind, load_folder_model, load_folder_vq
+from .vq.llamagen import VQModel, load_vq as _load_vq_file
+from .core.sampling import SamplingOptions
 
 PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 __all__ = [
     "load_ar_model", "load_vq", "generate", "decode_tokens", "class_condition", "caption_condition", "prompt_condition",
     "grid_for", "default_image_size", "check_pair", "save_images", "SamplingOptions", "GenerationResult",
-    "resolve_device", "resolve_dtype",
+    "resolve_device", "resolve_dtype", "expected_passes",
 ]
 
 
@@ -64,7 +64,7 @@ def load_ar_model(
     dev = resolve_device(device)
     if Path(path).is_dir():
         return load_folder_model(Path(path), dev, resolve_dtype(precision, dev))
-    from .models.chameleon_vq import is_chameleon_vq_source
+    from .vq.chameleon import is_chameleon_vq_source
 
     if is_chameleon_vq_source(path):
         raise ZipARError(f"{Path(path).name} is Meta's Chameleon VQGAN, the image decoder of Lumina-mGPT, not an AR "
@@ -86,7 +86,7 @@ def load_vq(path: str | os.PathLike, device: str | torch.device | None = None, p
     dev = resolve_device(device)
     if Path(path).is_dir():
         return load_folder_vq(Path(path), dev, resolve_dtype(precision, dev))
-    from .models.chameleon_vq import is_chameleon_vq_source, load_chameleon_vq
+    from .vq.chameleon import is_chameleon_vq_source, load_chameleon_vq
 
     if is_chameleon_vq_source(path):
         return load_chameleon_vq(path, dev, resolve_dtype(precision, dev))
@@ -169,7 +169,7 @@ def save_images(images: torch.Tensor, out: str | os.PathLike | list, overwrite: 
 
     ``out`` is one name (numbered when there are several images) or a list of names, one per
     image. Every name is checked before the first file is written, and each file appears
-    only when complete (``zipar.outputs``). 8-bit values are rounded, as LlamaGen's sampler
+    only when complete (``zipar.io.outputs``). 8-bit values are rounded, as LlamaGen's sampler
     does; ``truncate`` floors them instead, as Janus-Pro's, Emu3's and Lumina-mGPT's
     official code does (a VQ says which through its ``truncates_to_uint8`` attribute).
     """

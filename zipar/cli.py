@@ -8,9 +8,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from . import api, outputs
+from . import api
+from .io import outputs
 from .errors import ZipARError
-from .sampling import SamplingOptions
+from .core.sampling import SamplingOptions
 
 OVERWRITE_HINT = "pass --overwrite"
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 import torch
 
 from .errors import ZipARError
-from .models.base import Condition
+from .families.base import Condition
 
 
 def class_condition(class_ids: list[int], labels: list[str] | None = None) -> Condition:

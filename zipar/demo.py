@@ -129,9 +129,9 @@ def run_demo(args: argparse.Namespace, log=print) -> dict:
     """Generate every class at every window with the same seed, write one labelled PNG."""
     from . import api
     from .errors import ZipARError
-    from .sampling import SamplingOptions
+    from .core.sampling import SamplingOptions
 
-    from . import outputs
+    from .io import outputs
 
     (planned,) = outputs.plan_outputs([outputs.image_output(args.out, "--out")], args.overwrite, "pass --overwrite")
     out = planned.path

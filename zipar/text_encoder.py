@@ -13,10 +13,10 @@ from pathlib import Path
 
 import torch
 
-from .checkpoint import load_error_detail
+from .io.checkpoint import load_error_detail
 from .errors import ZipARError
 from .conditions import caption_condition
-from .models.base import Condition
+from .families.base import Condition
 
 MAX_TOKENS = 120
 
@@ -74,7 +74,7 @@ class T5TextEncoder:
 
 def load_caption_embeddings(path: str | os.PathLike) -> Condition:
     """A .safetensors file with ``features`` [N, 120, C] and optionally ``mask`` [N, 120]."""
-    from .checkpoint import read_state_dict
+    from .io.checkpoint import read_state_dict
 
     sd = read_state_dict(path)
     if "features" not in sd:

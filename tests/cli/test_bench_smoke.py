@@ -1,0 +1,136 @@
+"""The benchmark harness runs and reports what README's table needs (no timing asserted)."""
+import json
+
+from bench.decode import main, published_config
+
+
+def test_published_sizes_match_llamagen():
+    # LlamaGen-L: 24 layers, width 1024, 16 heads, SwiGLU width 2816, ~343M parameters
+    cfg = published_config("L")
+    assert (cfg.n_layer, cfg.dim, cfg.n_head, cfg.ffn_hidden) == (24, 1024, 16, 2816)
+    per_layer = 4 * cfg.dim * cfg.dim + 3 * cfg.dim * cfg.ffn_hidden + 2 * cfg.dim
+    params = cfg.n_layer * per_layer + 2 * cfg.vocab_size * cfg.dim + 1001 * cfg.dim + cfg.dim
+    assert 340e6 < params < 346e6
+
+
+def test_harness_reports_passes_and_ratios(tmp_path, capsys):
+    out = tmp_path / "bench.json"
+    assert main(["--model", "tiny", "--grid", "16", "--windows", "8,4", "--repeats", "1", "--no-vq",
+                 "--device", "cpu", "--precision", "fp32", "--json", str(out), "--markdown", str(tmp_path / "t.md")]) == 0
+    report = json.loads(out.read_text())
+    rows = {r["window"]: r for r in report["results"]}
+    assert [rows[w]["forward_passes"] for w in (16, 8, 4)] == [256, 144, 88]
+    assert rows[16]["mode"] == "NTP" and rows[8]["mode"] == "ZipAR"
+    assert abs(rows[8]["pass_ratio"] - 144 / 256) < 1e-9
+    assert rows[8]["latency_over_pass_ratio"] == rows[8]["latency_ratio"] / rows[8]["pass_ratio"]
+    assert report["plain_kv_loop_ntp"]["median_s"] > 0 and {"device", "torch", "date"} <= set(report)
+    assert "| ZipAR | 8 | 144 |" in (tmp_path / "t.md").read_text()
+
+
+# -- Janus-Pro and Emu3-Gen (bench/chat_models.py) -------------------------------------------------
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+from bench import chat_models  # noqa: E402
+from zipar.core.loop import expected_passes  # noqa: E402
+
+
+@pytest.mark.parametrize("name, size, grid, vq", [("janus-tiny", 64, (4, 4), "--no-vq"), ("emu3-tiny", 48, (6, 6), None),
+                                                  ("lumina-tiny", 64, (4, 4), None)])
+def test_chat_families_run_through_the_harness(tmp_path, name, size, grid, vq):
+    out, md = tmp_path / "bench.json", tmp_path / "t.md"
+    argv = ["--model", name, "--size", str(size), "--windows", "2", "--repeats", "1", "--device", "cpu",
+            "--precision", "fp32", "--json", str(out), "--markdown", str(md)]
+    assert main(argv + ([vq] if vq else [])) == 0
+    report = json.loads(out.read_text())
+    spec = chat_models.SPECS[name]
+    assert report["grid"] == list(grid) and report["image_size"] == size
+    assert (report["cfg"], report["top_k"]) == (spec.cfg, spec.top_k)  # the official recipe by default
+    rows = {r["window"]: r for r in report["results"]}
+    assert sorted(rows) == [2, grid[1]]
+    assert report["row0_first"] == (spec.family != "lumina-mgpt")  # each family's official row-1 rule
+    for w, r in rows.items():
+        assert r["forward_passes"] == expected_passes(grid, w, report["row0_first"])
+        assert r["mode"] == ("NTP" if w == grid[1] else "ZipAR")
+        assert r["ms_per_pass_over_floor"] == pytest.approx(r["ms_per_pass"] / report["floor_ms_per_pass"])
+    assert rows[2]["forward_passes"] < rows[grid[1]]["forward_passes"]
+    # fp32: 4 bytes per parameter; per pass = all but the embedding tables (text, and Janus's code embedding)
+    counts = chat_models.param_counts(spec)
+    tables = spec.lm.vocab * spec.lm.hidden + (spec.codes * spec.code_dim if spec.family == "janus-pro" else 0)
+    assert report["weight_bytes"] == 4 * counts["built"]
+    assert report["weight_bytes_per_pass"] == 4 * (counts["built"] - tables)
+    assert report["floor_ms_per_pass"] == pytest.approx(1000 * report["weight_bytes_per_pass"] / 3.0e12)
+    assert report["plain_kv_loop_ntp_skipped"] and "plain_kv_loop_ntp" not in report
+    cond_len, uncond_len = report["prompt_tokens"]
+    expected_uncond = {"janus-pro": cond_len, "lumina-mgpt": 3}  # Lumina: begin-of-image + 2 size tokens
+    assert cond_len >= 25 and uncond_len == expected_uncond.get(spec.family, uncond_len)
+    if spec.family == "emu3":
+        assert uncond_len > cond_len and "vq_decode_skipped" in report  # Emu3's own VQ is not built here
+    if spec.family == "lumina-mgpt":
+        assert report["vq_decode"]["network"] == "Chameleon VQGAN" and report["vq_decode"]["median_s"] > 0
+    table = md.read_text()
+    assert f"| ZipAR | 2 | {rows[2]['forward_passes']} |" in table and "floor at 3.0 TB/s" in table
+
+
+def test_chat_arguments_are_checked():
+    with pytest.raises(SystemExit):
+        main(["--model", "janus-tiny", "--grid", "16"])
+    with pytest.raises(SystemExit):
+        main(["--model", "janus-tiny", "--size", "72"])  # Janus: a multiple of 16 pixels
+    with pytest.raises(SystemExit):
+        main(["--model", "tiny", "--size", "256"])
+
+
+def layer_params(hidden, heads, kv_heads, intermediate):
+    head = hidden // heads
+    return 2 * hidden * hidden + 2 * hidden * kv_heads * head + 3 * hidden * intermediate + 2 * hidden
+
+
+def test_published_chat_configs_have_the_published_sizes():
+    # computed on the meta device: nothing is allocated
+    j1, j7, emu = (chat_models.SPECS[n] for n in ("janus-pro-1b", "janus-pro-7b", "emu3-gen"))
+    assert (j1.lm.hidden, j1.lm.layers, j1.lm.heads, j1.lm.kv_heads, j1.lm.intermediate, j1.lm.vocab) == (2048, 24, 16, 16, 5632, 102400)
+    assert (j7.lm.hidden, j7.lm.layers, j7.lm.heads, j7.lm.kv_heads, j7.lm.intermediate, j7.lm.vocab) == (4096, 30, 32, 32, 11008, 102400)
+    assert (emu.lm.hidden, emu.lm.layers, emu.lm.heads, emu.lm.kv_heads, emu.lm.intermediate, emu.lm.vocab) == (4096, 32, 32, 8, 14336, 184622)
+    assert (j1.lm.rms_eps, j1.lm.rope_theta, emu.lm.rms_eps, emu.lm.rope_theta) == (1e-6, 1e4, 1e-5, 1e6)
+    assert (j1.codes, j1.head_dim, j7.head_dim, emu.codes, emu.cfg, emu.top_k, j1.cfg) == (16384, 2048, 4096, 32768, 3.0, 2048, 5.0)
+
+    # Janus-Pro-1B language model with input and output embeddings (DeepSeek-LLM 1.5B layout):
+    # 2 * 102400 * 2048 + 24 * (4 * 2048^2 + 3 * 2048 * 5632 + 2 * 2048) + 2048 = 1,652,656,128
+    c = chat_models.param_counts(j1)
+    assert c["lm_with_text_head"] == 2 * 102400 * 2048 + 24 * layer_params(2048, 16, 16, 5632) + 2048 == 1_652_656_128
+    assert abs(c["lm_with_text_head"] - 1.65e9) / 1.65e9 < 0.02
+    # generation pieces: code embedding 16384x8, aligner 8->2048->2048, head 2048->2048->16384 (with biases)
+    assert c["generation"] == 16384 * 8 + (8 * 2048 + 2048) + (2048 * 2048 + 2048) + (2048 * 2048 + 2048) + (2048 * 16384 + 16384)
+
+    c = chat_models.param_counts(j7)  # DeepSeek-LLM 7B: ~6.9e9
+    assert c["lm_with_text_head"] == 2 * 102400 * 4096 + 30 * layer_params(4096, 32, 32, 11008) + 4096 == 6_910_365_696
+    assert abs(c["lm_with_text_head"] - 6.91e9) / 6.91e9 < 0.02
+
+    c = chat_models.param_counts(emu)  # Emu3 "8B" with grouped-query attention (8 kv heads)
+    assert c["lm_with_text_head"] == 2 * 184622 * 4096 + 32 * layer_params(4096, 32, 8, 14336) + 4096 == 8_492_011_520
+    assert abs(c["lm_with_text_head"] - 8.49e9) / 8.49e9 < 0.02
+    assert c["generation"] == 32768 * 4096  # only the visual rows of the output matrix are built
+
+    # bf16 weights read per pass (no embedding tables) and the floor at 3.0 TB/s
+    total, per_pass = chat_models.weight_bytes(chat_models.meta_net(emu, torch.bfloat16))
+    assert per_pass == 2 * (32 * layer_params(4096, 32, 8, 14336) + 4096 + 32768 * 4096) == 14_227_611_648
+    assert total == per_pass + 2 * 184622 * 4096  # ~15.7 GB materialised, fits a 24 GB GPU with its KV cache
+    assert 1000 * per_pass / chat_models.BANDWIDTH == pytest.approx(4.74, abs=0.01)
+    _, per_pass = chat_models.weight_bytes(chat_models.meta_net(j1, torch.bfloat16))
+    assert 1000 * per_pass / chat_models.BANDWIDTH == pytest.approx(0.850, abs=0.001)
+
+
+def test_published_lumina_config_has_the_chameleon_7b_size():
+    lum = chat_models.SPECS["lumina-mgpt-7b"]
+    c = lum.lm
+    assert (c.hidden, c.layers, c.heads, c.kv_heads, c.intermediate, c.vocab, c.qk_norm) == (4096, 32, 32, 32, 11008, 65536, True)
+    assert (lum.codes, lum.image_size, lum.cfg, lum.top_k) == (8192, 768, 4.0, 2000)
+    layer = layer_params(4096, 32, 32, 11008) + 4 * 4096  # + per-head query/key norm gains and biases
+    counts = chat_models.param_counts(lum)  # Chameleon-7B: ~7.0e9 with both embedding tables
+    assert counts["lm_with_text_head"] == 2 * 65536 * 4096 + 32 * layer + 4096 == 7_013_666_816
+    assert counts["generation"] == 8192 * 4096  # only the image rows of lm_head
+    total, per_pass = chat_models.weight_bytes(chat_models.meta_net(lum, torch.bfloat16))
+    assert per_pass == 2 * (32 * layer + 4096 + 8192 * 4096) == 13_020_700_672  # the issue's "14 GB" less the tables
+    assert 1000 * per_pass / chat_models.BANDWIDTH == pytest.approx(4.34, abs=0.01)

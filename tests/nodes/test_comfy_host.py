@@ -1,0 +1,227 @@
+"""The pack inside a real ComfyUI (opt-in): node listing, every API workflow, error messages.
+
+Skipped unless COMFYUI_PATH points at a ComfyUI checkout (the folder with main.py). The
+server runs with COMFYUI_PYTHON (default: a venv next to or inside that folder, else this
+interpreter), on the CPU, listening on 127.0.0.1 only. Nothing in the checkout is changed:
+the pack is linked into a temporary custom_nodes folder and tiny models are written to a
+temporary models folder, both handed to ComfyUI through an extra_model_paths.yaml.
+
+    COMFYUI_PATH=$COMFY_HOME/ComfyUI python -m pytest -q tests/nodes/test_comfy_host.py
+
+(with ../shared/comfyhost's setup.sh layout, the venv at $COMFY_HOME/venv is found by itself.)
+"""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+import uuid
+from io import BytesIO
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+COMFYUI_PATH = os.environ.get("COMFYUI_PATH", "")
+pytestmark = pytest.mark.skipif(not COMFYUI_PATH, reason="set COMFYUI_PATH to a ComfyUI checkout to run the pack in it")
+
+from helpers.node_fixtures import extra_model_paths_yaml, write_tiny_models  # noqa: E402
+from helpers.workflow_tools import REPO, WORKFLOW_NAMES, core_definitions, load_json  # noqa: E402
+
+PACK_FOLDER = "ComfyUI-ZipAR"
+START_TIMEOUT = float(os.environ.get("COMFYHOST_START_TIMEOUT", 300))
+RUN_TIMEOUT = float(os.environ.get("COMFYHOST_TIMEOUT", 600))
+# Output size of each workflow with the tiny models (384 px grids of 24, t2i 512 px).
+EXPECTED_IMAGES = {
+    "llamagen_c2i_zipar": [(384, 384)],
+    "llamagen_c2i_ntp_vs_zipar": [(384 * 2 + 8, 384)],
+    "llamagen_c2i_window_sweep": [(384 * 5 + 8 * 4, 384)],
+    "llamagen_t2i_zipar": [(512, 512)],
+    "demo_zipar": [(64, 64 * 2 + 8)] * 4,  # batch 4, NTP above ZipAR
+    "janus_pro_zipar": [(48, 48)],  # 24x24 codes; the tiny VQ draws 2 px per code (the real one 16)
+    "janus_pro_ntp_vs_zipar": [(48 * 2 + 8, 48)],
+    "emu3_gen_zipar": [(120 * 8, 68 * 8)],  # 16:9 at 720 x 720 pixels of area: 68 x 120 tokens
+    "lumina_mgpt_768_zipar": [(768, 768)],  # 48x48 tokens, 16 px each (the tiny VQGAN has the release's downsampling)
+    "lumina_mgpt_ntp_vs_zipar": [(768 * 2 + 8, 768)],
+}
+
+
+def comfy_python() -> str:
+    if os.environ.get("COMFYUI_PYTHON"):
+        return os.environ["COMFYUI_PYTHON"]
+    root = Path(COMFYUI_PATH)
+    for candidate in (root.parent / "venv", root / "venv", root / ".venv"):
+        if (candidate / "bin" / "python").exists():
+            return str(candidate / "bin" / "python")
+    return sys.executable
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Server:
+    def __init__(self, root: Path):
+        self.root = root
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log_path = root / "comfyui.log"
+        self.proc = None
+
+    def start(self, yaml_path: Path) -> None:
+        for sub in ("output", "temp", "user"):
+            (self.root / sub).mkdir(exist_ok=True)
+        args = [comfy_python(), "main.py", "--cpu", "--listen", "127.0.0.1", "--port", str(self.port),
+                "--disable-auto-launch", "--output-directory", str(self.root / "output"),
+                "--temp-directory", str(self.root / "temp"), "--user-directory", str(self.root / "user"),
+                "--extra-model-paths-config", str(yaml_path),
+                "--disable-all-custom-nodes", "--whitelist-custom-nodes", PACK_FOLDER]
+        if "--database-url" in Path(COMFYUI_PATH, "comfy", "cli_args.py").read_text():
+            args += ["--database-url", f"sqlite:///{self.root / 'comfyui.db'}"]
+        env = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1"}
+        with open(self.log_path, "wb") as log:
+            self.proc = subprocess.Popen(args, cwd=COMFYUI_PATH, stdout=log, stderr=subprocess.STDOUT, env=env,
+                                         start_new_session=True)
+        deadline = time.monotonic() + START_TIMEOUT
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"ComfyUI exited with {self.proc.returncode}:\n{self.log_tail()}")
+            try:
+                self.get("/system_stats")
+                return
+            except (urllib.error.URLError, ConnectionError, OSError):
+                time.sleep(0.5)
+        raise RuntimeError(f"ComfyUI did not answer within {START_TIMEOUT} s:\n{self.log_tail()}")
+
+    def stop(self) -> None:
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        os.killpg(self.proc.pid, signal.SIGTERM)  # the server's own process group (start_new_session)
+        try:
+            self.proc.wait(20)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait()
+
+    def log_tail(self, n: int = 60) -> str:
+        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-n:])
+
+    def get(self, path: str):
+        with urllib.request.urlopen(self.url + path, timeout=30) as r:
+            body = r.read()
+        return json.loads(body) if r.headers.get_content_type() == "application/json" else body
+
+    def post(self, path: str, data: dict):
+        req = urllib.request.Request(self.url + path, json.dumps(data).encode(), {"Content-Type": "application/json"})
+        try:
+            with urllib.request.urlopen(req, timeout=30) as r:
+                return json.loads(r.read() or b"{}")
+        except urllib.error.HTTPError as e:
+            raise AssertionError(f"POST {path} -> {e.code}: {e.read().decode(errors='replace')}") from None
+
+    def run(self, prompt: dict) -> dict:
+        """Queue an API-format prompt; the /history entry once it succeeded or failed."""
+        prompt_id = self.post("/prompt", {"prompt": prompt, "client_id": uuid.uuid4().hex})["prompt_id"]
+        deadline = time.monotonic() + RUN_TIMEOUT
+        while time.monotonic() < deadline:
+            entry = self.get(f"/history/{prompt_id}").get(prompt_id)
+            if entry and entry.get("status", {}).get("completed") is not None and entry["status"].get("status_str") in ("success", "error"):
+                return entry
+            time.sleep(0.25)
+        self.post("/interrupt", {})
+        raise AssertionError(f"prompt did not finish within {RUN_TIMEOUT} s:\n{self.log_tail()}")
+
+    def image(self, ref: dict):
+        from PIL import Image
+
+        query = urllib.parse.urlencode({k: ref[k] for k in ("filename", "subfolder", "type")})
+        return Image.open(BytesIO(self.get(f"/view?{query}")))
+
+
+def has_transformers() -> bool:
+    try:
+        import transformers  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    root = tmp_path_factory.mktemp("comfyhost")
+    models = write_tiny_models(root / "models", t5=has_transformers(), chat=has_transformers())
+    custom_nodes = root / "custom_nodes"
+    custom_nodes.mkdir()
+    (custom_nodes / PACK_FOLDER).symlink_to(REPO, target_is_directory=True)
+    yaml_path = root / "extra_model_paths.yaml"
+    yaml_path.write_text(extra_model_paths_yaml(models, custom_nodes))
+    srv = Server(root)
+    try:
+        srv.start(yaml_path)
+        yield srv
+    finally:
+        srv.stop()
+
+
+def error_of(entry: dict) -> str:
+    for kind, data in entry["status"].get("messages", []):
+        if kind == "execution_error":
+            return f"{data.get('node_type')}: {data.get('exception_type')}: {data.get('exception_message')}"
+    return ""
+
+
+def test_every_node_is_listed_without_import_failure(server):
+    import nodes
+
+    info = server.get("/object_info")
+    for name, cls in nodes.NODE_CLASS_MAPPINGS.items():
+        assert name in info, f"{name} missing from /object_info:\n{server.log_tail()}"
+        assert info[name]["python_module"] == f"custom_nodes.{PACK_FOLDER}"
+        assert info[name]["display_name"] == nodes.NODE_DISPLAY_NAME_MAPPINGS[name]
+        assert info[name]["output"] == list(cls.RETURN_TYPES) and info[name]["category"] == "ZipAR"
+    log = server.log_path.read_text(errors="replace")
+    assert not [line for line in log.splitlines() if "IMPORT FAILED" in line and PACK_FOLDER in line]
+    files = info["ZipARLoadARModel"]["input"]["required"]["ar_model"][0]
+    assert {"c2i_L_384.pt", "vq_ds16_c2i.pt"} <= set(files)  # models/zipar through extra_model_paths.yaml
+    for name, recorded in core_definitions().items():  # the core nodes the workflows rely on
+        assert name in info, f"core node {name} is missing from this ComfyUI"
+        assert info[name]["input"] == recorded["input"] and info[name]["output"] == recorded["output"], name
+
+
+@pytest.mark.parametrize("name", WORKFLOW_NAMES)
+def test_api_workflow_runs(server, name):
+    if name.startswith(("llamagen_t2i", "janus", "emu3")) and not has_transformers():
+        pytest.skip("the tiny flan-t5 folder needs transformers to be written")
+    prompt = load_json(REPO / "workflows" / "api" / f"{name}.json")
+    entry = server.run(prompt)
+    assert entry["status"]["status_str"] == "success", f"{error_of(entry)}\n{server.log_tail()}"
+    sizes, reports = [], []
+    for node_id, out in entry["outputs"].items():
+        for ref in out.get("images", []):
+            image = server.image(ref)
+            sizes.append(image.size)
+            pixels = np.asarray(image.convert("RGB")).reshape(-1, 3)
+            assert image.mode == "RGB" and len(np.unique(pixels, axis=0)) > 10  # not blank
+        reports += out.get("text", [])
+    assert sizes == EXPECTED_IMAGES[name]
+    samplers = [n for n in prompt.values() if n["class_type"] == "ZipARSampler"]
+    assert len(reports) == len(samplers) and all("forward passes" in r for r in reports)
+
+
+def test_engine_errors_reach_the_user_as_one_message(server):
+    prompt = load_json(REPO / "workflows" / "api" / "llamagen_c2i_zipar.json")
+    sampler = next(n for n in prompt.values() if n["class_type"] == "ZipARSampler")
+    sampler["inputs"]["window"] = 30  # within the widget's range, wider than the 24-token grid
+    entry = server.run(prompt)
+    assert entry["status"]["status_str"] == "error"
+    message = error_of(entry)
+    assert "ZipARSampler" in message and "window must be between 1 and 24 (got 30)" in message

@@ -1,0 +1,202 @@
+"""The decode loop: run a plan against a model family and sample the token grid.
+
+A pass is a handful of gathers, one forward and one batched sampling call, with no
+host-device synchronisation unless a progress callback asks for it (``plan.py`` holds the
+index tensors, ``schedule.py`` the rules).
+"""
+from __future__ import annotations
+
+import operator
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+import torch
+
+from ..errors import ZipARError, free_bytes, memory_guard
+from ..families.base import ARModel, Condition
+from .sampling import SamplingOptions, combine_guidance, make_generator, sample_tokens
+from .plan import Plan, build_plan
+from .schedule import PREFIX, num_passes
+
+
+@dataclass
+class Progress:
+    """Handed to a callback after every pass (for progress bars, previews, interrupts)."""
+
+    step: int  # passes done
+    total: int
+    tokens: torch.Tensor  # [images, H, W] on the model's device; only ``filled`` cells are final
+    filled: torch.Tensor  # [H, W] bool (CPU)
+
+
+@dataclass
+class GenerationResult:
+    tokens: torch.Tensor  # [images, H, W] int64 on the CPU
+    forward_passes: int
+    seconds: float
+    grid: tuple[int, int]
+    window: int
+    device: str = ""
+    dtype: str = ""
+    labels: list[str] = field(default_factory=list)
+
+    @property
+    def next_token_passes(self) -> int:
+        return self.grid[0] * self.grid[1]
+
+    def stats(self) -> dict:
+        return {
+            "forward_passes": self.forward_passes,
+            "next_token_passes": self.next_token_passes,
+            "grid": list(self.grid),
+            "window": self.window,
+            "images": int(self.tokens.shape[0]),
+            "seconds": round(self.seconds, 4),
+            "device": self.device,
+            "dtype": self.dtype,
+        }
+
+    def report(self) -> str:
+        """One line for people, e.g. '224 forward passes instead of 576 (-61%), 1.9 s'."""
+        saved = 100.0 * (1 - self.forward_passes / self.next_token_passes)
+        if self.forward_passes == self.next_token_passes:
+            head = f"{self.forward_passes} forward passes (next-token prediction)"
+        else:
+            head = f"{self.forward_passes} forward passes instead of {self.next_token_passes} (-{saved:.0f}%)"
+        return f"{head}, {self.seconds:.1f} s"
+
+
+ProgressCallback = Callable[[Progress], None]
+TraceCallback = Callable[[int, torch.Tensor, torch.Tensor], None]
+
+
+@torch.inference_mode()
+def generate(
+    model: ARModel,
+    cond: Condition,
+    grid: tuple[int, int],
+    window: int,
+    options: SamplingOptions = SamplingOptions(),
+    seed: int = 0,
+    batch: int = 1,
+    callback: ProgressCallback | None = None,
+    trace: TraceCallback | None = None,
+    row0_first: bool | None = None,
+) -> GenerationResult:
+    """Generate ``len(cond) * batch`` token grids with ZipAR (window < width) or NTP.
+
+    ``trace(pass_index, emitted_cells, raw_logits)`` sees the unguided logits of both CFG
+    branches for every emitted cell; tests use it to check them against uncached forwards.
+    ``row0_first`` overrides when row 1 starts; None follows the family's official code
+    (``model.row0_first``).
+    """
+    height, width = grid
+    options.validate()
+    batch = _as_int(batch, "batch")
+    if batch < 1:
+        raise ZipARError(f"batch must be at least 1 (got {batch}).")
+    if len(cond) == 0:
+        raise ZipARError("nothing to generate: the condition is empty (give at least one class id or prompt).")
+    window = _as_int(window, "window")
+    if row0_first is None:
+        row0_first = model.row0_first
+    check_memory(model, len(cond), batch, grid, options.guidance)
+    with memory_guard(f"generating {len(cond) * batch} image(s) of {height}x{width} tokens",
+                      "lower the batch size or the image size"):
+        return _generate(model, cond, grid, window, options, seed, batch, callback, trace, bool(row0_first))
+
+
+def check_memory(model: ARModel, conditions: int, batch: int, grid: tuple[int, int], guidance: bool) -> None:
+    """Refuse a request whose key/value cache cannot fit before allocating anything, naming the
+    largest batch that would (a huge batch typed into a UI must not take the host down)."""
+    images = conditions * batch
+    per_image = model.cache_bytes(2 if guidance else 1, grid) + grid[0] * grid[1] * 8
+    free = free_bytes(model.device)
+    if free is None or images * per_image <= free:
+        return
+    fit = int(free // per_image) // conditions
+    advice = (f"lower the batch size to at most {fit}" if fit >= 1 else
+              "even a batch of 1 does not fit: lower the image size or use a device with more memory")
+    raise ZipARError(f"{images} image(s) of {grid[0]}x{grid[1]} tokens need about {images * per_image / 1e9:.3g} GB "
+                     f"for the key/value cache, but only {free / 1e9:.3g} GB is free on {model.device}; {advice}.")
+
+
+def _generate(model, cond, grid, window, options, seed, batch, callback, trace, row0_first) -> GenerationResult:
+    height, width = grid
+    plan = build_plan(height, width, window, str(model.device), row0_first)
+    cond = cond.repeat(batch)
+    images = len(cond)
+    device = model.device
+    generator = None if options.greedy else make_generator(seed, device)
+    tokens = torch.zeros(images, height * width, dtype=torch.long, device=device)
+
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    start = time.perf_counter()
+    session = model.start(cond, grid, options.guidance)
+    prepare = getattr(session, "prepare", None)
+    if prepare is not None:  # adapters that derive per-pass layouts do it here, once per plan, on the host
+        prepare(plan)
+    prefix = session.prefix
+    rows = prefix.visible.shape[0]
+    prefix_mask = prefix.visible[:, None, None, :]
+    first = prefix.logits[:, None, :]
+    if not bool(torch.isfinite(first).all()):  # one check, on the first pass: the rest would be garbage too
+        raise ZipARError("the model's first logits are NaN or infinite: its weights are corrupt, or half precision "
+                         "overflowed; try bf16 or fp32 precision, or re-download the model.")
+    if trace is not None:
+        trace(0, torch.zeros(1, dtype=torch.long), first)
+    tokens[:, 0] = _sample(first, options, generator)[:, 0]
+    _report(callback, plan, 0, tokens, grid)
+    for s in range(1, plan.num_passes):
+        p = plan.pass_tensors(s)
+        n = p.cells.shape[0]
+        ids = tokens[:, p.sources]
+        if options.guidance:
+            ids = torch.cat([ids, ids])
+        visible = plan.visible(p)
+        mask = torch.cat([prefix_mask.expand(rows, 1, n, prefix.length), visible.expand(rows, 1, n, p.grid_len)], dim=-1)
+        logits = session.step(ids, p.cells, mask, prefix.length + p.grid_len, p.queries, pass_index=s)
+        if trace is not None:
+            trace(s, p.emits, logits)
+        tokens[:, p.emits] = _sample(logits, options, generator)
+        _report(callback, plan, s, tokens, grid)
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    seconds = time.perf_counter() - start
+    return GenerationResult(
+        tokens.view(images, height, width).cpu(),
+        plan.schedule.num_passes,
+        seconds,
+        (height, width),
+        window,
+        str(device),
+        str(model.dtype).removeprefix("torch."),
+        list(cond.labels),
+    )
+
+
+def _as_int(value, name: str) -> int:
+    try:
+        return operator.index(value)
+    except TypeError:
+        raise ZipARError(f"{name} must be a whole number (got {value!r}).") from None
+
+
+def _sample(logits: torch.Tensor, options: SamplingOptions, generator) -> torch.Tensor:
+    if options.guidance:
+        logits = combine_guidance(logits, options.cfg)
+    return sample_tokens(logits, options, generator)
+
+
+def _report(callback, plan: Plan, step: int, tokens: torch.Tensor, grid) -> None:
+    if callback is not None:
+        callback(Progress(step + 1, plan.num_passes, tokens.view(-1, *grid), plan.filled_after(step).view(grid)))
+
+
+def expected_passes(grid: tuple[int, int], window: int, row0_first: bool = True) -> int:
+    return num_passes(grid[0], grid[1], window, row0_first)
+
+
+__all__ = ["generate", "GenerationResult", "Progress", "build_plan", "expected_passes", "PREFIX"]

@@ -1,0 +1,314 @@
+"""The decode session of the 1D families (Janus-Pro, Emu3, Lumina-mGPT).
+
+The loop speaks in grid cells; these models read one token sequence: a prompt, then the
+image rows, each row optionally closed by a fixed end-of-line (EOL) token that counts as a
+column for positions. This module keeps that physical layout:
+
+- cache slot and position of cell (r, c) = prompt + r * (W + eol) + c, per CFG branch,
+  whose prompts may differ in length (left-padded; pads see only themselves, nothing sees them);
+- whenever the loop feeds cell (r, W-1), real or stand-in, the row's EOL token is fed right
+  after it in the same pass. It sees what that cell sees plus the cell; every input after it
+  in raster order that sees the cell also sees the EOL; the query for cell (r+1, 0) is read
+  at the EOL, as in the sequence the model was trained on.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+import torch
+import torch.nn as nn
+
+from ..errors import ZipARError
+from .base import Prefix, parse_aspect_ratio
+from ..nets.llama_lm import LlamaConfig, LlamaLM, SlotCache
+
+
+class SequenceFamily(Protocol):
+    """What a 1D family adds to the language model: how codes go in and come out."""
+
+    lm: LlamaLM
+
+    def embed_ids(self, ids: torch.Tensor) -> torch.Tensor:
+        """Text/vocabulary ids [rows, n] -> input embeddings [rows, n, hidden]."""
+        ...
+
+    def embed_codes(self, codes: torch.Tensor) -> torch.Tensor:
+        """Image codes [rows, n] -> input embeddings [rows, n, hidden]."""
+        ...
+
+    def image_logits(self, hidden: torch.Tensor) -> torch.Tensor:
+        """Final hidden states [rows, m, hidden] -> float32 logits over the image codes [rows, m, codes]."""
+        ...
+
+
+class VisualTokenGenerator(nn.Module):
+    """A language model whose vocabulary holds the image codes as named tokens (Emu3, Lumina-mGPT).
+
+    Only the rows of the output matrix that belong to image tokens are kept, in code order,
+    so the loop samples codes directly; ``code_ids`` maps code -> vocabulary id by token name.
+    """
+
+    def __init__(self, cfg: LlamaConfig, codes: int):
+        super().__init__()
+        self.lm = LlamaLM(cfg)
+        self.image_head = nn.Linear(cfg.hidden, codes, bias=False)
+        self.register_buffer("code_ids", torch.zeros(codes, dtype=torch.long), persistent=False)
+
+    def embed_ids(self, ids: torch.Tensor) -> torch.Tensor:
+        return self.lm.embed_tokens(ids)
+
+    def embed_codes(self, codes: torch.Tensor) -> torch.Tensor:
+        return self.lm.embed_tokens(self.code_ids[codes])
+
+    def image_logits(self, hidden: torch.Tensor) -> torch.Tensor:
+        return self.image_head(hidden).float()
+
+
+class VisualTokenModel:
+    """The decode-loop side of a VisualTokenGenerator family (Emu3, Lumina-mGPT): what stays
+    the same when only the prompt recipe, the sizes and the closing tokens differ.
+
+    Subclasses set ``title`` (for messages), ``closing`` (names in ``special`` written after
+    the last row) and provide ``prompt_ids(prompt, grid)``, ``prompt_rows(cond, guidance, grid)``
+    and ``grid_for(cond, image_size)``; ``special`` holds at least "pad" and "eol".
+    """
+
+    title = ""
+    closing: tuple[str, ...] = ()
+    max_ratio = 4.0  # the most extreme aspect ratio the family draws
+
+    def __init__(self, net: VisualTokenGenerator, tokenizer, special: dict[str, int], source_path: str):
+        self.net, self.tokenizer, self.special, self.source_path = net, tokenizer, special, source_path
+        self.vocab_size = net.image_head.out_features
+        self.config = net.lm.config
+
+    @property
+    def device(self) -> torch.device:
+        return self.net.image_head.weight.device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.net.image_head.weight.dtype
+
+    def code_embeddings(self) -> torch.Tensor:
+        """[codes, dim] input vectors of the image tokens (preview colours)."""
+        return self.net.lm.embed_tokens.weight[self.net.code_ids]
+
+    @staticmethod
+    def ratio_of(cond) -> str:
+        """The condition's "W:H", 1:1 when it names none (or there is no condition yet)."""
+        return (getattr(cond, "aspect_ratio", None) if cond is not None else None) or "1:1"
+
+    def check_condition(self, cond) -> None:
+        if not cond.prompts:
+            raise ZipARError(f"{self.title} draws from a text prompt: connect a ZipAR Text Prompt (or pass --prompt).")
+        parse_aspect_ratio(self.ratio_of(cond), self.title, self.max_ratio)  # the size is checked with the grid
+
+    def image_positions(self, grid: tuple[int, int]) -> int:
+        """Positions the image takes after the prompt: its rows and their end-of-line tokens."""
+        return grid[0] * (grid[1] + 1)
+
+    def check_image_length(self, grid: tuple[int, int]) -> None:
+        self.config.check_length(0, self.image_positions(grid), f"a {grid[0]}x{grid[1]} image with its row ends")
+
+    def cache_bytes(self, rows: int, grid: tuple[int, int]) -> int:
+        """The image part of the key/value cache (prompts add a few hundred positions at most)."""
+        return self.config.cache_bytes(rows, self.image_positions(grid), self.dtype)
+
+    def start(self, cond, grid: tuple[int, int], guidance: bool) -> "SequenceSession":
+        self.check_condition(cond)
+        rows = self.prompt_rows(cond, guidance, tuple(grid))
+        self.config.check_length(max(len(r) for r in rows), self.image_positions(grid),
+                                 f"a {grid[0]}x{grid[1]} image with its row ends")
+        batch = PromptBatch.left_padded(rows, self.special["pad"], self.device)
+        return SequenceSession(self.net, batch, tuple(grid), self.special["eol"])
+
+    def sequence(self, prompt: str, codes: torch.Tensor) -> list[int]:
+        """The official token layout of one finished image: prompt, rows + EOL, the closing tokens."""
+        return layout_sequence(self.prompt_ids(prompt, tuple(codes.shape)), codes, self.net.code_ids.cpu(),
+                               self.special["eol"], [self.special[name] for name in self.closing])
+
+
+@dataclass
+class PromptBatch:
+    """Prompt ids per branch row, left-padded to one length; ``visible`` False on the pads."""
+
+    ids: torch.Tensor  # [rows, P] long
+    visible: torch.Tensor  # [rows, P] bool
+
+    @classmethod
+    def left_padded(cls, rows: list[list[int]], pad_id: int, device) -> "PromptBatch":
+        length = max(len(r) for r in rows)
+        ids = torch.full((len(rows), length), pad_id, dtype=torch.long)
+        visible = torch.zeros(len(rows), length, dtype=torch.bool)
+        for i, r in enumerate(rows):
+            if r:
+                ids[i, length - len(r):] = torch.tensor(r, dtype=torch.long)
+                visible[i, length - len(r):] = True
+        return cls(ids.to(device), visible.to(device))
+
+
+@dataclass(frozen=True)
+class _Expansion:
+    """Index tensors that turn one logical step (cells) into the physical one (cells + EOLs).
+
+    Independent of the prompt length P (slots are counted after the prompt), so one table
+    serves every prompt of a plan.
+    """
+
+    offsets: torch.Tensor  # [n + e] physical slot = position offset after the prompt
+    eol_rows: torch.Tensor  # [e] which inputs are followed by an EOL
+    queries: torch.Tensor  # [m] physical query index
+    grid_len: int  # G': physical slots after the prompt up to the furthest input
+
+
+@dataclass(frozen=True)
+class RowEndColumns:
+    """Per grid shape, for every physical slot after the prompt (stride W + 1), the logical cell
+    whose visibility it copies: its own, or for an EOL the row's last cell. One table of
+    H * (W + 1) entries; each pass reads a prefix of it."""
+
+    columns: torch.Tensor  # [H * (W + 1)] long
+
+    @classmethod
+    def build(cls, height: int, width: int, device) -> "RowEndColumns":
+        slots = torch.arange(height * (width + 1), device=device)
+        r, c = slots // (width + 1), slots % (width + 1)
+        return cls(r * width + c.clamp(max=width - 1))
+
+
+def physical_cells(cells: torch.Tensor, width: int, stride: int) -> torch.Tensor:
+    return (cells // width) * stride + cells % width
+
+
+def expand_pass(cells: torch.Tensor, queries: torch.Tensor, grid_len: int, width: int) -> tuple[torch.Tensor, ...]:
+    """The physical layout of one pass with row ends (stride W + 1), from host tensors:
+    (offsets [n + e], eol_rows [e], physical queries [m], physical grid length)."""
+    stride = width + 1
+    phys = physical_cells(cells, width, stride)
+    row_end = cells % width == width - 1
+    eol_rows = row_end.nonzero().flatten()
+    last = grid_len - 1
+    phys_len = int(physical_cells(torch.tensor(last), width, stride)) + 1 + int(last % width == width - 1)
+    rank = torch.cumsum(row_end.long(), 0) - 1
+    phys_queries = torch.where(row_end[queries], len(cells) + rank[queries], queries)
+    offsets = torch.cat([phys, phys[eol_rows] + 1])
+    return offsets, eol_rows, phys_queries, phys_len
+
+
+@dataclass(frozen=True)
+class RowEndLayout:
+    """Every pass of a plan in the physical layout, as flat tensors (linear in the grid size):
+    derived once per plan on the host, so no pass reads its cells back from the device."""
+
+    offsets: torch.Tensor
+    eol_rows: torch.Tensor
+    queries: torch.Tensor
+    offset_start: tuple[int, ...]
+    eol_start: tuple[int, ...]
+    query_start: tuple[int, ...]
+    grid_lens: tuple[int, ...]
+
+    @classmethod
+    def from_plan(cls, plan, device) -> "RowEndLayout":
+        sched, width = plan.schedule, plan.schedule.width
+        parts: tuple[list, list, list] = ([], [], [])
+        starts: tuple[list, list, list] = ([0], [0], [0])
+        grid_lens = [0]
+        for sp in sched.passes[1:]:
+            cells = torch.tensor([f.cell for f in sp.feeds], dtype=torch.long)
+            queries = torch.tensor(sp.queries, dtype=torch.long)
+            *pieces, phys_len = expand_pass(cells, queries, int(cells.max()) + 1, width)
+            for part, start, piece in zip(parts, starts, pieces):
+                part.append(piece)
+                start.append(start[-1] + len(piece))
+            grid_lens.append(phys_len)
+
+        def flat(pieces):
+            return torch.cat(pieces).to(device) if pieces else torch.empty(0, dtype=torch.long, device=device)
+
+        # index p of the starts is pass p + 1 (pass 0, the prefill, has no row-end layout)
+        return cls(*(flat(part) for part in parts), *(tuple(start) for start in starts), tuple(grid_lens))
+
+    def pass_(self, s: int) -> _Expansion:
+        i = s - 1
+        return _Expansion(self.offsets[self.offset_start[i]:self.offset_start[i + 1]],
+                          self.eol_rows[self.eol_start[i]:self.eol_start[i + 1]],
+                          self.queries[self.query_start[i]:self.query_start[i + 1]], self.grid_lens[i + 1])
+
+
+class SequenceSession:
+    def __init__(self, family: SequenceFamily, prompts: PromptBatch, grid: tuple[int, int], eol_id: int | None):
+        lm = family.lm
+        self.family, self.grid, self.eol_id = family, grid, eol_id
+        height, width = grid
+        self.stride = width + (1 if eol_id is not None else 0)
+        ids, visible = prompts.ids, prompts.visible
+        rows, P = ids.shape
+        dev = lm.device
+        self.cache: SlotCache = lm.new_cache(rows, P + height * self.stride)
+        # Each branch counts positions from its own first real token.
+        self.base = visible.sum(1, keepdim=True)  # [rows, 1]: position of the first image token
+        positions = (visible.long().cumsum(1) - 1).clamp(min=0)
+        causal = torch.ones(P, P, dtype=torch.bool, device=dev).tril()
+        eye = torch.eye(P, dtype=torch.bool, device=dev)
+        mask = (causal[None] & visible[:, None, :]) | eye[None]
+        h = lm.hidden(family.embed_ids(ids), positions, mask[:, None], self.cache, torch.arange(P, device=dev), P)
+        self.prefix = Prefix(family.image_logits(h[:, -1:])[:, 0], visible, P)
+        self._layout: RowEndLayout | None = None
+        if eol_id is not None:
+            self._eol = family.embed_ids(torch.full((1, 1), eol_id, dtype=torch.long, device=dev))
+            self._columns = RowEndColumns.build(height, width, dev)
+
+    def prepare(self, plan) -> None:
+        """Take every pass's physical layout from the plan, derived once per plan on the host.
+
+        Without this each step derives its layout from the tensors it is given, which reads
+        them back from the device: a synchronisation per pass on a GPU.
+        """
+        if self.eol_id is None:
+            return
+        device = self.family.lm.device
+        key = ("row-end layout", str(device))
+        if key not in plan.adapter_cache:
+            plan.adapter_cache[key] = RowEndLayout.from_plan(plan, device)
+        self._layout = plan.adapter_cache[key]
+
+    def step(self, ids: torch.Tensor, cells: torch.Tensor, mask: torch.Tensor, kv_len: int, queries: torch.Tensor,
+             pass_index: int | None = None) -> torch.Tensor:
+        lm, P = self.family.lm, self.prefix.length
+        h = self.family.embed_codes(ids)
+        if self.eol_id is None:
+            offsets = cells
+            h = lm.hidden(h, self.base + offsets[None], mask, self.cache, P + offsets, kv_len)
+            return self.family.image_logits(h[:, queries])
+        if self._layout is not None and pass_index is not None:
+            x = self._layout.pass_(pass_index)
+        else:  # not prepared from a plan (direct callers): derive the layout from the tensors given
+            offsets, eol_rows, phys_queries, phys_len = expand_pass(cells.cpu(), queries.cpu(), kv_len - P, self.grid[1])
+            x = _Expansion(offsets.to(lm.device), eol_rows.to(lm.device), phys_queries.to(lm.device), phys_len)
+        e = x.eol_rows.shape[0]
+        if e:
+            h = torch.cat([h, self._eol.expand(h.shape[0], e, -1)], dim=1)
+        m = torch.cat([mask[..., :P], mask[..., P:].index_select(-1, self._columns.columns[:x.grid_len])], dim=-1)
+        if e:
+            eol_sees = m.index_select(2, x.eol_rows)  # what the cell sees, its EOL included
+            m[:, :, x.eol_rows, P + x.offsets[-e:]] = False  # a row's last cell does not see its own row's EOL
+            m = torch.cat([m, eol_sees], dim=2)
+        h = lm.hidden(h, self.base + x.offsets[None], m, self.cache, P + x.offsets, P + x.grid_len)
+        return self.family.image_logits(h[:, x.queries])
+
+
+def layout_sequence(prompt: list[int], codes: torch.Tensor, code_ids: torch.Tensor, eol_id: int | None,
+                    closing: list[int]) -> list[int]:
+    """The token sequence the official code writes for one image: prompt, rows (+ EOL), closing tokens.
+
+    ``codes`` [H, W] image codes; ``code_ids`` [codes] their vocabulary ids.
+    """
+    out = list(prompt)
+    for row in codes.tolist():
+        out += [int(code_ids[c]) for c in row]
+        if eol_id is not None:
+            out.append(eol_id)
+    return out + list(closing)
