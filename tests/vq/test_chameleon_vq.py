@@ -47,15 +47,6 @@ RELEASE_PARAMS = 68_718_467
 ARCHS = {"default": fx.DEFAULTS, "three": THREE, "odd": ODD, "release": RELEASE}
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny tensors: with intra-op threads on a busy 2-core box first calls spin for seconds."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
 def files(tmp_path_factory):
     return fx.write_chameleon_vqgan(tmp_path_factory.mktemp("chameleon") / "tokenizer")
@@ -540,3 +531,50 @@ def test_bad_images(vq, images, needle):
 def test_bad_dtype(files):
     with pytest.raises(ZipARError, match="floating-point dtype"):
         load_chameleon_vq(files[0], dtype=torch.int64)
+
+
+# ----------------------------------------------------------------------------- the key map
+def published_keys(arch, **options):
+    """The release's key table, less what the yaml options switch off (attn_type none / no resampling convs)."""
+    keys = fx.vqgan_key_shapes(**arch)
+    if options.get("attn_type") == "none":
+        keys = {k: v for k, v in keys.items() if ".attn" not in k}
+    if options.get("resamp_with_conv") is False:
+        keys = {k: v for k, v in keys.items() if "sample.conv" not in k}
+    return keys
+
+
+@pytest.mark.parametrize("name, options", [(name, {}) for name in ARCHS] + [
+    ("three", {"attn_type": "none"}), ("odd", {"resamp_with_conv": False})], ids=lambda v: str(v))
+def test_key_map_places_every_published_key_exactly_once(name, options):
+    from zipar.vq.taming import TamingVQ, rename_key
+
+    config = ChameleonVQConfig(**{**config_of(ARCHS[name]).__dict__, **options})
+    with torch.device("meta"):
+        model = ChameleonVQ(config)
+        network = TamingVQ(config.spec())  # the shared network under its canonical names
+    published = published_keys(ARCHS[name], **options)
+    canonical = {k: tuple(v.shape) for k, v in network.state_dict().items()}
+    # published -> canonical: every published key has a place, no two share one, every place is filled
+    assert set(model.canonical_names) == set(published)
+    assert sorted(model.canonical_names.values()) == sorted(canonical)
+    # canonical -> published: the exact inverse
+    assert model.file_names == {c: p for p, c in model.canonical_names.items()}
+    for published_key, canonical_key in model.canonical_names.items():
+        assert canonical[canonical_key] == published[published_key], published_key
+        levels = len(config.ch_mult)
+        assert rename_key(published_key, to_taming=False, reversed_levels=levels) == canonical_key
+        assert rename_key(canonical_key, to_taming=True, reversed_levels=levels) == published_key
+    assert model.canonical_names["decoder.up.0.block.0.conv1.weight"] == \
+        f"decoder.conv_blocks.{len(config.ch_mult) - 1}.res.0.conv1.weight"  # taming indexes up by level
+
+
+def test_state_dict_round_trip_and_canonical_names_are_not_published(files, vq):
+    other = ChameleonVQ(vq.config)
+    other.load_state_dict(vq.state_dict(), strict=True)
+    codes = torch.randint(0, 64, (1, 2, 2), generator=torch.Generator().manual_seed(12))
+    assert torch.equal(other.eval().decode_codes(codes), vq.decode_codes(codes))
+    sd = dict(vq.state_dict())
+    sd["encoder.conv_blocks.0.res.0.conv1.weight"] = sd.pop("encoder.down.0.block.0.conv1.weight")
+    with pytest.raises(RuntimeError, match=r"Unexpected key\(s\).*encoder.conv_blocks.0.res.0.conv1.weight"):
+        other.load_state_dict(sd, strict=True)

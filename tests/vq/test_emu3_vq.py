@@ -40,16 +40,6 @@ ORIGINAL_KEY_SAMPLE = {  # name -> shape in the original tiny model
 }
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """The tensors here are tiny; with intra-op threads on a busy 2-core box, first calls
-    spend seconds spinning (17-30 s for this file instead of ~7 s). Restored afterwards."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
 def model():
     return fx.make_tiny_emu3(seed=0)

@@ -5,6 +5,7 @@ understanding tower, Emu3's VQ in the language-model folder). Weights are read t
 tensor: safetensors through ``safe_open``, pickled ``.bin`` shards (the original Janus
 releases) through ``torch.load(weights_only=True, mmap=True)``, so nothing but tensors is
 unpickled and shards without a wanted key are never opened when an index lists them.
+Tokenizers are built from the folder's own files, offline and without remote code.
 """
 from __future__ import annotations
 
@@ -29,6 +30,15 @@ def read_json(path: Path, what: str) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise ZipARError(f"{what} '{path}' is not a JSON object; re-download it.")
     return data
+
+
+def folder_config(path: Path) -> dict[str, Any] | None:
+    """The config.json of a model folder, for families recognising their folders; None for a file
+    or a folder without one (a damaged config is an error naming it)."""
+    path = Path(path)
+    if not path.is_dir() or not (path / "config.json").is_file():
+        return None
+    return read_json(path / "config.json", "config")
 
 
 def read_config(folder: Path, hint: str) -> dict[str, Any]:
@@ -136,3 +146,52 @@ def read_tensors(keys: dict[Path, list[str]], keep: Callable[[str], bool]) -> di
 
 def all_keys(keys: dict[Path, list[str]]) -> set[str]:
     return {k for names in keys.values() for k in names}
+
+
+def load_tokenizer(folder: Path, hint: str):
+    """The folder's own tokenizer, offline and without remote code.
+
+    With a ``tokenizer.json`` the fast tokenizer is built from it directly, so a config.json
+    that points at remote code (the original BAAI/Emu3-Gen) is never consulted.
+    """
+    try:
+        from transformers import AutoTokenizer, PreTrainedTokenizerFast
+        from transformers.utils import logging as hf_logging
+    except ImportError as exc:
+        raise ZipARError("Janus-Pro, Emu3 and Lumina-mGPT need the transformers package: pip install transformers") from exc
+    if not any((folder / f).is_file() for f in ("tokenizer.json", "tokenizer.model", "tokenizer_config.json")):
+        raise ZipARError(f"'{folder}' has no tokenizer (tokenizer.json / tokenizer_config.json); {hint}.")
+    level = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()  # it warns that a "multi_modality" config is no tokenizer config
+    try:
+        if (folder / "tokenizer.json").is_file():
+            # Built from tokenizer.json alone: tokenizer_config.json files differ between transformers
+            # 4.x and 5.x (a 5.x "extra_special_tokens" list breaks 4.57), and only the vocabulary and
+            # the BOS / pad names are needed here.
+            tok = PreTrainedTokenizerFast(tokenizer_file=str(folder / "tokenizer.json"))
+            for name, value in _special_token_names(folder).items():
+                setattr(tok, name, value)
+            return tok
+        return AutoTokenizer.from_pretrained(str(folder), local_files_only=True, trust_remote_code=False)
+    except Exception as exc:  # transformers raises many types for broken tokenizer files
+        raise ZipARError(f"cannot load the tokenizer in '{folder}' without running its remote code "
+                         f"({str(exc).splitlines()[0]}); ZipAR needs a tokenizer.json: {hint}.") from exc
+    finally:
+        hf_logging.set_verbosity(level)
+
+
+def _special_token_names(folder: Path) -> dict[str, str]:
+    """bos_token / eos_token / pad_token / unk_token as the folder's tokenizer files name them."""
+    names: dict[str, str] = {}
+    for file in ("special_tokens_map.json", "tokenizer_config.json"):
+        path = folder / file
+        if not path.is_file():
+            continue
+        data = read_json(path, "tokenizer file")
+        for key in ("bos_token", "eos_token", "pad_token", "unk_token"):
+            value = data.get(key)
+            if isinstance(value, dict):
+                value = value.get("content")
+            if isinstance(value, str) and key not in names:
+                names[key] = value
+    return names

@@ -12,13 +12,14 @@ ZipAR cannot ship it) as two files in its ``tokenizer/`` folder:
   ``ddconfig``). The architecture is read from it, not guessed from tensor shapes, because
   where attention blocks sit depends on ``resolution`` and ``attn_resolutions`` only.
 
-The module tree below spells out the taming names (``encoder.down.{i}.block.{j}.conv1``,
-``decoder.up.{i}.upsample.conv``, ``quantize.embedding``...) so that the checkpoint's
-state dict fits it exactly; every tensor is checked against the yaml before anything is
-loaded, and a mismatch is a ZipARError naming the tensor, both shapes and the fix.
-Details that differ from LlamaGen's VQ (``vq.py``), all as in the reference code: the
-codebook is used as stored (no L2 normalisation), and pixels go through ``clamp(-1, 1)``
-before being mapped to [0, 1].
+The network is the shared taming one (``zipar.vq.taming``) built from the yaml; the
+checkpoint's taming names (``encoder.down.{i}.block.{j}.conv1``, ``decoder.up.{i}.upsample.conv``,
+``quantize.embedding``...) map one to one onto its canonical names, and ``state_dict()``
+speaks the published names. Every tensor is checked against the yaml before anything is
+loaded, and a mismatch is a ZipARError naming the file's tensor, both shapes and the fix.
+Details that differ from LlamaGen's VQ, all as in the reference code: attention placement
+follows ``attn_resolutions``, the codebook is used as stored (no L2 normalisation), and
+codes are matched in float32.
 """
 from __future__ import annotations
 
@@ -29,14 +30,12 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
-from torch import nn
 
-from ..io.checkpoint import load_error_detail, refused_by_weights_only
 from ..errors import ZipARError
 from ..io.block_counts import check_block_counts
-from .llamagen import AttnBlock, ResnetBlock, conv3x3, group_norm, swish  # the same taming blocks and key names
-from .inputs import check_code_grid, check_image_batch
+from ..io.checkpoint import load_error_detail, refused_by_weights_only
+from .base import VQFormat, key_sample
+from .taming import TamingSpec, TamingVQ, downsample_of, rename_key
 
 CKPT_NAME = "vqgan.ckpt"
 YAML_NAME = "vqgan.yaml"
@@ -50,6 +49,10 @@ RELEASE_HINT = (
     "(https://ai.meta.com/resources/models-and-libraries/chameleon-downloads/), download it, and use the "
     f"two files from its {RELEASE_SUBFOLDER}/ folder, {CKPT_NAME} and {YAML_NAME}, kept side by side in one folder")
 SAME_DOWNLOAD_HINT = f"{CKPT_NAME} and {YAML_NAME} must come from the same Chameleon release download"
+LUMINA_MODEL_TYPE = "chameleon"  # config.json of a Lumina-mGPT language-model folder, which holds no VQGAN
+LUMINA_VQ_HINT = ("Lumina-mGPT decodes with Meta's Chameleon VQGAN, which its folder does not contain: download "
+                  "vqgan.ckpt and vqgan.yaml from Meta's Chameleon release (tokenizer/ folder), put both into one "
+                  "folder (e.g. ComfyUI/models/zipar/chameleon-vqgan/) and pick vqgan.ckpt (or that folder) as the VQ")
 # A LlamaGen VQ file shares some top-level names with the VQGAN but has these instead of down/up.
 LLAMAGEN_MARKERS = ("encoder.conv_blocks.", "decoder.conv_blocks.", "quantize.codebook_used")
 OTHER_WRAPPERS = ("model", "module", "ema")
@@ -78,8 +81,20 @@ class ChameleonVQConfig:
 
     @property
     def downsample(self) -> int:
-        """Pixels per code along each side: one stride-2 step between consecutive levels."""
-        return 2 ** (len(self.ch_mult) - 1)
+        return downsample_of(self.ch_mult)
+
+    def spec(self) -> TamingSpec:
+        """The shared network as the reference builds it from this yaml: the codebook used as
+        stored (no L2 normalisation), codes matched in float32 in row blocks."""
+        levels = range(len(self.ch_mult))
+        return TamingSpec(
+            codebook_size=self.n_embed, embed_dim=self.embed_dim, ch=self.ch, ch_mult=self.ch_mult,
+            num_res_blocks=self.num_res_blocks, z_channels=self.z_channels,
+            encoder_attn=tuple(self.encoder_has_attn(i) for i in levels),
+            decoder_attn=tuple(self.decoder_has_attn(i) for i in levels),
+            middle_attn=self.attn_type == "vanilla", resample_with_conv=self.resamp_with_conv, tanh_out=self.tanh_out,
+            float32_distances=True, distance_rows=DISTANCE_CHUNK, in_channels=self.in_channels,
+            out_channels=self.out_ch)
 
     def encoder_has_attn(self, level: int) -> bool:
         """Taming halves its running resolution after every level but the last and puts an
@@ -334,208 +349,53 @@ def read_vqgan_checkpoint(path: str | os.PathLike) -> dict[str, torch.Tensor]:
                      f"tensors); it is not the Chameleon VQGAN {CKPT_NAME}. {RELEASE_HINT}.")
 
 
-# ----------------------------------------------------------------------------- network
-def _conv1(in_ch: int, out_ch: int) -> nn.Conv2d:
-    return nn.Conv2d(in_ch, out_ch, kernel_size=1)
-
-
-class Downsample(nn.Module):
-    """Stride-2 3x3 conv after one zero row/column at the bottom/right only (taming's
-    asymmetric padding), or a 2x2 average pool when the yaml sets resamp_with_conv: false."""
-
-    def __init__(self, channels: int, with_conv: bool):
-        super().__init__()
-        if with_conv:
-            self.conv = conv3x3(channels, channels, stride=2, padding=0)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if hasattr(self, "conv"):
-            return self.conv(F.pad(x, (0, 1, 0, 1)))
-        return F.avg_pool2d(x, kernel_size=2, stride=2)
-
-
-class Upsample(nn.Module):
-    """Nearest-neighbour x2, then a 3x3 conv unless resamp_with_conv: false."""
-
-    def __init__(self, channels: int, with_conv: bool):
-        super().__init__()
-        if with_conv:
-            self.conv = conv3x3(channels, channels)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = F.interpolate(x, scale_factor=2.0, mode="nearest")
-        return self.conv(x) if hasattr(self, "conv") else x
-
-
-class Level(nn.Module):
-    """One resolution of the encoder (``down.{i}``) or decoder (``up.{i}``): res blocks
-    ``block.{j}``, each followed by ``attn.{j}`` when the level has attention, then the
-    optional ``downsample`` / ``upsample`` attribute set by the owner."""
-
-    def __init__(self, in_ch: int, out_ch: int, n_blocks: int, with_attn: bool):
-        super().__init__()
-        self.block = nn.ModuleList(ResnetBlock(in_ch if j == 0 else out_ch, out_ch) for j in range(n_blocks))
-        self.attn = nn.ModuleList(AttnBlock(out_ch) for _ in range(n_blocks if with_attn else 0))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        for j, block in enumerate(self.block):
-            x = block(x)
-            if len(self.attn):
-                x = self.attn[j](x)
-        if hasattr(self, "downsample"):
-            x = self.downsample(x)
-        if hasattr(self, "upsample"):
-            x = self.upsample(x)
-        return x
-
-
-class Middle(nn.Module):
-    """``mid.block_1`` -> ``mid.attn_1`` -> ``mid.block_2``, at the deepest width; the
-    attention is always there unless attn_type is 'none' (not tied to attn_resolutions)."""
-
-    def __init__(self, channels: int, with_attn: bool):
-        super().__init__()
-        self.block_1 = ResnetBlock(channels, channels)
-        self.attn_1 = AttnBlock(channels) if with_attn else nn.Identity()
-        self.block_2 = ResnetBlock(channels, channels)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.block_2(self.attn_1(self.block_1(x)))
-
-
-class Encoder(nn.Module):
-    def __init__(self, config: ChameleonVQConfig):
-        super().__init__()
-        ch, mults = config.ch, config.ch_mult
-        self.conv_in = conv3x3(config.in_channels, ch)
-        self.down = nn.ModuleList()
-        width = ch
-        for i, mult in enumerate(mults):
-            level = Level(width, ch * mult, config.num_res_blocks, config.encoder_has_attn(i))
-            width = ch * mult
-            if i != len(mults) - 1:
-                level.downsample = Downsample(width, config.resamp_with_conv)
-            self.down.append(level)
-        self.mid = Middle(width, config.attn_type == "vanilla")
-        self.norm_out = group_norm(width)
-        self.conv_out = conv3x3(width, config.z_channels)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h = self.conv_in(x)
-        for level in self.down:
-            h = level(h)
-        return self.conv_out(swish(self.norm_out(self.mid(h))))
-
-
-class Decoder(nn.Module):
-    """Deepest level first, one more res block per level than the encoder; ``up.{i}`` is
-    indexed by level (``up.0`` is the full-resolution level and has no upsample)."""
-
-    def __init__(self, config: ChameleonVQConfig):
-        super().__init__()
-        ch, mults = config.ch, config.ch_mult
-        self.tanh_out = config.tanh_out
-        width = ch * mults[-1]
-        self.conv_in = conv3x3(config.z_channels, width)
-        self.mid = Middle(width, config.attn_type == "vanilla")
-        levels: list[Level] = []
-        for i in reversed(range(len(mults))):
-            level = Level(width, ch * mults[i], config.num_res_blocks + 1, config.decoder_has_attn(i))
-            width = ch * mults[i]
-            if i != 0:
-                level.upsample = Upsample(width, config.resamp_with_conv)
-            levels.append(level)
-        self.up = nn.ModuleList(reversed(levels))
-        self.norm_out = group_norm(width)
-        self.conv_out = conv3x3(width, config.out_ch)
-
-    def forward(self, z: torch.Tensor) -> torch.Tensor:
-        h = self.mid(self.conv_in(z))
-        for level in reversed(self.up):
-            h = level(h)
-        h = self.conv_out(swish(self.norm_out(h)))
-        return torch.tanh(h) if self.tanh_out else h
-
-
-class VectorQuantizer(nn.Module):
-    """The codebook (``quantize.embedding``), used raw: Chameleon does not L2-normalise."""
-
-    def __init__(self, n_embed: int, embed_dim: int):
-        super().__init__()
-        self.embedding = nn.Embedding(n_embed, embed_dim)
-
-    def lookup(self, codes: torch.Tensor) -> torch.Tensor:
-        """[B, h, w] ids -> [B, D, h, w] latents."""
-        return self.embedding.weight[codes].permute(0, 3, 1, 2).contiguous()
-
-    def nearest(self, z: torch.Tensor) -> torch.Tensor:
-        """[B, D, h, w] latents -> [B, h, w] ids of the closest entries (Euclidean).
-
-        |z|^2 + |e|^2 - 2 z.e as the reference writes it, in float32 even for 16-bit models
-        (8192 near-equal distances in bf16 would tie), in row blocks to bound memory.
-        """
-        b, d, h, w = z.shape
-        flat = z.permute(0, 2, 3, 1).reshape(-1, d).float()
-        codebook = self.embedding.weight.float()
-        sq = codebook.pow(2).sum(1)
-        out = [(rows.pow(2).sum(1, keepdim=True) + sq - 2 * rows @ codebook.t()).argmin(dim=1)
-               for rows in flat.split(DISTANCE_CHUNK)]
-        return torch.cat(out).reshape(b, h, w)
-
-
 # ----------------------------------------------------------------------------- the tokenizer
-class ChameleonVQ(nn.Module):
+def _published_names(module: "ChameleonVQ", state_dict: dict, prefix: str, local_metadata: dict) -> None:
+    """``state_dict()`` under the file's names; this module's entries are the last ones added,
+    so popping and re-adding them in order keeps the order."""
+    for key in [k for k in state_dict if k.startswith(prefix)]:
+        state_dict[prefix + module.file_names[key[len(prefix):]]] = state_dict.pop(key)
+
+
+def _canonical_names(module: "ChameleonVQ", state_dict: dict, prefix: str, local_metadata: dict, strict: bool,
+                     missing_keys: list, unexpected_keys: list, error_msgs: list) -> None:
+    """``load_state_dict`` takes the file's names: each published name goes to its one place;
+    any other name is unexpected, even one that happens to be a canonical name."""
+    for key in [k for k in state_dict if k.startswith(prefix)]:
+        value = state_dict.pop(key)
+        canonical = module.canonical_names.get(key[len(prefix):])
+        if canonical is None:
+            unexpected_keys.append(key)
+        else:
+            state_dict[prefix + canonical] = value
+
+
+class ChameleonVQ(TamingVQ):
     """Codes <-> images with the Chameleon VQGAN (frozen, eval mode).
 
-    The submodules are named exactly like the published state dict (``encoder``,
-    ``decoder``, ``quantize``, ``quant_conv``, ``post_quant_conv``), so
-    ``state_dict()`` has the checkpoint's keys minus its training-only ``loss.*`` entries.
+    The network runs under the shared canonical names; ``state_dict()`` and
+    ``load_state_dict()`` speak the published taming names (the checkpoint's keys minus its
+    training-only ``loss.*`` entries) through ``file_names`` / ``canonical_names``, a strict
+    one-to-one map built from the network itself.
     """
 
+    vq_name = "Chameleon"
+    truncates_to_uint8 = True  # Lumina-mGPT floors pixel*255 when it writes 8-bit images (api.save_images)
+
     def __init__(self, config: ChameleonVQConfig, source_path: str | None = None):
-        super().__init__()
+        super().__init__(config.spec(), source_path)  # source_path: the vqgan.ckpt, for messages and UIs
         self.config = config
-        self.codebook_size: int = config.n_embed
-        self.downsample: int = config.downsample
-        self.source_path: str | None = source_path  # the vqgan.ckpt, for messages and UIs
-        self.truncates_to_uint8 = True  # Lumina-mGPT floors pixel*255 when it writes 8-bit images (api.save_images)
-        self.encoder = Encoder(config)
-        self.decoder = Decoder(config)
-        self.quantize = VectorQuantizer(config.n_embed, config.embed_dim)
-        self.quant_conv = _conv1(config.z_channels, config.embed_dim)
-        self.post_quant_conv = _conv1(config.embed_dim, config.z_channels)
-
-    @property
-    def device(self) -> torch.device:
-        return self.quantize.embedding.weight.device
-
-    @property
-    def dtype(self) -> torch.dtype:
-        return self.quantize.embedding.weight.dtype
-
-    @torch.no_grad()
-    def decode_codes(self, codes: torch.Tensor) -> torch.Tensor:
-        """[B, h, w] codebook ids -> float32 images [B, 3, h*ds, w*ds] in [0, 1]."""
-        check_code_grid(codes, self.codebook_size, "Chameleon")
-        latents = self.quantize.lookup(codes.to(device=self.device, dtype=torch.long))
-        pixels = self.decoder(self.post_quant_conv(latents))
-        # the reference clamps to [-1, 1] first, then maps to [0, 1]
-        return (pixels.float().clamp(-1.0, 1.0) + 1.0) / 2.0
-
-    @torch.no_grad()
-    def encode_images(self, images: torch.Tensor) -> torch.Tensor:
-        """Float images [B, 3, H, W] in [0, 1] -> codebook ids [B, H/ds, W/ds] (long)."""
-        check_image_batch(images, self.downsample, "Chameleon")
-        x = images.to(device=self.device, dtype=self.dtype) * 2 - 1
-        return self.quantize.nearest(self.quant_conv(self.encoder(x)))
+        levels = len(config.ch_mult)
+        canonical = list(self.state_dict(keep_vars=True))  # before the hooks: canonical names
+        self.file_names = {k: rename_key(k, to_taming=True, reversed_levels=levels) for k in canonical}
+        self.canonical_names = {published: k for k, published in self.file_names.items()}
+        if len(self.canonical_names) != len(canonical):
+            raise RuntimeError("two canonical Chameleon VQGAN tensors map to one published name")
+        self.register_state_dict_post_hook(_published_names)
+        self.register_load_state_dict_pre_hook(_canonical_names)
 
 
 # ----------------------------------------------------------------------------- loading
-def _sample(keys: list[str]) -> str:
-    more = f" (and {len(keys) - 1} more)" if len(keys) > 1 else ""
-    return f"'{keys[0]}'{more}"
-
-
 def _reject_foreign(sd: dict[str, torch.Tensor], ckpt: Path) -> None:
     """Clear words for a file that is some other model, before listing hundreds of keys."""
     if any(k.startswith(LLAMAGEN_MARKERS[:2]) or k == LLAMAGEN_MARKERS[2] for k in sd):
@@ -566,10 +426,10 @@ def check_vqgan_state_dict(sd: dict[str, torch.Tensor], expected: dict[str, torc
         more = f" (and {len(wrong) - 1} more shape mismatches)" if len(wrong) > 1 else ""
         problems.append(wrong[0] + more)
     if missing:
-        problems.append(f"{len(missing)} tensors missing from {ckpt.name}, e.g. {_sample(missing)}")
+        problems.append(f"{len(missing)} tensors missing from {ckpt.name}, e.g. {key_sample(missing)}")
     if unexpected:
         problems.append(f"{len(unexpected)} tensors in {ckpt.name} that {yaml_path.name} has no place for, "
-                        f"e.g. {_sample(unexpected)}")
+                        f"e.g. {key_sample(unexpected)}")
     if problems:
         raise ZipARError(f"Chameleon VQGAN weights '{ckpt}' do not match its config '{yaml_path}' "
                          f"({config.summary()}): {'; '.join(problems)}. Fix: {SAME_DOWNLOAD_HINT}.")
@@ -618,3 +478,10 @@ def load_chameleon_vq(source: str | os.PathLike, device: str | torch.device = "c
     config = read_vqgan_yaml(yaml_path)
     sd = read_vqgan_checkpoint(ckpt)
     return chameleon_vq_from_state_dict(sd, config, ckpt, yaml_path, device=device, dtype=dtype)
+
+
+FORMAT = VQFormat(
+    name="Meta's Chameleon VQGAN, the image decoder of Lumina-mGPT",
+    files=f"Meta's Chameleon VQGAN for Lumina-mGPT ({CKPT_NAME} with {YAML_NAME} beside it, or their folder)",
+    detect=is_chameleon_vq_source, load=load_chameleon_vq,
+    no_vq_folders={LUMINA_MODEL_TYPE: f"is a Lumina-mGPT language model. {LUMINA_VQ_HINT}."})

@@ -31,12 +31,14 @@ from torch import nn
 from ..errors import ZipARError
 from ..io import hf_folder
 from ..io.block_counts import check_block_counts
-from .inputs import check_code_grid, check_image_batch
+from .base import VQFormat, check_code_grid, check_image_batch, key_sample, weights_prefix
 
 HF_PREFIXES = ("vqmodel.", "model.vqmodel.")  # on disk / in memory; the first found wins
 HF_MODEL_TYPE = "emu3"  # Emu3ForConditionalGeneration folder (config has a vq_config)
 HF_VQ_MODEL_TYPE = "emu3_vqgan"  # a bare Emu3VQVAE saved on its own (keys without prefix)
 ORIGINAL_MODEL_TYPE = "Emu3VisionVQ"
+VQ_MODEL_TYPES = (HF_MODEL_TYPE, HF_VQ_MODEL_TYPE, ORIGINAL_MODEL_TYPE)  # folders that hold the VQ
+ORIGINAL_LM_MODEL_TYPE = "Emu3"  # BAAI/Emu3-Gen: the language model alone, its VQ in another folder
 PREPROCESSOR_FILE = "preprocessor_config.json"
 RELEASE_MEAN_STD = 0.5  # Emu3-VisionTokenizer's image processor: pixels in [-1, 1]
 FIX_HINT = ("use the complete, unmodified BAAI/Emu3-Gen-hf or BAAI/Emu3-VisionTokenizer folder "
@@ -193,9 +195,9 @@ def _build_config(kwargs: dict[str, Any], folder: Path):
 
 
 def _choose_prefix(keys_by_file: dict[Path, list[str]], candidates: tuple[str, ...], folder: Path) -> str:
-    for prefix in candidates:
-        if any(k.startswith(prefix) for keys in keys_by_file.values() for k in keys):
-            return prefix
+    prefix = weights_prefix(hf_folder.all_keys(keys_by_file), candidates)
+    if prefix is not None:
+        return prefix
     shown = " or ".join(f"'{p}'" for p in candidates)
     raise ZipARError(f"no VQ tokenizer weights (keys starting with {shown}) in '{folder}'; this Emu3 folder "
                      f"lacks its image tokenizer: {FIX_HINT}.")
@@ -223,11 +225,6 @@ def _fill_batch_counters(sd: dict[str, torch.Tensor], expected: dict[str, torch.
             sd[key] = torch.zeros((), dtype=ref.dtype)
 
 
-def _sample(keys: list[str]) -> str:
-    more = f" (and {len(keys) - 1} more)" if len(keys) > 1 else ""
-    return f"'{keys[0]}'{more}"
-
-
 def check_state_dict(sd: dict[str, torch.Tensor], expected: dict[str, torch.Tensor], folder: Path) -> None:
     """One-line ZipARError for missing, unexpected or wrong-shaped tensors.
 
@@ -240,9 +237,9 @@ def check_state_dict(sd: dict[str, torch.Tensor], expected: dict[str, torch.Tens
              for k in sorted(set(sd) & set(expected)) if sd[k].shape != expected[k].shape]
     problems = []
     if missing:
-        problems.append(f"{len(missing)} missing tensors, e.g. {_sample(missing)}")
+        problems.append(f"{len(missing)} missing tensors, e.g. {key_sample(missing)}")
     if unexpected:
-        problems.append(f"{len(unexpected)} unexpected tensors, e.g. {_sample(unexpected)}")
+        problems.append(f"{len(unexpected)} unexpected tensors, e.g. {key_sample(unexpected)}")
     if wrong:
         more = f" (and {len(wrong) - 1} more shape mismatches)" if len(wrong) > 1 else ""
         problems.append(f"{wrong[0]}{more}")
@@ -310,6 +307,9 @@ class Emu3VQ(nn.Module):
     the first. transformers already does both for 4-D images / 3-D code grids.
     """
 
+    # Emu3's official image processor clips pixel * 255 and casts to uint8: truncation (api.save_images)
+    truncates_to_uint8 = True
+
     def __init__(self, vq: nn.Module, mean: list[float] | None = None, std: list[float] | None = None,
                  source_path: str | None = None):
         super().__init__()
@@ -317,8 +317,6 @@ class Emu3VQ(nn.Module):
         self.mean = list(mean or [RELEASE_MEAN_STD] * 3)
         self.std = list(std or [RELEASE_MEAN_STD] * 3)
         self.source_path = source_path  # for messages and UIs
-        # Emu3's official image processor clips pixel * 255 and casts to uint8: truncation (api.save_images)
-        self.truncates_to_uint8 = True
         self.codebook_size: int = int(vq.config.codebook_size)
         self.downsample: int = 2 ** (len(vq.config.channel_multiplier) - 1)
 
@@ -380,3 +378,18 @@ def load_emu3_vq(source: str | os.PathLike, device: str | torch.device = "cpu",
     module = build_vq_module(config, sd, folder, device, dtype)
     mean, std = _read_normalisation(folder)
     return Emu3VQ(module, mean, std, source_path=str(folder))
+
+
+def is_emu3_vq_folder(path: Path) -> bool:
+    """A folder whose config.json names a model type that holds the VQ (the transformers
+    Emu3-Gen folder, a bare Emu3VQVAE, or BAAI/Emu3-VisionTokenizer)."""
+    config = hf_folder.folder_config(path)
+    return config is not None and config.get("model_type") in VQ_MODEL_TYPES
+
+
+FORMAT = VQFormat(
+    name="Emu3's VQ image tokenizer",
+    files="Emu3 folders holding the VQ (BAAI/Emu3-Gen-hf or BAAI/Emu3-VisionTokenizer)",
+    detect=is_emu3_vq_folder, load=load_emu3_vq,
+    no_vq_folders={ORIGINAL_LM_MODEL_TYPE: "is the original BAAI/Emu3-Gen language model, which has no VQ; pick the "
+                                           "BAAI/Emu3-VisionTokenizer folder for the VQ."})
