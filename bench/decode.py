@@ -9,7 +9,7 @@ Weights are random (decoding time does not depend on them). Every configuration 
 the same process after a warm-up, so the ratios latency(ZipAR)/latency(NTP) and
 passes(ZipAR)/passes(NTP) are measured side by side. A plain eager KV-cache loop (one
 token per pass, causal mask, nothing precomputed) is timed as the NTP baseline, and the
-VQ-16 decoder separately. Writes JSON and a markdown table (for README).
+VQ-16 decoder separately. Writes JSON and a markdown table (for docs/benchmarks.md).
 
 Janus-Pro-1B/-7B, Emu3-Gen and Lumina-mGPT-7B (bench/chat_models.py) are our own networks with random
 weights, built on the meta device and materialised on the target device in the target
@@ -122,7 +122,7 @@ def peak_memory_mb(device: torch.device) -> float:
 def time_vq_decode(grid: tuple[int, int], images: int, device: torch.device, repeats: int, family: str = "llamagen") -> dict:
     """fp32 decode of random codes: LlamaGen's VQ-16 (also Janus's), or for Lumina-mGPT the Chameleon
     VQGAN at the release's widths (attention in the middle block only: the release's attn_resolutions
-    are not public, see README)."""
+    are not public, see docs/models.md)."""
     from zipar.vq.chameleon import ChameleonVQ, ChameleonVQConfig
     from zipar.vq.llamagen import VQConfig, VQModel
 

@@ -16,9 +16,6 @@ VQ = "ZIPAR_VQ"
 CONDITION = "ZIPAR_CONDITION"
 TOKENS = "ZIPAR_TOKENS"
 
-# LlamaGen's GPTs were all trained on the VQ-16 tokenizer: 16 pixels per token.
-DEFAULT_DOWNSAMPLE = 16
-
 
 @dataclass
 class ARModel:

@@ -12,14 +12,14 @@ from __future__ import annotations
 if "." in (__package__ or ""):
     from ..zipar import api
     from ..zipar.demo import demo_files
-    from ..zipar.errors import ZipARError, memory_guard
+    from ..zipar.errors import ConditionMismatch, ZipARError, memory_guard
     from ..zipar.families.base import Condition
     from ..zipar.families.base import ASPECT_RATIOS
     from ..zipar.core.sampling import SamplingOptions
 else:  # nodes/ imported as a top-level package: tests, scripts
     from zipar import api
     from zipar.demo import demo_files
-    from zipar.errors import ZipARError, memory_guard
+    from zipar.errors import ConditionMismatch, ZipARError, memory_guard
     from zipar.families.base import Condition
     from zipar.families.base import ASPECT_RATIOS
     from zipar.core.sampling import SamplingOptions
@@ -34,5 +34,5 @@ def text_encoder_class():
     return T5TextEncoder
 
 
-__all__ = ["api", "demo_files", "ASPECT_RATIOS", "ZipARError", "Condition", "SamplingOptions", "text_encoder_class",
-           "memory_guard"]
+__all__ = ["api", "demo_files", "ASPECT_RATIOS", "ZipARError", "ConditionMismatch", "Condition", "SamplingOptions",
+           "text_encoder_class", "memory_guard"]

@@ -1,8 +1,6 @@
 """Load AR Model and Load VQ: checkpoints from ComfyUI/models/zipar."""
 from __future__ import annotations
 
-import os
-
 from . import cache, host
 from .datatypes import AR_MODEL, VQ, ARModel
 from .engine import ZipARError, api
@@ -15,14 +13,12 @@ DEVICE_TOOLTIP = (
     "with --cpu). auto: the GPU when PyTorch sees one. cpu / cuda: force it."
 )
 
-
 def _mtime(name: str) -> str:
     try:
         _real, mtime, size = cache.file_key(host.model_path(name))  # a folder: its newest file
         return f"{mtime}-{size}"
     except (OSError, ZipARError):
         return ""
-
 
 class ZipARLoadARModel:
     DESCRIPTION = (
@@ -71,23 +67,15 @@ class ZipARLoadARModel:
 
     def load(self, ar_model, image_size, precision, device):
         path = host.model_path(ar_model)
-        folder = os.path.isdir(path)  # Janus-Pro / Emu3-Gen / Lumina-mGPT: the family knows its image size
         dev = host.torch_device(device)
         key = (*cache.file_key(path), precision, str(dev))
         model = cache.AR_MODELS.get(key, lambda: api.load_ar_model(path, device=dev, precision=precision))
-        size = int(image_size) or (0 if folder else api.default_image_size(path))
-        if not folder and not size:
-            raise ZipARError(
-                f"cannot tell the image size from the file name {ar_model!r} (published files end in _256, _384 "
-                "or _512); set image_size on Load AR Model."
-            )
-        if folder:
-            size = size or int(model.image_size)
-            model.grid_for(None, size)  # a size the family cannot draw fails here, not in the sampler
-        else:
-            model.check_image_size(size)
+        size = int(image_size) or model.native_image_size
+        if not size:
+            raise ZipARError(f"{model.describe()} does not say its image size (the file name {ar_model!r} has no _256, "
+                             "_384 or _512); set image_size on Load AR Model.")
+        model.grid_for(None, size)  # a size the family cannot draw fails here, not in the sampler
         return (ARModel(model, size, ar_model),)
-
 
 class ZipARLoadVQ:
     DESCRIPTION = (

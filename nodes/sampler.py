@@ -4,8 +4,8 @@ from __future__ import annotations
 import logging
 
 from . import host
-from .datatypes import AR_MODEL, CONDITION, DEFAULT_DOWNSAMPLE, TOKENS, VQ, Tokens
-from .engine import ZipARError, SamplingOptions, api
+from .datatypes import AR_MODEL, CONDITION, TOKENS, VQ, Tokens
+from .engine import ConditionMismatch, ZipARError, SamplingOptions, api
 from .preview import TokenPreview, previews_enabled
 
 CATEGORY = "ZipAR"
@@ -21,28 +21,20 @@ def check_window(window: int, width: int) -> None:
         )
 
 
-PROMPT_FAMILIES = {"janus-pro": "Janus-Pro", "emu3": "Emu3-Gen", "lumina-mgpt": "Lumina-mGPT"}  # they read text
+# How a node user gives each kind of condition the engine may ask for (ConditionMismatch.needs).
+CONDITION_NODES = {
+    "class_ids": "connect a ZipAR ImageNet Class or ZipAR Class ID node as the condition",
+    "caption": "connect a ZipAR Text Encode (T5) node as the condition",
+    "prompt": "connect a ZipAR Text Prompt node as the condition",
+}
 
 
-def check_condition_kind(model, cond) -> None:
-    """A class for a text model or a prompt for a class model, said in terms of the nodes."""
-    kind = getattr(model, "model_type", None)
-    if kind == "c2i" and cond.class_ids is None:
-        raise ZipARError(
-            "this is a class-to-image model (c2i): connect a ZipAR ImageNet Class node as the condition, "
-            "or load a text-to-image model (t2i_*.pt) for prompts."
-        )
-    if kind == "t2i" and cond.caption_features is None:
-        raise ZipARError(
-            "this is a text-to-image model (t2i): connect a ZipAR Text Encode (T5) node as the condition, "
-            "or load a class-to-image model (c2i_*.pt) for ImageNet classes."
-        )
-    family = getattr(model, "family", "")
-    if family in PROMPT_FAMILIES and not cond.prompts:
-        raise ZipARError(f"this is a {PROMPT_FAMILIES[family]} model: connect a ZipAR Text Prompt node as the condition.")
-    if cond.prompts and family not in PROMPT_FAMILIES:
-        raise ZipARError("a ZipAR Text Prompt is for Janus-Pro, Emu3-Gen and Lumina-mGPT; for LlamaGen text-to-image "
-                         "use ZipAR Text Encode (T5), for class models ZipAR ImageNet Class or Class ID.")
+def prepare(model, condition, vq):
+    """The engine's request check, its wrong-condition message completed in terms of the nodes."""
+    try:
+        return api.prepare(model.model, condition, int(model.image_size), vq)
+    except ConditionMismatch as exc:
+        raise ZipARError(f"{exc}; {CONDITION_NODES[exc.needs]}.") from None
 
 
 class ZipARSampler:
@@ -121,18 +113,7 @@ class ZipARSampler:
 
     def sample(self, model, condition, window, seed, cfg, temperature, top_k, top_p, batch_size, preview=True, vq=None):
         ar = model.model
-        check_condition_kind(ar, condition)
-        if hasattr(ar, "grid_for"):  # Janus-Pro / Emu3 / Lumina: the family sizes the grid (aspect ratio, area)
-            if vq is not None:
-                api.check_pair(ar, vq)
-                ar.downsample = vq.downsample
-            grid = ar.grid_for(condition, int(model.image_size))
-        else:
-            downsample = DEFAULT_DOWNSAMPLE
-            if vq is not None:
-                api.check_pair(ar, vq)
-                downsample = vq.downsample
-            grid = api.llamagen_grid(ar, int(model.image_size), downsample)
+        grid = prepare(model, condition, vq).grid
         check_window(window, grid[1])
         greedy = float(temperature) == 0.0
         options = SamplingOptions(

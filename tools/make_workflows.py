@@ -155,7 +155,7 @@ def demo_zipar():
              "(zipar-demo/ in the loader lists; 64x64 images, a 16x16 token grid). Class ID = the digit to draw. "
              "Top row: next-token prediction (window 16 = the grid width, 256 passes); bottom row: ZipAR window 8 "
              "(144 passes), same seed. Smaller windows are faster and, on this small model, less legible: see the "
-             "README's quality table.\n\n" + SAMPLER_HELP),
+             "quality table in docs/benchmarks.md.\n\n" + SAMPLER_HELP),
     ]
 
 

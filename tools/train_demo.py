@@ -388,7 +388,7 @@ the thread count it is about the wall time the run needs on otherwise idle cores
 
 Images in [0, 1]; unaugmented (centred) renders. NLL in nats per image token, uncached causal
 forward. Sample quality per ZipAR window (class accuracy by an independent classifier,
-Frechet distance, NLL of samples): `python -m bench.quality`, results in the README.
+Frechet distance, NLL of samples): `python -m bench.quality`, results in docs/benchmarks.md.
 
 ## Licence
 

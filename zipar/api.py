@@ -1,9 +1,15 @@
 """The Python API the CLI, the ComfyUI nodes and the benchmarks share.
 
-    model = load_ar_model("c2i_L_384.pt")              # LlamaGen GPT, config read off the weights
+    model = load_ar_model("c2i_L_384.pt")              # any family: a LlamaGen file or a model folder
     vq = load_vq("vq_ds16_c2i.pt")
-    result = generate(model, class_condition([207, 360]), grid_for(384, vq), window=8, seed=0)
+    request = prepare(model, class_condition([207, 360]), image_size=384, vq=vq)
+    result = generate(model, request.condition, request.grid, window=8, seed=0)
     images = decode_tokens(vq, result.tokens)          # [N, 3, 384, 384] float in [0, 1]
+
+``prepare`` is the one place a request is checked and sized: the condition against the model
+(``ConditionMismatch`` names the kind it needs; each front end says how to give it), the VQ's
+codebook against the model's, and the grid from the family (aspect ratio, size, the VQ's
+pixels per token). Front ends hold no family knowledge.
 """
 from __future__ import annotations
 
@@ -13,24 +19,25 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .io import outputs
-from .io.checkpoint import read_state_dict
+from dataclasses import dataclass
+
 from .conditions import caption_condition, class_condition
 from .core.loop import GenerationResult, expected_passes, generate
-from .errors import ZipARError, memory_guard
-from .families.base import Condition
-from .nets.llamagen_gpt import gpt_from_state_dict
-from .families.llamagen import LlamaGenModel, size_in_name
-from .families.registry import checkpoint_kind, load_folder_model, load_folder_vq
-from .vq.llamagen import VQModel, load_vq as _load_vq_file
 from .core.sampling import SamplingOptions
+from .errors import ZipARError, memory_guard
+from .families import registry
+from .families.base import Condition, Family, SamplingDefaults
+from .families.llamagen import size_in_name, square_grid
+from .io import outputs
+from .vq import load_vq as _load_vq
+from .vq.base import VQ
 
 PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 __all__ = [
-    "load_ar_model", "load_vq", "generate", "decode_tokens", "class_condition", "caption_condition", "prompt_condition",
-    "grid_for", "default_image_size", "check_pair", "save_images", "SamplingOptions", "GenerationResult",
-    "resolve_device", "resolve_dtype", "expected_passes",
+    "load_ar_model", "load_vq", "prepare", "Request", "generate", "decode_tokens", "class_condition",
+    "caption_condition", "prompt_condition", "grid_for", "default_image_size", "check_pair", "save_images",
+    "SamplingOptions", "GenerationResult", "resolve_device", "resolve_dtype", "expected_passes",
 ]
 
 
@@ -42,7 +49,7 @@ def resolve_device(device: str | torch.device | None = None) -> torch.device:
     except (RuntimeError, TypeError, ValueError):
         raise ZipARError(f"unknown device {device!r}; use auto, cpu, cuda or cuda:N (e.g. cuda:1).") from None
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise ZipARError("CUDA was requested but this PyTorch sees no GPU; use --device cpu.")
+        raise ZipARError("CUDA was requested but this PyTorch sees no GPU; use the CPU device instead.")
     return device
 
 
@@ -57,40 +64,44 @@ def resolve_dtype(precision: str, device: torch.device) -> torch.dtype:
     return PRECISIONS[precision]
 
 
-def load_ar_model(
-    path: str | os.PathLike, device: str | torch.device | None = None, precision: str = "auto", n_head: int | None = None
-) -> LlamaGenModel:
-    """Load an AR model: a LlamaGen GPT file (.pt/.pth/.safetensors) or a Janus-Pro / Emu3-Gen / Lumina-mGPT folder."""
+def load_ar_model(path: str | os.PathLike, device: str | torch.device | None = None, precision: str = "auto") -> Family:
+    """Load an AR model of any registered family: a LlamaGen GPT file (.pt/.pth/.safetensors) or a
+    Janus-Pro / Emu3-Gen / Lumina-mGPT folder (``zipar.families``)."""
     dev = resolve_device(device)
-    if Path(path).is_dir():
-        return load_folder_model(Path(path), dev, resolve_dtype(precision, dev))
-    from .vq.chameleon import is_chameleon_vq_source
-
-    if is_chameleon_vq_source(path):
-        raise ZipARError(f"{Path(path).name} is Meta's Chameleon VQGAN, the image decoder of Lumina-mGPT, not an AR "
-                         "model. Use it as the VQ model and pick the Lumina-mGPT folder as the AR model.")
-    sd = read_state_dict(path)
-    kind = checkpoint_kind(sd)
-    if kind == "llamagen-vq":
-        raise ZipARError(
-            f"{Path(path).name} is a VQ image tokenizer, not an AR model. Use it as the VQ model and pick a "
-            "LlamaGen GPT checkpoint (e.g. c2i_L_384.pt) as the AR model."
-        )
-    gpt = gpt_from_state_dict(sd, dev, resolve_dtype(precision, dev), n_head)
-    return LlamaGenModel(gpt, str(path))
+    return registry.load_ar_model(Path(path), dev, resolve_dtype(precision, dev))
 
 
-def load_vq(path: str | os.PathLike, device: str | torch.device | None = None, precision: str = "fp32") -> VQModel:
+def load_vq(path: str | os.PathLike, device: str | torch.device | None = None, precision: str = "fp32") -> VQ:
     """Load a VQ tokenizer: a LlamaGen file (vq_ds16_c2i.pt ...), the VQ of a Janus-Pro / Emu3 folder, or
     Meta's Chameleon VQGAN for Lumina-mGPT (vqgan.ckpt with vqgan.yaml beside it, or their folder)."""
     dev = resolve_device(device)
-    if Path(path).is_dir():
-        return load_folder_vq(Path(path), dev, resolve_dtype(precision, dev))
-    from .vq.chameleon import is_chameleon_vq_source, load_chameleon_vq
+    return _load_vq(Path(path), dev, resolve_dtype(precision, dev))
 
-    if is_chameleon_vq_source(path):
-        return load_chameleon_vq(path, dev, resolve_dtype(precision, dev))
-    return _load_vq_file(path, device=dev, dtype=resolve_dtype(precision, dev))
+
+@dataclass(frozen=True)
+class Request:
+    """A checked request: the condition, the grid it is drawn on and the family's sampling recipe."""
+
+    model: Family
+    condition: Condition
+    grid: tuple[int, int]
+    defaults: SamplingDefaults
+
+
+def prepare(model: Family, condition: Condition, image_size: int | None = None, vq: VQ | None = None,
+            downsample: int | None = None) -> Request:
+    """Check a request and size its grid, for the CLI and the nodes alike.
+
+    ``image_size`` None (or 0) is the model's own size; the grid uses the VQ's pixels per token
+    (``vq``, else ``downsample``, else the family's usual VQ). Raises ConditionMismatch when the
+    condition is of the wrong kind and ZipARError for anything else that does not fit.
+    """
+    if vq is not None:
+        check_pair(model, vq)
+        downsample = vq.downsample
+    model.check_condition(condition)
+    grid = model.grid_for(condition, image_size or None, downsample)
+    return Request(model, condition, grid, model.defaults)
 
 
 def prompt_condition(prompts: list[str], negative_prompt: str | None = None, aspect_ratio: str | None = None,
@@ -111,26 +122,13 @@ def default_image_size(path: str | os.PathLike) -> int | None:
     return size_in_name(path)
 
 
-def grid_for(image_size: int, vq_or_downsample: VQModel | int) -> tuple[int, int]:
+def grid_for(image_size: int, vq_or_downsample: VQ | int) -> tuple[int, int]:
+    """The square grid of ``image_size`` pixels at the VQ's pixels per token (LlamaGen's sizing)."""
     ds = vq_or_downsample if isinstance(vq_or_downsample, int) else vq_or_downsample.downsample
-    if ds < 1:
-        raise ZipARError(f"the VQ downsampling factor must be a positive number of pixels per token (got {ds}); "
-                         "LlamaGen's VQ-16 tokenizers use 16.")
-    if image_size <= 0 or image_size % ds:
-        raise ZipARError(
-            f"image size {image_size} is not a multiple of the VQ downsampling factor {ds}; "
-            f"use e.g. {max(ds, image_size // ds * ds)} or {(image_size // ds + 1) * ds}."
-        )
-    return image_size // ds, image_size // ds
+    return square_grid(image_size, ds)
 
 
-def llamagen_grid(model: LlamaGenModel, image_size: int, vq_or_downsample: VQModel | int) -> tuple[int, int]:
-    """The token grid of a LlamaGen GPT at ``image_size``, within the sizes the model supports."""
-    model.check_image_size(image_size)
-    return grid_for(image_size, vq_or_downsample)
-
-
-def check_pair(model: LlamaGenModel, vq: VQModel) -> None:
+def check_pair(model: Family, vq: VQ) -> None:
     """A GPT and a VQ must agree on the codebook, or the decoded image is noise."""
     if model.vocab_size != vq.codebook_size:
         raise ZipARError(
@@ -148,7 +146,7 @@ def check_token_grids(shape: tuple[int, ...]) -> None:
                          "one image of at least 1 x 1 tokens.")
 
 
-def decode_tokens(vq: VQModel, tokens: torch.Tensor | np.ndarray) -> torch.Tensor:
+def decode_tokens(vq: VQ, tokens: torch.Tensor | np.ndarray) -> torch.Tensor:
     """Token grids [N, H, W] (or [H, W]) -> float32 images [N, 3, H*ds, W*ds] in [0, 1]."""
     tokens = torch.as_tensor(np.asarray(tokens) if isinstance(tokens, np.ndarray) else tokens).long()
     check_token_grids(tuple(tokens.shape))
@@ -156,11 +154,6 @@ def decode_tokens(vq: VQModel, tokens: torch.Tensor | np.ndarray) -> torch.Tenso
         tokens = tokens[None]
     with memory_guard("decoding the token grids", "decode fewer images at a time, or a smaller grid"):
         return vq.decode_codes(tokens)
-
-
-def output_paths(out: str | os.PathLike, count: int) -> list[Path]:
-    """out.png for one image; out_0.png, out_1.png ... for several (the format must be one we write)."""
-    return [o.path for o in outputs.numbered_images(out, count, "output")]
 
 
 def save_images(images: torch.Tensor, out: str | os.PathLike | list, overwrite: bool = False,

@@ -10,10 +10,17 @@ import torch
 
 from . import api
 from .io import outputs
-from .errors import ZipARError
+from .errors import ConditionMismatch, ZipARError
+from .families.base import Condition
 from .core.sampling import SamplingOptions
 
 OVERWRITE_HINT = "pass --overwrite"
+# How a command-line user gives each kind of condition the engine may ask for (ConditionMismatch.needs).
+CONDITION_FLAGS = {
+    "class_ids": "give --class-id (ImageNet ids 0..999; the digits 0..9 for the demo model)",
+    "caption": "give --prompt with --text-encoder (a local flan-t5-xl folder), or --caption-embeddings",
+    "prompt": "give --prompt",
+}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -23,8 +30,10 @@ def build_parser() -> argparse.ArgumentParser:
     gen = sub.add_parser("generate", help="sample token grids and decode them to images")
     gen.add_argument("--ar-model", required=True, help="LlamaGen GPT checkpoint (c2i_L_384.pt, t2i_XL_stage2_512.pt, ...) or a Janus-Pro / Emu3-Gen / Lumina-mGPT folder")
     gen.add_argument("--vq-model", help="VQ tokenizer (vq_ds16_c2i.pt, a Janus-Pro / Emu3 folder, Meta's Chameleon vqgan.ckpt); needed to write images")
-    gen.add_argument("--image-size", type=int, help="output resolution; default: the size in the AR file name")
-    gen.add_argument("--downsample", type=int, default=16, help="VQ downsampling when no --vq-model is given")
+    gen.add_argument("--image-size", type=int, help="output resolution; default: the model's own (LlamaGen: the size "
+                     "in the file name)")
+    gen.add_argument("--downsample", type=int, help="the VQ's pixels per token when no --vq-model is given (default: "
+                     "the family's usual VQ, 16 for LlamaGen)")
     gen.add_argument("--class-id", type=int, nargs="+", help="ImageNet class ids (class-to-image models)")
     gen.add_argument("--prompt", nargs="+", help="prompts (LlamaGen t2i with --text-encoder; Janus-Pro / Emu3-Gen / Lumina-mGPT folders)")
     gen.add_argument("--negative-prompt", help="Emu3-Gen / Lumina-mGPT: the unconditional branch's text (default: the family's own)")
@@ -75,6 +84,9 @@ def main(argv: list[str] | None = None) -> int:
             from .demo import run_demo
 
             print(run_demo(args, log=lambda line: print(line, file=sys.stderr))["out"])
+    except ConditionMismatch as exc:
+        print(f"error: {exc}; {CONDITION_FLAGS[exc.needs]}.", file=sys.stderr)
+        return 2
     except ZipARError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -110,19 +122,10 @@ def run_generate(args: argparse.Namespace) -> None:
     device = api.resolve_device(args.device)
     vq = api.load_vq(args.vq_model, device) if args.vq_model else None
     model = api.load_ar_model(args.ar_model, device, args.precision)
-    if vq is not None:
-        api.check_pair(model, vq)
-    if hasattr(model, "grid_for"):  # Janus-Pro / Emu3-Gen / Lumina-mGPT folder: prompts, the family sizes the grid
-        cond, grid = _chat_condition(args, model, vq)
-    else:
-        image_size = args.image_size or api.default_image_size(args.ar_model)
-        if image_size is None:
-            raise ZipARError(f"cannot tell the image size from {Path(args.ar_model).name}; pass --image-size (e.g. 256 or 384).")
-        grid = api.llamagen_grid(model, image_size, vq if vq is not None else args.downsample)
-        cond = captions if captions is not None else _condition(args, model, device)
-    defaults = getattr(model, "defaults", {})
-    cfg = args.cfg if args.cfg is not None else defaults.get("cfg", 4.0)
-    top_k = args.top_k if args.top_k is not None else defaults.get("top_k", 0)
+    request = api.prepare(model, condition_from_args(args, model, device, captions), args.image_size, vq, args.downsample)
+    cond, grid, defaults = request.condition, request.grid, request.defaults
+    cfg = args.cfg if args.cfg is not None else defaults.cfg
+    top_k = args.top_k if args.top_k is not None else defaults.top_k
     options = SamplingOptions(cfg, args.temperature, top_k, args.top_p, args.greedy)
     result = api.generate(model, cond, grid, args.window, options, seed=args.seed, batch=args.batch)
     print(f"{model.describe()}: {result.report()}", file=sys.stderr)
@@ -139,28 +142,27 @@ def run_generate(args: argparse.Namespace) -> None:
         outputs.write_json(by_label["--stats-json"][0], result.stats(), args.overwrite)
 
 
-def _chat_condition(args: argparse.Namespace, model, vq):
-    if not args.prompt:
-        raise ZipARError(f"{model.describe()} draws from text: give --prompt.")
-    if vq is not None and hasattr(model, "downsample"):
-        model.downsample = vq.downsample
-    cond = api.prompt_condition(args.prompt, args.negative_prompt, args.aspect_ratio, args.quality_suffix)
-    return cond, model.grid_for(cond, args.image_size)
-
-
-def _condition(args: argparse.Namespace, model, device):
-    if model.model_type == "c2i":
-        if not args.class_id:
-            raise ZipARError("this is a class-to-image model: give --class-id (ImageNet ids 0..999).")
+def condition_from_args(args: argparse.Namespace, model, device, captions) -> Condition:
+    """The condition the model reads (``model.reads``), built from the flags; when the flags give
+    another kind, that one, so that ``prepare`` says what the model needs instead."""
+    if model.reads == "class_ids" and args.class_id:
         return api.class_condition(args.class_id)
-    if not args.prompt:
-        raise ZipARError("this is a text-to-image model: give --prompt with --text-encoder, or --caption-embeddings.")
-    if not args.text_encoder:
-        raise ZipARError("--prompt needs --text-encoder: a local flan-t5-xl folder (google/flan-t5-xl).")
-    from .text_encoder import T5TextEncoder
+    if model.reads == "prompt" and args.prompt:
+        return api.prompt_condition(args.prompt, args.negative_prompt, args.aspect_ratio, args.quality_suffix)
+    if model.reads == "caption" and captions is not None:
+        return captions
+    if model.reads == "caption" and args.prompt:
+        if not args.text_encoder:
+            raise ZipARError("--prompt needs --text-encoder: a local flan-t5-xl folder (google/flan-t5-xl).")
+        from .text_encoder import T5TextEncoder
 
-    dtype = torch.float32 if device.type == "cpu" else torch.bfloat16
-    return T5TextEncoder(args.text_encoder, device, dtype).condition(args.prompt)
+        dtype = torch.float32 if device.type == "cpu" else torch.bfloat16
+        return T5TextEncoder(args.text_encoder, device, dtype).condition(args.prompt)
+    if args.class_id:
+        return api.class_condition(args.class_id)
+    if args.prompt:
+        return api.prompt_condition(args.prompt)
+    return captions if captions is not None else Condition()
 
 
 def run_decode(args: argparse.Namespace) -> None:

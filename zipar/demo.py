@@ -146,9 +146,8 @@ def run_demo(args: argparse.Namespace, log=print) -> dict:
     device = api.resolve_device(args.device)
     vq = api.load_vq(files["vq_model"], device)
     model = api.load_ar_model(files["ar_model"], device, "fp32" if device.type == "cpu" else "auto")
-    api.check_pair(model, vq)
-    grid = api.llamagen_grid(model, api.default_image_size(files["ar_model"]), vq)
     cond = api.class_condition(args.classes, [CLASS_NAMES[c] if 0 <= c < 10 else str(c) for c in args.classes])
+    grid = api.prepare(model, cond, vq=vq).grid
     options = SamplingOptions(cfg=args.cfg, temperature=args.temperature)
     log(f"{model.describe()}, grid {grid[0]}x{grid[1]}, cfg {args.cfg}, seed {args.seed}")
     columns, rows = [], []

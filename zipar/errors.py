@@ -73,3 +73,13 @@ def free_bytes(device) -> int | None:
         except (AttributeError, ValueError, OSError):
             return None
     return None
+
+
+class ConditionMismatch(ZipARError):
+    """The condition is not of the kind the model reads (a class for a text model, a prompt for a
+    class model). ``needs`` is the kind it reads ("class_ids", "caption" or "prompt"); each front
+    end adds, in one place, how its users give that kind (a flag, a node)."""
+
+    def __init__(self, message: str, needs: str):
+        super().__init__(message)
+        self.needs = needs

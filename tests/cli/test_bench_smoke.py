@@ -1,4 +1,4 @@
-"""The benchmark harness runs and reports what README's table needs (no timing asserted)."""
+"""The benchmark harness runs and reports what the tables in docs/benchmarks.md need (no timing asserted)."""
 import json
 
 from bench.decode import main, published_config

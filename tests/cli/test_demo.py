@@ -11,7 +11,7 @@ from zipar.io.checkpoint import read_state_dict
 from zipar.cli import main as cli_main
 from zipar.demo import AR_FILE, VQ_FILE, demo_files, main as demo_main
 from zipar.nets.llamagen_gpt import default_heads
-from zipar.families.registry import checkpoint_kind
+from zipar.families.llamagen import checkpoint_kind
 from zipar.core.sampling import SamplingOptions
 
 MAX_BYTES = 20 * 1024 * 1024

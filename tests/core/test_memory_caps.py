@@ -55,12 +55,12 @@ def test_llamagen_size_is_capped_at_twice_the_trained_side(files, capsys):
     assert model.max_image_size == 128
     with pytest.raises(ZipARError, match="image size 2048 is too large for this model: it was trained at 64 px "
                                          r"\(c2i_T_64.pt\), and ZipAR accepts up to 128 px; lower the image size"):
-        api.llamagen_grid(model, 2048, 16)
-    assert api.llamagen_grid(model, 128, 16) == (8, 8)
+        model.grid_for(None, 2048, 16)
+    assert model.grid_for(None, 128, 16) == (8, 8)
     renamed = api.load_ar_model(files / "renamed.pt", "cpu")
     assert renamed.max_image_size == 1024
     with pytest.raises(ZipARError, match="does not say its trained size in its file name"):
-        api.llamagen_grid(renamed, 1040, 16)
+        renamed.grid_for(None, 1040, 16)
     code = main(["generate", "--ar-model", str(files / "c2i_T_64.pt"), "--vq-model", str(files / "vq_ds16_c2i.pt"),
                  "--class-id", "1", "--image-size", "2048", "--stats-json", str(files / "never.json")])
     assert code == 2 and "too large" in capsys.readouterr().err and not (files / "never.json").exists()
@@ -98,7 +98,7 @@ def test_plan_memory_grows_linearly_with_the_cells(side, window):
 
 
 def test_row_end_layout_is_linear_too():
-    from zipar.families.sequence import RowEndColumns, RowEndLayout
+    from zipar.core.row_ends import RowEndColumns, RowEndLayout
 
     plan = build_plan(48, 48, 8, "cpu", False)
     layout = RowEndLayout.from_plan(plan, "cpu")

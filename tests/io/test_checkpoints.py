@@ -7,7 +7,7 @@ from zipar.api import load_ar_model
 from zipar.io.checkpoint import read_state_dict
 from zipar.errors import ZipARError
 from zipar.nets.llamagen_gpt import infer_gpt_config
-from zipar.families.registry import checkpoint_kind
+from zipar.families.llamagen import checkpoint_kind
 
 
 def probe_logits(gpt) -> torch.Tensor:

@@ -14,7 +14,7 @@ from typing import Callable
 import torch
 
 from ..errors import ZipARError, free_bytes, memory_guard
-from ..families.base import ARModel, Condition
+from ..families.base import Condition, Family
 from .sampling import SamplingOptions, combine_guidance, make_generator, sample_tokens
 from .plan import Plan, build_plan
 from .schedule import PREFIX, num_passes
@@ -73,7 +73,7 @@ TraceCallback = Callable[[int, torch.Tensor, torch.Tensor], None]
 
 @torch.inference_mode()
 def generate(
-    model: ARModel,
+    model: Family,
     cond: Condition,
     grid: tuple[int, int],
     window: int,
@@ -107,7 +107,7 @@ def generate(
         return _generate(model, cond, grid, window, options, seed, batch, callback, trace, bool(row0_first))
 
 
-def check_memory(model: ARModel, conditions: int, batch: int, grid: tuple[int, int], guidance: bool) -> None:
+def check_memory(model: Family, conditions: int, batch: int, grid: tuple[int, int], guidance: bool) -> None:
     """Refuse a request whose key/value cache cannot fit before allocating anything, naming the
     largest batch that would (a huge batch typed into a UI must not take the host down)."""
     images = conditions * batch

@@ -6,7 +6,7 @@ plan stores the first three as flat tensors sliced per pass and one per-cell tab
 pass that first writes each slot); what an input may see is derived from those on the
 device for each pass. It thus grows linearly with the grid (storing every pass's mask
 would grow with its fourth power), and adapters that need more per-pass layout (the row
-ends of the 1D families) derive it once per plan and keep it in ``adapter_cache``.
+ends of Emu3 and Lumina-mGPT) get it from the plan, derived once (``row_end_layout``).
 """
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ from functools import lru_cache
 
 import torch
 
+from .row_ends import RowEndLayout
 from .schedule import Schedule, build_schedule
 
 
@@ -50,8 +51,8 @@ class Plan:
     fill_step: torch.Tensor  # [H*W] long, on the device
     slot_cells: torch.Tensor  # [H*W] 0..H*W-1, on the device
     emit_step: torch.Tensor  # [H*W] long, CPU: the pass that emits each cell
-    # What adapters derive from the plan (e.g. the 1D families' row-end layout), kept as long as the plan
-    adapter_cache: dict = field(default_factory=dict, compare=False, repr=False)
+    device: str
+    derived: dict = field(default_factory=dict, compare=False, repr=False)  # layouts derived on demand, kept with the plan
 
     @property
     def num_passes(self) -> int:
@@ -72,6 +73,12 @@ class Plan:
     def filled_after(self, s: int) -> torch.Tensor:
         """[H*W] bool, CPU: the cells emitted once pass s is done."""
         return self.emit_step <= s
+
+    def row_end_layout(self) -> RowEndLayout:
+        """Every pass in the physical layout of the families whose rows end with a fixed token."""
+        if "row_ends" not in self.derived:
+            self.derived["row_ends"] = RowEndLayout.from_plan(self, self.device)
+        return self.derived["row_ends"]
 
 
 @lru_cache(maxsize=32)
@@ -94,4 +101,4 @@ def build_plan(height: int, width: int, window: int, device: str, row0_first: bo
 
     return Plan(sched, tensor(sources), tensor(cells), tensor(queries), tensor(emits), tuple(feed_start),
                 tuple(emit_start), tuple(grid_lens), tensor(sched.fill_step()), torch.arange(height * width, device=device),
-                tensor(sched.emit_step(), "cpu"))
+                tensor(sched.emit_step(), "cpu"), device)

@@ -55,10 +55,6 @@ class Schedule:
     def num_passes(self) -> int:
         return len(self.passes)
 
-    @property
-    def is_next_token(self) -> bool:
-        return self.window >= self.width
-
     def emit_step(self) -> list[int]:
         """Pass index at which each cell is emitted (for previews and tests)."""
         steps = [0] * (self.height * self.width)

@@ -26,13 +26,16 @@ The loop speaks only in image codes and grid cells; how the other families fit:
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Protocol
+from abc import ABC, abstractmethod
+from pathlib import Path
+from typing import ClassVar, Protocol
 
 import torch
 
-from ..errors import ZipARError
+from ..errors import ConditionMismatch, ZipARError
+from ..io import hf_folder
 
-ASPECT_RATIOS = ("1:1", "4:3", "3:4", "16:9", "9:16", "3:2", "2:3", "21:9", "9:21")  # the Text Prompt node's list
+ASPECT_RATIOS = ("1:1", "4:3", "3:4", "16:9", "9:16", "3:2", "2:3", "21:9", "9:21")  # the shapes front ends offer
 
 
 def parse_aspect_ratio(ratio: str, family: str, max_ratio: float) -> tuple[int, int]:
@@ -109,21 +112,128 @@ class DecodeSession(Protocol):
         ...
 
 
-class ARModel(Protocol):
-    family: str
+CONDITION_KINDS = ("class_ids", "caption", "prompt")  # what a family reads; front ends say how to give each
+
+
+@dataclass(frozen=True)
+class SamplingDefaults:
+    """A family's official sampling recipe (what its own code or README uses)."""
+
+    cfg: float = 4.0
+    temperature: float = 1.0
+    top_k: int = 0
+    top_p: float = 1.0
+
+
+class Family(ABC):
+    """The one contract between a model family and everything else.
+
+    The decode loop uses ``start`` / ``cache_bytes`` / ``row0_first`` / ``vocab_size``; the
+    request builder (``zipar.api.prepare``) uses ``check_condition`` / ``grid_for`` /
+    ``defaults``; front ends use ``reads`` / ``title`` / ``describe`` / ``native_image_size``
+    and previews ``code_embeddings``. A family module subclasses this,
+    implements every abstract member and registers the class (``families.registry.register``);
+    nothing outside it needs to know the family exists. Nothing writes into a loaded model
+    afterwards: per-request choices (the VQ's downsampling, an image size) are arguments.
+    """
+
+    family: ClassVar[str]  # registry key, e.g. "lumina-mgpt"
+    title: ClassVar[str]  # for messages, e.g. "Lumina-mGPT"
+    reads: ClassVar[str]  # one of CONDITION_KINDS
+    row0_first: ClassVar[bool]  # row 1 waits for row 0 (LlamaGen's official ZipAR) or follows the window rule
+    defaults: ClassVar[SamplingDefaults]
+    hint: ClassVar[str] = ""  # which published files this family reads (for "unknown file" messages)
+
     vocab_size: int  # image codes the loop samples from
-    # When row 1 starts, as the family's official ZipAR code does it: after row 0 is complete
-    # (True: LlamaGen's) or once row 0 is `window` tokens ahead, like every later row (False: Lumina-mGPT's).
-    row0_first: bool
+    source_path: str
 
+    # -- files --------------------------------------------------------------------------------
+    @classmethod
+    @abstractmethod
+    def detect(cls, path: Path) -> bool:
+        """Cheap: whether ``path`` (a file or a folder) is this family's published format."""
+
+    @classmethod
+    @abstractmethod
+    def load(cls, path: Path, device: torch.device, dtype: torch.dtype) -> "Family":
+        """Read the model from ``path`` (which ``detect`` accepted), or raise a ZipARError."""
+
+    # -- what it draws ------------------------------------------------------------------------
+    @property
+    @abstractmethod
+    def device(self) -> torch.device: ...
+
+    @property
+    @abstractmethod
+    def dtype(self) -> torch.dtype: ...
+
+    @property
+    @abstractmethod
+    def native_image_size(self) -> int | None:
+        """Pixels per side the model was released for (None when the files do not say)."""
+
+    @abstractmethod
+    def describe(self) -> str:
+        """One line for people: family, size, vocabulary."""
+
+    @abstractmethod
     def check_condition(self, cond: Condition) -> None:
-        """Raise ZipARError if the condition does not suit this model (wrong kind, id out of range)."""
-        ...
+        """Raise ConditionMismatch for the wrong kind of condition, ZipARError for a bad one."""
 
+    @abstractmethod
+    def grid_for(self, cond: Condition | None = None, image_size: int | None = None,
+                 downsample: int | None = None) -> tuple[int, int]:
+        """The token grid for a condition (its aspect ratio) at ``image_size`` pixels (None: native)
+        with a VQ of ``downsample`` pixels per token (None: the family's own)."""
+
+    def code_embeddings(self) -> torch.Tensor | None:
+        """[codes, dim] input vectors of the image codes, for preview colours (None: hashed colours)."""
+        return None
+
+    # -- decoding -----------------------------------------------------------------------------
+    @abstractmethod
     def start(self, cond: Condition, grid: tuple[int, int], guidance: bool) -> DecodeSession:
         """Allocate the cache for ``len(cond)`` images (twice that with guidance) and run the prefix."""
-        ...
 
+    @abstractmethod
     def cache_bytes(self, rows: int, grid: tuple[int, int]) -> int:
         """About how many bytes ``start`` allocates for ``rows`` sequences (checked against free memory first)."""
-        ...
+
+    @property
+    def reads_phrase(self) -> str:
+        """What the model draws from, in words (the start of a wrong-condition message)."""
+        return f"{self.title} draws from {KIND_NAMES[self.reads]}"
+
+    def check_condition_kind(self, cond: Condition) -> None:
+        """Raise ConditionMismatch when ``cond`` is not of the kind this family reads."""
+        given = condition_kind(cond)
+        if given != self.reads:
+            raise ConditionMismatch(f"{self.reads_phrase}, not {KIND_NAMES[given]}", needs=self.reads)
+
+
+class FolderFamily(Family):
+    """A family released as Hugging Face style folders, recognised by their config.json."""
+
+    @classmethod
+    def detect(cls, path: Path) -> bool:
+        config = hf_folder.folder_config(path)
+        return config is not None and cls.is_own_config(config)
+
+    @classmethod
+    @abstractmethod
+    def is_own_config(cls, config: dict) -> bool:
+        """Whether a folder's config.json describes this family's model."""
+
+
+KIND_NAMES = {"class_ids": "class ids", "caption": "T5 caption features", "prompt": "a text prompt",
+              None: "an empty condition"}
+
+
+def condition_kind(cond: Condition) -> str | None:
+    if cond.class_ids is not None:
+        return "class_ids"
+    if cond.caption_features is not None:
+        return "caption"
+    if cond.prompts is not None:
+        return "prompt"
+    return None

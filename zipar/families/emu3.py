@@ -28,16 +28,16 @@ import re
 from pathlib import Path
 
 import torch
-import torch.nn as nn
 
 from ..errors import ZipARError
 from ..io import hf_folder
-from .base import ASPECT_RATIOS, Condition, parse_aspect_ratio
-from .janus import load_tokenizer
-from ..nets.llama_lm import LlamaConfig, lm_from_state_dict
-from .sequence import VisualTokenGenerator, VisualTokenModel
+from ..nets.llama_lm import LlamaConfig
+from .base import Condition, SamplingDefaults, parse_aspect_ratio
+from .registry import register
+from ..vq.emu3 import HF_MODEL_TYPE, ORIGINAL_LM_MODEL_TYPE
+from .sequence import VisualTokenGenerator, VisualTokenModel, code_ids_by_name, special_ids, visual_token_generator
 
-HF_TYPE, ORIGINAL_TYPE = "emu3", "Emu3"
+HF_TYPE, ORIGINAL_TYPE = HF_MODEL_TYPE, ORIGINAL_LM_MODEL_TYPE
 HINT = ("use the complete BAAI/Emu3-Gen-hf folder, or the original BAAI/Emu3-Gen folder (with BAAI/Emu3-VisionTokenizer "
         "as the VQ), with config.json, the weights and the tokenizer files from one download")
 ORIGINAL_TOKENIZER_HINT = (
@@ -52,7 +52,7 @@ NEGATIVE_PROMPT = ("lowres, bad anatomy, bad hands, text, error, missing fingers
 IMAGE_AREA = 720 * 720  # pixels, when the folder's config states none (the release's value)
 DOWNSAMPLE = 8
 MAX_RATIO = 4.0
-DEFAULTS = {"cfg": 3.0, "temperature": 1.0, "top_k": 2048, "top_p": 1.0}
+DEFAULTS = SamplingDefaults(cfg=3.0, temperature=1.0, top_k=2048, top_p=1.0)
 
 
 def detect(config: dict) -> str | None:
@@ -64,15 +64,10 @@ def detect(config: dict) -> str | None:
     return None
 
 
-def visual_ids(vocab: dict[str, int], folder: Path) -> torch.Tensor:
-    """Vocabulary id of each visual code, by token name (code n = ``<|visual token n|>``)."""
-    found = {int(m.group(1)): i for name, i in vocab.items() if (m := VISUAL.match(name))}
-    if not found:
-        raise ZipARError(f"the tokenizer in '{folder}' has no <|visual token NNNNNN|> entries; {HINT}.")
-    codes = len(found)
-    if sorted(found) != list(range(codes)):
-        raise ZipARError(f"the tokenizer in '{folder}' numbers its visual tokens with gaps; {HINT}.")
-    return torch.tensor([found[c] for c in range(codes)], dtype=torch.long)
+def visual_code(name: str) -> int | None:
+    """Code of a visual token name (``<|visual token 000123|>`` -> 123), None for other tokens."""
+    m = VISUAL.match(name)
+    return None if m is None else int(m.group(1))
 
 
 def split_state_dict(keys: set[str], fmt: str, folder: Path) -> tuple[dict[str, str], str]:
@@ -99,35 +94,19 @@ def load_emu3(folder: str | Path, device: torch.device, dtype: torch.dtype, conf
         raise ZipARError(f"'{folder}' is not an Emu3-Gen folder (model_type {config.get('model_type')!r}); {HINT}.")
     text = config.get("text_config", config) if fmt == "hf" else config
     cfg = LlamaConfig.from_dict(text, f"{folder}/config.json")
-    tokenizer = load_tokenizer(folder, HINT if fmt == "hf" else ORIGINAL_TOKENIZER_HINT)
+    tokenizer = hf_folder.load_tokenizer(folder, HINT if fmt == "hf" else ORIGINAL_TOKENIZER_HINT)
     vocab = tokenizer.get_vocab()
     if fmt == "hf" and isinstance(config.get("vocabulary_map"), dict):
         vocab = {**config["vocabulary_map"], **vocab}
-    code_ids = visual_ids(vocab, folder)
-    special = {}
-    for name, token in TOKENS.items():
-        if token not in vocab:
-            raise ZipARError(f"the tokenizer in '{folder}' lacks {token}; {HINT}.")
-        special[name] = int(vocab[token])
+    code_ids = code_ids_by_name(vocab, visual_code, "visual tokens (<|visual token NNNNNN|>)", folder, HINT)
+    special = special_ids(vocab, TOKENS, folder, HINT)
     special["pad"] = special["eos"]
     keys = hf_folder.keys_by_file(folder, HINT)
     lm_keys, head_key = split_state_dict(hf_folder.all_keys(keys), fmt, folder)
-    wanted = set(lm_keys.values()) | {head_key}
-    raw = hf_folder.read_tensors(keys, lambda k: k in wanted)
-    lm = lm_from_state_dict(cfg, {ours: raw[theirs] for ours, theirs in lm_keys.items()}, str(folder), device, dtype)
-    if int(code_ids.max()) >= raw[head_key].shape[0]:
-        raise ZipARError(f"'{folder}': the tokenizer's visual ids exceed the model's vocabulary; {HINT}.")
-    with torch.device("meta"):
-        net = VisualTokenGenerator(cfg, len(code_ids))
-    net.lm = lm
-    net.image_head.weight = nn.Parameter(raw[head_key][code_ids].to(device=device, dtype=dtype), requires_grad=False)
-    net.code_ids = code_ids.to(device)
-    net = net.eval().requires_grad_(False)
-    model = Emu3GenModel(net, tokenizer, special, str(folder), fmt, image_area(folder, config))
+    net = visual_token_generator(cfg, keys, lm_keys, head_key, code_ids, folder, HINT, device, dtype)
     mult = config.get("vq_config", {}).get("channel_multiplier") if fmt == "hf" else None
-    if isinstance(mult, list) and mult:
-        model.downsample = 2 ** (len(mult) - 1)
-    return model
+    downsample = 2 ** (len(mult) - 1) if isinstance(mult, list) and mult else DOWNSAMPLE
+    return Emu3GenModel(net, tokenizer, special, str(folder), fmt, image_area(folder, config), downsample)
 
 
 def image_area(folder: Path, config: dict) -> int:
@@ -158,22 +137,29 @@ def with_suffix(prompt: str, suffix: str) -> str:
     return prompt + suffix
 
 
+@register
 class Emu3GenModel(VisualTokenModel):
     """Emu3-Gen for the decode loop: size-tagged prompts, row-end tokens, visual-token logits."""
 
     family = "emu3"
-    row0_first = True  # no official ZipAR code for Emu3: the paper's rule (LlamaGen's), row 0 first
     title = "Emu3-Gen"
+    row0_first = True  # no official ZipAR code for Emu3: the paper's rule (LlamaGen's), row 0 first
     closing = ("eof", "eoi", "eos")
     defaults = DEFAULTS
-    aspect_ratios = ASPECT_RATIOS
+    hint = "Emu3-Gen folders (BAAI/Emu3-Gen-hf with its VQ, or BAAI/Emu3-Gen with BAAI/Emu3-VisionTokenizer as the VQ)"
 
     def __init__(self, net: VisualTokenGenerator, tokenizer, special: dict[str, int], source_path: str, fmt: str,
-                 area: int = IMAGE_AREA):
+                 area: int = IMAGE_AREA, downsample: int = DOWNSAMPLE):
         super().__init__(net, tokenizer, special, source_path)
         self.format = fmt
         self.image_area = area  # native pixel area, kept exactly (it need not be a square number)
-        self.downsample = DOWNSAMPLE
+        self.downsample = downsample  # its own VQ's pixels per token, when the folder says (else the release's 8)
+
+    load = staticmethod(load_emu3)
+
+    @classmethod
+    def is_own_config(cls, config: dict) -> bool:
+        return detect(config) is not None
 
     @property
     def image_size(self) -> int:
@@ -189,12 +175,14 @@ class Emu3GenModel(VisualTokenModel):
         return (f"Emu3-Gen ({c.layers} layers, width {c.hidden}, {self.vocab_size} visual tokens, "
                 f"{'transformers' if self.format == 'hf' else 'original'} folder)")
 
-    def grid_for(self, cond: Condition | None = None, image_size: int | None = None) -> tuple[int, int]:
+    def grid_for(self, cond: Condition | None = None, image_size: int | None = None,
+                 downsample: int | None = None) -> tuple[int, int]:
         """Token rows and columns at the condition's aspect ratio; ``image_size`` None, 0 or the native
-        side means the folder's own pixel area, exactly as the official processor is given it."""
+        side means the folder's own pixel area, exactly as the official processor is given it;
+        ``downsample`` is the VQ's pixels per token (None: the folder's own VQ's)."""
         ratio = self.ratio_of(cond)
         area = self.image_area if image_size in (None, 0, self.image_size) else image_size * image_size
-        grid = generate_size(ratio, area, self.downsample)
+        grid = generate_size(ratio, area, downsample or self.downsample)
         self.check_image_length(grid)  # a size beyond the trained sequence fails here, at loading time in ComfyUI
         return grid
 

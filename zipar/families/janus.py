@@ -4,8 +4,8 @@ Image generation in Janus-Pro uses a Llama language model plus three small piece
 generation embedding + aligner MLP that turn an image code into an input vector, and a
 generation head that turns the last hidden state into 16384 code logits. The image
 codes decode through a LlamaGen VQ-16 (Janus's own ``gen_vision_model`` is that network),
-so the VQ reuses ``zipar.vq.llamagen``. Understanding parts (SigLIP tower, text head) are
-never read.
+which the VQ loader reads from the same folder (``zipar.vq.janus``). Understanding parts
+(SigLIP tower, text head) are never read.
 
 Folders accepted (weights read lazily, no remote code, ``.bin`` shards with weights_only):
 - transformers ``deepseek-community/Janus-Pro-1B`` / ``-7B`` (model_type "janus"):
@@ -30,30 +30,18 @@ import torch.nn.functional as F
 
 from ..errors import ZipARError
 from ..io import hf_folder
-from .base import Condition
 from ..nets.llama_lm import LlamaConfig, LlamaLM, lm_from_state_dict
+from .base import Condition, FolderFamily, SamplingDefaults
+from .registry import register
+from ..vq.janus import HINT, folder_layout  # one folder holds the Janus-Pro LM and its VQ
 from .sequence import PromptBatch, SequenceSession, layout_sequence
-from ..vq.llamagen import VQModel, vq_from_state_dict
 
-HF_TYPE, ORIGINAL_TYPE = "janus", "multi_modality"
-HINT = ("use the complete deepseek-community/Janus-Pro-1B (or -7B) folder, or the original deepseek-ai/Janus-Pro-1B "
-        "(or -7B) folder, with config.json, the weights and the tokenizer files from one download")
 USER_TEMPLATE = "<|User|>: {prompt}\n\n<|Assistant|>:"
 BOI_TOKEN = "<begin_of_image>"
 PAD_TOKEN = "<｜▁pad▁｜>"
 DEFAULT_IMAGE_SIZE = 384
 PATCH = 16
-DEFAULTS = {"cfg": 5.0, "temperature": 1.0, "top_k": 0, "top_p": 1.0}
-
-
-def detect(config: dict) -> str | None:
-    """'hf', 'original' or None from a folder's config.json."""
-    kind = config.get("model_type")
-    if kind == HF_TYPE:
-        return "hf"
-    if kind == ORIGINAL_TYPE or "gen_head_config" in config:
-        return "original"
-    return None
+DEFAULTS = SamplingDefaults(cfg=5.0, temperature=1.0, top_k=0, top_p=1.0)
 
 
 # ----------------------------------------------------------------------------- the network
@@ -85,24 +73,6 @@ class JanusGenerator(nn.Module):
 
 # ----------------------------------------------------------------------------- key maps
 
-_HF_VQ_RENAMES = [
-    (r"^(encoder)\.down\.(\d+)\.block\.", r"\1.conv_blocks.\2.res."),
-    (r"^(encoder)\.down\.(\d+)\.", r"\1.conv_blocks.\2."),
-    (r"^(decoder)\.up\.(\d+)\.block\.", r"\1.conv_blocks.\2.res."),
-    (r"^(decoder)\.up\.(\d+)\.", r"\1.conv_blocks.\2."),
-    (r"\.mid\.block_1\.", ".mid.0."),
-    (r"\.mid\.attn_1\.", ".mid.1."),
-    (r"\.mid\.block_2\.", ".mid.2."),
-]
-
-
-def hf_vq_key(key: str) -> str:
-    """transformers' JanusVQVAE name -> LlamaGen VQ name (the same network, renamed at conversion)."""
-    for pattern, repl in _HF_VQ_RENAMES:
-        key = re.sub(pattern, repl, key)
-    return key
-
-
 def _prefix_in(keys: set[str], candidates: tuple[str, ...], what: str, folder: Path) -> str:
     for p in candidates:
         if any(k.startswith(p) for k in keys):
@@ -120,36 +90,35 @@ def _generation_keys(embed: str, aligner: list[str], head_proj: str, head_out: s
     return gen
 
 
-def split_state_dict(sd: dict[str, torch.Tensor], fmt: str, folder: Path) -> tuple[dict, dict, dict]:
-    """File keys -> (language model, generation pieces under JanusGenerator names, LlamaGen VQ)."""
+def split_state_dict(sd: dict[str, torch.Tensor], fmt: str, folder: Path) -> tuple[dict, dict]:
+    """File keys -> (language model, generation pieces under JanusGenerator names); the VQ is
+    read by the VQ loader (``zipar.vq.janus``)."""
     keys = set(sd)
     if fmt == "hf":
         lm_p = _prefix_in(keys, ("model.language_model.", "language_model.model.", "language_model."), "language model", folder)
         g = "model." if any(k.startswith("model.generation_") for k in keys) else ""
-        vq_p = _prefix_in(keys, ("model.vqmodel.", "vqmodel."), "VQ (vqmodel)", folder)
         aligner = sorted({m.group(1) for k in keys if (m := re.match(rf"{g}generation_aligner\.(fc1|hidden_layers\.\d+)\.weight$", k))},
                          key=lambda n: -1 if n == "fc1" else int(n.split(".")[1]))
         gen = _generation_keys(f"{g}generation_embeddings.weight", [f"{g}generation_aligner.{n}" for n in aligner],
                                f"{g}generation_head.proj_out", f"{g}generation_head.vision_head")
-        vq = {hf_vq_key(k[len(vq_p):]): k for k in keys if k.startswith(vq_p)}
     else:
         lm_p = _prefix_in(keys, ("language_model.model.",), "language model", folder)
         _prefix_in(keys, ("gen_head.",), "generation head (gen_head)", folder)
-        vq_p = _prefix_in(keys, ("gen_vision_model.",), "VQ (gen_vision_model)", folder)
         layers = sorted({int(m.group(1)) for k in keys if (m := re.match(r"gen_aligner\.layers\.(\d+)\.weight$", k))})
         gen = _generation_keys("gen_embed.weight", [f"gen_aligner.layers.{n}" for n in layers],
                                "gen_head.output_mlp_projector", "gen_head.vision_head")
-        vq = {k[len(vq_p):]: k for k in keys if k.startswith(vq_p)}
     lm = {k[len(lm_p):]: k for k in keys if k.startswith(lm_p) and not k[len(lm_p):].startswith("lm_head")}
     missing = [theirs for theirs in gen.values() if theirs not in keys]
     if missing or not any(k.startswith("aligner.") for k in gen):
         raise ZipARError(f"'{folder}' lacks the image-generation weights ({missing[0] if missing else 'aligner'}); {HINT}.")
-    return lm, gen, vq
+    return lm, gen
 
 
 def wanted_key(key: str) -> bool:
-    """Everything but the understanding side (vision tower, its aligner, the text head)."""
-    return not (key.startswith(("model.vision_model.", "vision_model.", "model.aligner.", "aligner.", "lm_head."))
+    """Everything but the understanding side (vision tower, its aligner, the text head) and the VQ
+    (the VQ loader reads that)."""
+    return not (key.startswith(("model.vision_model.", "vision_model.", "model.aligner.", "aligner.", "lm_head.",
+                                "model.vqmodel.", "vqmodel.", "gen_vision_model."))
                 or key.endswith("lm_head.weight"))
 
 
@@ -162,17 +131,16 @@ def llama_config(config: dict, fmt: str, folder: Path) -> LlamaConfig:
 
 # ----------------------------------------------------------------------------- loading
 
-def load_janus(folder: str | Path, device: torch.device, dtype: torch.dtype, config: dict | None = None,
-               with_vq: bool = True) -> "JanusProModel":
+def load_janus(folder: str | Path, device: torch.device, dtype: torch.dtype, config: dict | None = None) -> "JanusProModel":
     folder = Path(folder)
     config = config or hf_folder.read_config(folder, HINT)
-    fmt = detect(config)
+    fmt = folder_layout(config)
     if fmt is None:
         raise ZipARError(f"'{folder}' is not a Janus-Pro folder (model_type {config.get('model_type')!r}); {HINT}.")
     cfg = llama_config(config, fmt, folder)
-    tokenizer = load_tokenizer(folder)
+    tokenizer = hf_folder.load_tokenizer(folder, HINT)
     raw = hf_folder.read_tensors(hf_folder.keys_by_file(folder, HINT), wanted_key)
-    lm_keys, gen_keys, vq_keys = split_state_dict(raw, fmt, folder)
+    lm_keys, gen_keys = split_state_dict(raw, fmt, folder)
     codes, code_dim = raw[gen_keys["gen_embed.weight"]].shape
     head_dim = raw[gen_keys["head_proj.weight"]].shape[0]
     depth = sum(1 for k in gen_keys if k.startswith("aligner.") and k.endswith(".weight"))
@@ -186,13 +154,8 @@ def load_janus(folder: str | Path, device: torch.device, dtype: torch.dtype, con
             raise ZipARError(f"'{folder}': {gen_keys[k]} has shape {tuple(gen_sd[k].shape)}, expected {tuple(v.shape)}; {HINT}.")
     net.load_state_dict(gen_sd, strict=False, assign=True)
     net = net.to(device).eval().requires_grad_(False)
-    vq = None
-    if with_vq and vq_keys:
-        vq = vq_from_state_dict({ours: raw[theirs] for ours, theirs in vq_keys.items()}, device=device)
-        vq.source_path = str(folder)
-        vq.truncates_to_uint8 = True  # as Janus-Pro's official code writes 8-bit images
     grid = native_grid(config, fmt)
-    return JanusProModel(net, tokenizer, special_ids(tokenizer, folder), (grid, grid), str(folder), fmt, vq)
+    return JanusProModel(net, tokenizer, special_ids(tokenizer, folder), (grid, grid), str(folder), fmt)
 
 
 def native_grid(config: dict, fmt: str) -> int:
@@ -201,71 +164,6 @@ def native_grid(config: dict, fmt: str) -> int:
         return int(config.get("vq_config", {}).get("num_patches", DEFAULT_IMAGE_SIZE // PATCH))
     size = config.get("vision_config", {}).get("params", {}).get("image_size", DEFAULT_IMAGE_SIZE)
     return int(size) // PATCH
-
-
-def load_janus_vq(folder: str | Path, device: torch.device, dtype: torch.dtype = torch.float32) -> VQModel:
-    """Only the VQ of a Janus folder (for the VQ loader): no language model is read."""
-    folder = Path(folder)
-    config = hf_folder.read_config(folder, HINT)
-    fmt = detect(config)
-    keys = hf_folder.keys_by_file(folder, HINT)
-    prefix = _prefix_in(hf_folder.all_keys(keys), ("model.vqmodel.", "vqmodel.") if fmt == "hf" else ("gen_vision_model.",), "VQ", folder)
-    raw = hf_folder.read_tensors(keys, lambda k: k.startswith(prefix))
-    rename = hf_vq_key if fmt == "hf" else (lambda k: k)
-    vq = vq_from_state_dict({rename(k[len(prefix):]): v for k, v in raw.items()}, device=device, dtype=dtype)
-    vq.source_path = str(folder)
-    # Janus-Pro's official code clips (x + 1) / 2 * 255 and stores it in a uint8 array: truncation
-    vq.truncates_to_uint8 = True
-    return vq
-
-
-def load_tokenizer(folder: Path, hint: str = HINT):
-    """The folder's own tokenizer, offline and without remote code.
-
-    With a ``tokenizer.json`` the fast tokenizer is built from it directly, so a config.json
-    that points at remote code (the original BAAI/Emu3-Gen) is never consulted.
-    """
-    try:
-        from transformers import AutoTokenizer, PreTrainedTokenizerFast
-        from transformers.utils import logging as hf_logging
-    except ImportError as exc:
-        raise ZipARError("Janus-Pro, Emu3 and Lumina-mGPT need the transformers package: pip install transformers") from exc
-    if not any((folder / f).is_file() for f in ("tokenizer.json", "tokenizer.model", "tokenizer_config.json")):
-        raise ZipARError(f"'{folder}' has no tokenizer (tokenizer.json / tokenizer_config.json); {hint}.")
-    level = hf_logging.get_verbosity()
-    hf_logging.set_verbosity_error()  # it warns that a "multi_modality" config is no tokenizer config
-    try:
-        if (folder / "tokenizer.json").is_file():
-            # Built from tokenizer.json alone: tokenizer_config.json files differ between transformers
-            # 4.x and 5.x (a 5.x "extra_special_tokens" list breaks 4.57), and only the vocabulary and
-            # the BOS / pad names are needed here.
-            tok = PreTrainedTokenizerFast(tokenizer_file=str(folder / "tokenizer.json"))
-            for name, value in _special_token_names(folder).items():
-                setattr(tok, name, value)
-            return tok
-        return AutoTokenizer.from_pretrained(str(folder), local_files_only=True, trust_remote_code=False)
-    except Exception as exc:  # transformers raises many types for broken tokenizer files
-        raise ZipARError(f"cannot load the tokenizer in '{folder}' without running its remote code "
-                         f"({str(exc).splitlines()[0]}); ZipAR needs a tokenizer.json: {hint}.") from exc
-    finally:
-        hf_logging.set_verbosity(level)
-
-
-def _special_token_names(folder: Path) -> dict[str, str]:
-    """bos_token / eos_token / pad_token / unk_token as the folder's tokenizer files name them."""
-    names: dict[str, str] = {}
-    for file in ("special_tokens_map.json", "tokenizer_config.json"):
-        path = folder / file
-        if not path.is_file():
-            continue
-        data = hf_folder.read_json(path, "tokenizer file")
-        for key in ("bos_token", "eos_token", "pad_token", "unk_token"):
-            value = data.get(key)
-            if isinstance(value, dict):
-                value = value.get("content")
-            if isinstance(value, str) and key not in names:
-                names[key] = value
-    return names
 
 
 def special_ids(tokenizer, folder: Path) -> dict[str, int]:
@@ -284,20 +182,30 @@ def special_ids(tokenizer, folder: Path) -> dict[str, int]:
 
 # ----------------------------------------------------------------------------- the family adapter
 
-class JanusProModel:
+@register
+class JanusProModel(FolderFamily):
     """Janus-Pro for the decode loop: prompt rows, 1D positions, the generation head."""
 
     family = "janus-pro"
+    title = "Janus-Pro"
+    reads = "prompt"
     row0_first = True  # no official ZipAR code for Janus-Pro: the paper's rule (LlamaGen's), row 0 first
     defaults = DEFAULTS
-    aspect_ratios = ("1:1",)
+    hint = ("Janus-Pro folders (deepseek-community/Janus-Pro-1B/-7B or deepseek-ai/Janus-Pro-1B/-7B, "
+            "their own VQ inside)")
 
     def __init__(self, net: JanusGenerator, tokenizer, special: dict[str, int], grid: tuple[int, int],
-                 source_path: str, fmt: str, vq: VQModel | None = None):
+                 source_path: str, fmt: str):
         self.net, self.tokenizer, self.special, self.native_grid = net, tokenizer, special, grid
-        self.source_path, self.format, self.vq = source_path, fmt, vq
+        self.source_path, self.format = source_path, fmt
         self.vocab_size = net.head_out.out_features
         self.config = net.lm.config
+
+    load = staticmethod(load_janus)
+
+    @classmethod
+    def is_own_config(cls, config: dict) -> bool:
+        return folder_layout(config) is not None
 
     @property
     def lm(self) -> LlamaLM:
@@ -315,6 +223,10 @@ class JanusProModel:
     def image_size(self) -> int:
         return self.native_grid[0] * PATCH
 
+    @property
+    def native_image_size(self) -> int:
+        return self.image_size
+
     def code_embeddings(self) -> torch.Tensor:
         """[codes, dim] input vectors of the image codes (preview colours)."""
         return self.net.gen_embed.weight
@@ -324,7 +236,9 @@ class JanusProModel:
         return (f"Janus-Pro ({c.layers} layers, width {c.hidden}, {self.vocab_size} image codes, "
                 f"{'transformers' if self.format == 'hf' else 'original'} folder)")
 
-    def grid_for(self, cond: Condition | None = None, image_size: int | None = None) -> tuple[int, int]:
+    def grid_for(self, cond: Condition | None = None, image_size: int | None = None,
+                 downsample: int | None = None) -> tuple[int, int]:
+        """Janus-Pro draws one size; the VQ's pixels per code do not change the grid."""
         ratio = getattr(cond, "aspect_ratio", None) if cond is not None else None
         if ratio not in (None, "", "1:1"):
             raise ZipARError(f"Janus-Pro draws square {self.image_size}x{self.image_size} images only; "
@@ -334,8 +248,7 @@ class JanusProModel:
         return self.native_grid
 
     def check_condition(self, cond: Condition) -> None:
-        if not cond.prompts:
-            raise ZipARError("Janus-Pro draws from a text prompt: connect a ZipAR Text Prompt (or pass --prompt).")
+        self.check_condition_kind(cond)
         if any(n.strip() for n in (cond.negative_prompts or [])):
             raise ZipARError("Janus-Pro's recipe has no negative prompt (its unconditional row is padding); "
                              "leave the negative prompt empty.")

@@ -1,4 +1,13 @@
-"""LlamaGen as a ZipAR model family: condition prefixes, 2D positions, the KV cache."""
+"""LlamaGen (class- and text-to-image GPTs) as a ZipAR family.
+
+Files: the official ``.pt`` / ``.pth`` (weights under ``model``, ``module`` or ``state_dict``),
+a bare state dict, or ``.safetensors`` under the official key names; the configuration is read
+off the tensor shapes (``zipar.nets.llamagen_gpt``). The image size is not stored: the
+released names end in it (``c2i_L_384.pt``), and the grid is that size over the VQ's 16
+pixels per token. Conditions: ImageNet class ids (c2i) or 120 flan-t5-xl caption features
+(t2i), with the null class / learned null caption as the unconditional CFG branch. Positions
+are LlamaGen's 2D rotary table. Row 1 waits for row 0, as in ZipAR's official LlamaGen code.
+"""
 from __future__ import annotations
 
 import os
@@ -7,13 +16,18 @@ from pathlib import Path
 
 import torch
 
+from ..core.cache import SlotCache
 from ..errors import ZipARError
-from .base import Condition, Prefix
-from ..nets.llamagen_gpt import KVCache, LlamaGenGPT
-
+from ..io.checkpoint import read_state_dict
+from ..nets.llamagen_gpt import LlamaGenGPT, gpt_from_state_dict, is_gpt_state_dict
+from .base import Condition, Family, Prefix, SamplingDefaults
+from .registry import register
 
 SIZE_FACTOR = 2  # the largest image side accepted, as a multiple of the side the model was trained at
 UNKNOWN_MAX_SIZE = 1024  # pixels, when the file name does not say the trained size (LlamaGen's largest is 512)
+DOWNSAMPLE = 16  # every released LlamaGen GPT was trained on a VQ-16 tokenizer
+FILE_SUFFIXES = (".pt", ".pth", ".bin", ".safetensors")
+HINT = "LlamaGen GPT files (c2i_B_256.pt ... c2i_3B_384.pt, t2i_XL_stage1_256.pt, t2i_XL_stage2_512.pt)"
 
 
 def size_in_name(path: str | os.PathLike) -> int | None:
@@ -22,11 +36,37 @@ def size_in_name(path: str | os.PathLike) -> int | None:
     return int(match.group(1)) if match else None
 
 
-class LlamaGenModel:
-    """Wraps a LlamaGenGPT for the decode loop (class- or text-conditional)."""
+def checkpoint_kind(sd: dict[str, torch.Tensor]) -> str:
+    """'llamagen-c2i', 'llamagen-t2i', 'llamagen-vq' or 'unknown'."""
+    if is_gpt_state_dict(sd):
+        return "llamagen-c2i" if "cls_embedding.embedding_table.weight" in sd else "llamagen-t2i"
+    if "quantize.embedding.weight" in sd and "decoder.conv_in.weight" in sd:
+        return "llamagen-vq"
+    return "unknown"
+
+
+def square_grid(image_size: int, downsample: int) -> tuple[int, int]:
+    """The token grid of a square image: its side over the VQ's pixels per token."""
+    if downsample < 1:
+        raise ZipARError(f"the VQ downsampling factor must be a positive number of pixels per token (got {downsample}); "
+                         "LlamaGen's VQ-16 tokenizers use 16.")
+    if image_size <= 0 or image_size % downsample:
+        raise ZipARError(
+            f"image size {image_size} is not a multiple of the VQ downsampling factor {downsample}; "
+            f"use e.g. {max(downsample, image_size // downsample * downsample)} or {(image_size // downsample + 1) * downsample}."
+        )
+    return image_size // downsample, image_size // downsample
+
+
+@register
+class LlamaGenModel(Family):
+    """A LlamaGenGPT for the decode loop (class- or text-conditional)."""
 
     family = "llamagen"
+    title = "LlamaGen"
     row0_first = True  # LlamaGen's official ZipAR code completes row 0 before row 1 starts (the paper's counts)
+    defaults = SamplingDefaults(cfg=4.0, temperature=1.0, top_k=0, top_p=1.0)
+    hint = HINT
 
     def __init__(self, gpt: LlamaGenGPT, source_path: str = ""):
         self.gpt = gpt
@@ -34,6 +74,20 @@ class LlamaGenModel:
         self.source_path = source_path
         self.vocab_size = gpt.config.vocab_size
         self._rope: dict[tuple[int, int, torch.device], torch.Tensor] = {}
+
+    @classmethod
+    def detect(cls, path: Path) -> bool:
+        return Path(path).is_file() and Path(path).suffix.lower() in FILE_SUFFIXES
+
+    @classmethod
+    def load(cls, path: Path, device: torch.device, dtype: torch.dtype) -> "LlamaGenModel":
+        sd = read_state_dict(path)
+        if checkpoint_kind(sd) == "llamagen-vq":
+            raise ZipARError(
+                f"{Path(path).name} is a VQ image tokenizer, not an AR model. Use it as the VQ model and pick a "
+                "LlamaGen GPT checkpoint (e.g. c2i_L_384.pt) as the AR model."
+            )
+        return cls(gpt_from_state_dict(sd, device, dtype), str(path))
 
     @property
     def device(self) -> torch.device:
@@ -47,14 +101,31 @@ class LlamaGenModel:
     def model_type(self) -> str:
         return self.config.model_type
 
+    @property
+    def reads(self) -> str:
+        return "class_ids" if self.config.model_type == "c2i" else "caption"
+
+    @property
+    def reads_phrase(self) -> str:
+        if self.config.model_type == "c2i":
+            return "this is a class-to-image model: it draws from class ids"
+        return "this is a text-to-image model: it draws from T5 caption features"
+
+    @property
+    def native_image_size(self) -> int | None:
+        return size_in_name(self.source_path) if self.source_path else None
+
     def describe(self) -> str:
         c = self.config
         cond = f"{c.num_classes} classes" if c.model_type == "c2i" else f"text ({c.prefix_len} x {c.caption_dim} features)"
         return f"LlamaGen GPT-{c.size_name} {c.model_type} ({c.n_layer} layers, width {c.dim}, vocabulary {c.vocab_size}, {cond})"
 
+    def code_embeddings(self) -> torch.Tensor:
+        return self.gpt.tok_embeddings.weight
+
     @property
     def max_image_size(self) -> int:
-        native = size_in_name(self.source_path) if self.source_path else None
+        native = self.native_image_size
         return SIZE_FACTOR * native if native else UNKNOWN_MAX_SIZE
 
     def check_image_size(self, image_size: int) -> None:
@@ -62,17 +133,24 @@ class LlamaGenModel:
         time and memory grow with the square of the side (a typo of 2048 would take ComfyUI down)."""
         limit = self.max_image_size
         if image_size > limit:
-            native = size_in_name(self.source_path) if self.source_path else None
+            native = self.native_image_size
             trained = f"was trained at {native} px ({Path(self.source_path).name})" if native else \
                 "does not say its trained size in its file name"
             raise ZipARError(f"image size {image_size} is too large for this model: it {trained}, and ZipAR accepts up "
                              f"to {limit} px; lower the image size.")
 
+    def grid_for(self, cond: Condition | None = None, image_size: int | None = None,
+                 downsample: int | None = None) -> tuple[int, int]:
+        size = image_size or self.native_image_size
+        if not size:
+            raise ZipARError(f"cannot tell the image size from the file name {Path(self.source_path).name!r} (published "
+                             "files end in _256, _384 or _512); give the image size (e.g. 256 or 384).")
+        self.check_image_size(size)
+        return square_grid(size, DOWNSAMPLE if downsample is None else downsample)
+
     def cache_bytes(self, rows: int, grid: tuple[int, int]) -> int:
-        """Bytes of the key/value cache ``start`` allocates for ``rows`` sequences."""
         c = self.config
-        slots = c.prefix_len + grid[0] * grid[1]
-        return 2 * c.n_layer * rows * c.n_kv_head * slots * c.head_dim * self.gpt.output.weight.element_size()
+        return SlotCache.bytes_for(c.n_layer, rows, c.n_kv_head, c.prefix_len + grid[0] * grid[1], c.head_dim, self.dtype)
 
     def rope(self, grid: tuple[int, int]) -> torch.Tensor:
         key = (grid[0], grid[1], self.device)
@@ -82,18 +160,12 @@ class LlamaGenModel:
 
     def check_condition(self, cond: Condition) -> None:
         c = self.config
+        self.check_condition_kind(cond)
         if c.model_type == "c2i":
-            if cond.class_ids is None:
-                raise ZipARError("this is a class-to-image model: give ImageNet class ids (--class-id), not a prompt.")
             bad = [i for i in cond.class_ids if not 0 <= int(i) < c.num_classes]
             if bad:
                 raise ZipARError(f"class id {bad[0]} is out of range: this model knows classes 0..{c.num_classes - 1}.")
             return
-        if cond.caption_features is None:
-            raise ZipARError(
-                "this is a text-to-image model: give a prompt with a text encoder (--prompt and --text-encoder) "
-                "or precomputed caption embeddings (--caption-embeddings)."
-            )
         feats = cond.caption_features
         if feats.ndim != 3 or feats.shape[1] != c.prefix_len or feats.shape[2] != c.caption_dim:
             raise ZipARError(
@@ -131,7 +203,7 @@ class LlamaGenSession:
         self.rope = model.rope(grid)
         embeds, visible = model.prefix_embeddings(cond, guidance)
         rows = embeds.shape[0]
-        self.cache: KVCache = gpt.new_cache(rows, P + grid[0] * grid[1])
+        self.cache: SlotCache = gpt.new_cache(rows, P + grid[0] * grid[1])
         # A padding position sees only itself (never a real token's view changes because of it).
         causal = torch.ones(P, P, dtype=torch.bool, device=model.device).tril()
         eye = torch.eye(P, dtype=torch.bool, device=model.device)

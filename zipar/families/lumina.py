@@ -30,16 +30,16 @@ import re
 from pathlib import Path
 
 import torch
-import torch.nn as nn
 
 from ..errors import ZipARError
 from ..io import hf_folder
-from .base import ASPECT_RATIOS, Condition, parse_aspect_ratio
-from .janus import load_tokenizer
-from ..nets.llama_lm import LlamaConfig, lm_from_state_dict
-from .sequence import VisualTokenGenerator, VisualTokenModel
+from ..nets.llama_lm import LlamaConfig
+from .base import Condition, SamplingDefaults, parse_aspect_ratio
+from .registry import register
+from ..vq.chameleon import LUMINA_MODEL_TYPE
+from .sequence import VisualTokenGenerator, VisualTokenModel, code_ids_by_name, special_ids, visual_token_generator
 
-MODEL_TYPE = "chameleon"
+MODEL_TYPE = LUMINA_MODEL_TYPE
 HINT = ("use a complete Alpha-VLLM/Lumina-mGPT-7B-512, -7B-768, -7B-768-Omni or -7B-1024 folder (config.json, the "
         "safetensors shards and the tokenizer files from one download)")
 TOKENS = {"eot": "<reserved08706>", "boi": "<racm3:break>", "eoi": "<eoss>", "eol": "<reserved08799>"}
@@ -50,7 +50,7 @@ DOWNSAMPLE = 16  # pixels per image token (the Chameleon VQGAN)
 MAX_RATIO = 4.0
 DEFAULT_SIZE = 768
 # The official README runs cfg 4.0 with image top-k 2000 at temperature 1 (its processor's default cfg is 3.0).
-DEFAULTS = {"cfg": 4.0, "temperature": 1.0, "top_k": 2000, "top_p": 1.0}
+DEFAULTS = SamplingDefaults(cfg=4.0, temperature=1.0, top_k=2000, top_p=1.0)
 
 
 def detect(config: dict) -> bool:
@@ -66,16 +66,6 @@ def image_code(name: str) -> int | None:
     """Code of an image token name (IMGIMGBCDZ -> 123), None for other tokens."""
     m = IMAGE_TOKEN.match(name)
     return None if m is None else int("".join(str(ord(c) - ord("A")) for c in m.group(1)))
-
-
-def image_code_ids(vocab: dict[str, int], folder: Path | str) -> torch.Tensor:
-    """Vocabulary id of each image code, by token name."""
-    found = {code: int(i) for name, i in vocab.items() if (code := image_code(name)) is not None}
-    if not found:
-        raise ZipARError(f"'{folder}' has no image tokens (IMGIMG...Z) in its vocabulary_map or tokenizer; {HINT}.")
-    if sorted(found) != list(range(len(found))):
-        raise ZipARError(f"the image tokens of '{folder}' number their codes with gaps; {HINT}.")
-    return torch.tensor([found[c] for c in range(len(found))], dtype=torch.long)
 
 
 def crop_sizes(image_size: int, max_ratio: float = MAX_RATIO) -> list[tuple[int, int]]:
@@ -118,16 +108,12 @@ def load_lumina(folder: str | Path, device: torch.device, dtype: torch.dtype, co
     if not detect(config):
         raise ZipARError(f"'{folder}' is not a Lumina-mGPT folder (model_type {config.get('model_type')!r}); {HINT}.")
     cfg = dataclasses.replace(LlamaConfig.from_dict(config, f"{folder}/config.json"), qk_norm=True)
-    tokenizer = load_tokenizer(folder, HINT)
+    tokenizer = hf_folder.load_tokenizer(folder, HINT)
     vocab = dict(tokenizer.get_vocab())
     if isinstance(config.get("vocabulary_map"), dict):
         vocab.update({k: int(v) for k, v in config["vocabulary_map"].items()})
-    code_ids = image_code_ids(vocab, folder)
-    special = {}
-    for name, token in TOKENS.items():
-        if token not in vocab:
-            raise ZipARError(f"the vocabulary of '{folder}' lacks {token}; {HINT}.")
-        special[name] = int(vocab[token])
+    code_ids = code_ids_by_name(vocab, image_code, "image tokens (IMGIMG...Z)", folder, HINT)
+    special = special_ids(vocab, TOKENS, folder, HINT)
     bos = tokenizer.bos_token_id if tokenizer.bos_token_id is not None else vocab.get("<s>")
     if bos is None:
         raise ZipARError(f"the tokenizer in '{folder}' names no BOS token; {HINT}.")
@@ -141,41 +127,42 @@ def load_lumina(folder: str | Path, device: torch.device, dtype: torch.dtype, co
         raise ZipARError(f"'{folder}' has no Chameleon language-model weights (keys like model.layers.0...); {HINT}.")
     lm_keys = {k[len("model."):]: k for k in names if k.startswith("model.") and not k.startswith("model.vqmodel.")}
     head_key = "lm_head.weight" if "lm_head.weight" in names else "model.embed_tokens.weight"
-    wanted = set(lm_keys.values()) | {head_key}
-    raw = hf_folder.read_tensors(keys, lambda k: k in wanted)
-    lm = lm_from_state_dict(cfg, {ours: raw[theirs] for ours, theirs in lm_keys.items()}, str(folder), device, dtype)
-    if int(code_ids.max()) >= raw[head_key].shape[0]:
-        raise ZipARError(f"'{folder}': the image token ids exceed the model's vocabulary; {HINT}.")
-    with torch.device("meta"):
-        net = VisualTokenGenerator(cfg, len(code_ids))
-    net.lm = lm
-    net.image_head.weight = nn.Parameter(raw[head_key][code_ids].to(device=device, dtype=dtype), requires_grad=False)
-    net.code_ids = code_ids.to(device)
-    return LuminaMGPTModel(net.eval().requires_grad_(False), tokenizer, special, sizes, str(folder), native_size(folder))
+    net = visual_token_generator(cfg, keys, lm_keys, head_key, code_ids, folder, HINT, device, dtype)
+    return LuminaMGPTModel(net, tokenizer, special, sizes, str(folder), native_size(folder))
 
 
+@register
 class LuminaMGPTModel(VisualTokenModel):
     """Lumina-mGPT for the decode loop: sized prompts, placed size and row-end tokens, image-token logits."""
 
     family = "lumina-mgpt"
-    row0_first = False  # ZipAR's official Lumina-mGPT code starts row 1 once row 0 is `window` tokens ahead
     title = "Lumina-mGPT"
+    row0_first = False  # ZipAR's official Lumina-mGPT code starts row 1 once row 0 is `window` tokens ahead
     closing = ("eoi", "eot")
     defaults = DEFAULTS
-    aspect_ratios = ASPECT_RATIOS
+    hint = ("Lumina-mGPT folders (Alpha-VLLM/Lumina-mGPT-7B-512/-768/-768-Omni/-1024, with Meta's Chameleon VQGAN "
+            "vqgan.ckpt + vqgan.yaml as the VQ)")
 
     def __init__(self, net: VisualTokenGenerator, tokenizer, special: dict[str, int], size_ids: dict[int, int],
                  source_path: str, image_size: int = DEFAULT_SIZE):
         super().__init__(net, tokenizer, special, source_path)
         self.size_ids = size_ids
         self.image_size = image_size
-        self.downsample = DOWNSAMPLE
+
+    load = staticmethod(load_lumina)
+
+    @classmethod
+    def is_own_config(cls, config: dict) -> bool:
+        return detect(config)
 
     def describe(self) -> str:
         c = self.config
         return f"Lumina-mGPT ({c.layers} layers, width {c.hidden}, {self.vocab_size} image tokens, {self.image_size} px native)"
 
-    def grid_for(self, cond: Condition | None = None, image_size: int | None = None) -> tuple[int, int]:
+    def grid_for(self, cond: Condition | None = None, image_size: int | None = None,
+                 downsample: int | None = None) -> tuple[int, int]:
+        """The listed shape nearest the condition's ratio at ``image_size``; sized by 16-pixel tokens,
+        the Chameleon VQGAN's (whose downsampling the VQ argument would only repeat)."""
         ratio = self.ratio_of(cond)
         height, width = size_for(ratio, image_size or self.image_size)
         grid = height // DOWNSAMPLE, width // DOWNSAMPLE

@@ -14,14 +14,17 @@ column for positions. This module keeps that physical layout:
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Callable, ClassVar, Protocol
 
 import torch
 import torch.nn as nn
 
+from ..core.cache import SlotCache
+from ..core.row_ends import PassLayout, RowEndColumns, RowEndLayout, expand_pass
 from ..errors import ZipARError
-from .base import Prefix, parse_aspect_ratio
-from ..nets.llama_lm import LlamaConfig, LlamaLM, SlotCache
+from ..io import hf_folder
+from ..nets.llama_lm import LlamaConfig, LlamaLM, lm_from_state_dict
+from .base import FolderFamily, Prefix, parse_aspect_ratio
 
 
 class SequenceFamily(Protocol):
@@ -65,18 +68,57 @@ class VisualTokenGenerator(nn.Module):
         return self.image_head(hidden).float()
 
 
-class VisualTokenModel:
+def special_ids(vocab: dict[str, int], tokens: dict[str, str], folder, hint: str) -> dict[str, int]:
+    """Our name -> vocabulary id of each special token a family places, or one clear error."""
+    special = {}
+    for name, token in tokens.items():
+        if token not in vocab:
+            raise ZipARError(f"the vocabulary of '{folder}' lacks {token}; {hint}.")
+        special[name] = int(vocab[token])
+    return special
+
+
+def code_ids_by_name(vocab: dict[str, int], code_of: Callable[[str], int | None], what: str, folder,
+                     hint: str) -> torch.Tensor:
+    """Vocabulary id of each image code, found by token name (``code_of(name)`` -> code or None):
+    the releases' id order need not be the code order."""
+    found = {code: int(i) for name, i in vocab.items() if (code := code_of(name)) is not None}
+    if not found:
+        raise ZipARError(f"'{folder}' has no {what} in its vocabulary; {hint}.")
+    if sorted(found) != list(range(len(found))):
+        raise ZipARError(f"the {what} of '{folder}' number their codes with gaps; {hint}.")
+    return torch.tensor([found[c] for c in range(len(found))], dtype=torch.long)
+
+
+def visual_token_generator(cfg: LlamaConfig, keys: dict, lm_keys: dict[str, str], head_key: str,
+                           code_ids: torch.Tensor, folder, hint: str, device, dtype) -> "VisualTokenGenerator":
+    """Read the language model and the image rows of its output matrix from a folder's shards."""
+    wanted = set(lm_keys.values()) | {head_key}
+    raw = hf_folder.read_tensors(keys, lambda k: k in wanted)
+    lm = lm_from_state_dict(cfg, {ours: raw[theirs] for ours, theirs in lm_keys.items()}, str(folder), device, dtype)
+    if int(code_ids.max()) >= raw[head_key].shape[0]:
+        raise ZipARError(f"'{folder}': the image token ids exceed the model's vocabulary; {hint}.")
+    with torch.device("meta"):
+        net = VisualTokenGenerator(cfg, len(code_ids))
+    net.lm = lm
+    net.image_head.weight = nn.Parameter(raw[head_key][code_ids].to(device=device, dtype=dtype), requires_grad=False)
+    net.code_ids = code_ids.to(device)
+    return net.eval().requires_grad_(False)
+
+
+class VisualTokenModel(FolderFamily):
     """The decode-loop side of a VisualTokenGenerator family (Emu3, Lumina-mGPT): what stays
     the same when only the prompt recipe, the sizes and the closing tokens differ.
 
-    Subclasses set ``title`` (for messages), ``closing`` (names in ``special`` written after
-    the last row) and provide ``prompt_ids(prompt, grid)``, ``prompt_rows(cond, guidance, grid)``
-    and ``grid_for(cond, image_size)``; ``special`` holds at least "pad" and "eol".
+    Subclasses set the Family class attributes and ``closing`` (names in ``special`` written
+    after the last row) and provide ``prompt_ids(prompt, grid)``, ``prompt_rows(cond,
+    guidance, grid)`` and ``grid_for``; ``special`` holds at least "pad" and "eol".
     """
 
-    title = ""
-    closing: tuple[str, ...] = ()
+    reads = "prompt"
+    closing: ClassVar[tuple[str, ...]] = ()
     max_ratio = 4.0  # the most extreme aspect ratio the family draws
+    image_size: int  # native pixels per side (Emu3: the side of its pixel area)
 
     def __init__(self, net: VisualTokenGenerator, tokenizer, special: dict[str, int], source_path: str):
         self.net, self.tokenizer, self.special, self.source_path = net, tokenizer, special, source_path
@@ -100,9 +142,12 @@ class VisualTokenModel:
         """The condition's "W:H", 1:1 when it names none (or there is no condition yet)."""
         return (getattr(cond, "aspect_ratio", None) if cond is not None else None) or "1:1"
 
+    @property
+    def native_image_size(self) -> int:
+        return self.image_size
+
     def check_condition(self, cond) -> None:
-        if not cond.prompts:
-            raise ZipARError(f"{self.title} draws from a text prompt: connect a ZipAR Text Prompt (or pass --prompt).")
+        self.check_condition_kind(cond)
         parse_aspect_ratio(self.ratio_of(cond), self.title, self.max_ratio)  # the size is checked with the grid
 
     def image_positions(self, grid: tuple[int, int]) -> int:
@@ -149,95 +194,6 @@ class PromptBatch:
         return cls(ids.to(device), visible.to(device))
 
 
-@dataclass(frozen=True)
-class _Expansion:
-    """Index tensors that turn one logical step (cells) into the physical one (cells + EOLs).
-
-    Independent of the prompt length P (slots are counted after the prompt), so one table
-    serves every prompt of a plan.
-    """
-
-    offsets: torch.Tensor  # [n + e] physical slot = position offset after the prompt
-    eol_rows: torch.Tensor  # [e] which inputs are followed by an EOL
-    queries: torch.Tensor  # [m] physical query index
-    grid_len: int  # G': physical slots after the prompt up to the furthest input
-
-
-@dataclass(frozen=True)
-class RowEndColumns:
-    """Per grid shape, for every physical slot after the prompt (stride W + 1), the logical cell
-    whose visibility it copies: its own, or for an EOL the row's last cell. One table of
-    H * (W + 1) entries; each pass reads a prefix of it."""
-
-    columns: torch.Tensor  # [H * (W + 1)] long
-
-    @classmethod
-    def build(cls, height: int, width: int, device) -> "RowEndColumns":
-        slots = torch.arange(height * (width + 1), device=device)
-        r, c = slots // (width + 1), slots % (width + 1)
-        return cls(r * width + c.clamp(max=width - 1))
-
-
-def physical_cells(cells: torch.Tensor, width: int, stride: int) -> torch.Tensor:
-    return (cells // width) * stride + cells % width
-
-
-def expand_pass(cells: torch.Tensor, queries: torch.Tensor, grid_len: int, width: int) -> tuple[torch.Tensor, ...]:
-    """The physical layout of one pass with row ends (stride W + 1), from host tensors:
-    (offsets [n + e], eol_rows [e], physical queries [m], physical grid length)."""
-    stride = width + 1
-    phys = physical_cells(cells, width, stride)
-    row_end = cells % width == width - 1
-    eol_rows = row_end.nonzero().flatten()
-    last = grid_len - 1
-    phys_len = int(physical_cells(torch.tensor(last), width, stride)) + 1 + int(last % width == width - 1)
-    rank = torch.cumsum(row_end.long(), 0) - 1
-    phys_queries = torch.where(row_end[queries], len(cells) + rank[queries], queries)
-    offsets = torch.cat([phys, phys[eol_rows] + 1])
-    return offsets, eol_rows, phys_queries, phys_len
-
-
-@dataclass(frozen=True)
-class RowEndLayout:
-    """Every pass of a plan in the physical layout, as flat tensors (linear in the grid size):
-    derived once per plan on the host, so no pass reads its cells back from the device."""
-
-    offsets: torch.Tensor
-    eol_rows: torch.Tensor
-    queries: torch.Tensor
-    offset_start: tuple[int, ...]
-    eol_start: tuple[int, ...]
-    query_start: tuple[int, ...]
-    grid_lens: tuple[int, ...]
-
-    @classmethod
-    def from_plan(cls, plan, device) -> "RowEndLayout":
-        sched, width = plan.schedule, plan.schedule.width
-        parts: tuple[list, list, list] = ([], [], [])
-        starts: tuple[list, list, list] = ([0], [0], [0])
-        grid_lens = [0]
-        for sp in sched.passes[1:]:
-            cells = torch.tensor([f.cell for f in sp.feeds], dtype=torch.long)
-            queries = torch.tensor(sp.queries, dtype=torch.long)
-            *pieces, phys_len = expand_pass(cells, queries, int(cells.max()) + 1, width)
-            for part, start, piece in zip(parts, starts, pieces):
-                part.append(piece)
-                start.append(start[-1] + len(piece))
-            grid_lens.append(phys_len)
-
-        def flat(pieces):
-            return torch.cat(pieces).to(device) if pieces else torch.empty(0, dtype=torch.long, device=device)
-
-        # index p of the starts is pass p + 1 (pass 0, the prefill, has no row-end layout)
-        return cls(*(flat(part) for part in parts), *(tuple(start) for start in starts), tuple(grid_lens))
-
-    def pass_(self, s: int) -> _Expansion:
-        i = s - 1
-        return _Expansion(self.offsets[self.offset_start[i]:self.offset_start[i + 1]],
-                          self.eol_rows[self.eol_start[i]:self.eol_start[i + 1]],
-                          self.queries[self.query_start[i]:self.query_start[i + 1]], self.grid_lens[i + 1])
-
-
 class SequenceSession:
     def __init__(self, family: SequenceFamily, prompts: PromptBatch, grid: tuple[int, int], eol_id: int | None):
         lm = family.lm
@@ -262,18 +218,13 @@ class SequenceSession:
             self._columns = RowEndColumns.build(height, width, dev)
 
     def prepare(self, plan) -> None:
-        """Take every pass's physical layout from the plan, derived once per plan on the host.
+        """Take every pass's physical layout from the plan (derived once per plan on the host).
 
         Without this each step derives its layout from the tensors it is given, which reads
         them back from the device: a synchronisation per pass on a GPU.
         """
-        if self.eol_id is None:
-            return
-        device = self.family.lm.device
-        key = ("row-end layout", str(device))
-        if key not in plan.adapter_cache:
-            plan.adapter_cache[key] = RowEndLayout.from_plan(plan, device)
-        self._layout = plan.adapter_cache[key]
+        if self.eol_id is not None:
+            self._layout = plan.row_end_layout()
 
     def step(self, ids: torch.Tensor, cells: torch.Tensor, mask: torch.Tensor, kv_len: int, queries: torch.Tensor,
              pass_index: int | None = None) -> torch.Tensor:
@@ -287,7 +238,7 @@ class SequenceSession:
             x = self._layout.pass_(pass_index)
         else:  # not prepared from a plan (direct callers): derive the layout from the tensors given
             offsets, eol_rows, phys_queries, phys_len = expand_pass(cells.cpu(), queries.cpu(), kv_len - P, self.grid[1])
-            x = _Expansion(offsets.to(lm.device), eol_rows.to(lm.device), phys_queries.to(lm.device), phys_len)
+            x = PassLayout(offsets.to(lm.device), eol_rows.to(lm.device), phys_queries.to(lm.device), phys_len)
         e = x.eol_rows.shape[0]
         if e:
             h = torch.cat([h, self._eol.expand(h.shape[0], e, -1)], dim=1)

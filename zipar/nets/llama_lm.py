@@ -16,6 +16,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from ..core.cache import SlotCache
 from ..errors import ZipARError
 from ..io.block_counts import check_block_counts
 
@@ -42,7 +43,7 @@ class LlamaConfig:
 
     def cache_bytes(self, rows: int, slots: int, dtype: torch.dtype) -> int:
         """Bytes of the key/value cache for ``rows`` sequences of ``slots`` positions."""
-        return 2 * self.layers * rows * self.kv_heads * slots * self.dim_per_head * torch.empty(0, dtype=dtype).element_size()
+        return SlotCache.bytes_for(self.layers, rows, self.kv_heads, slots, self.dim_per_head, dtype)
 
     def check_length(self, prompt: int, image: int, what: str) -> None:
         """Refuse a sequence longer than the model was trained on, before any cache is allocated
@@ -163,21 +164,6 @@ class DecoderLayer(nn.Module):
         return x + self.mlp(self.post_attention_layernorm(x))
 
 
-class SlotCache:
-    """Keys/values per layer, [rows, kv_heads, slots, head_dim]; inputs write their own slots."""
-
-    def __init__(self, cfg: LlamaConfig, rows: int, slots: int, device, dtype):
-        shape = (rows, cfg.kv_heads, slots, cfg.dim_per_head)
-        self.k = [torch.zeros(shape, device=device, dtype=dtype) for _ in range(cfg.layers)]
-        self.v = [torch.zeros(shape, device=device, dtype=dtype) for _ in range(cfg.layers)]
-        self.slots = slots
-
-    def write(self, layer: int, slots: torch.Tensor, k: torch.Tensor, v: torch.Tensor, kv_len: int):
-        self.k[layer].index_copy_(2, slots, k)
-        self.v[layer].index_copy_(2, slots, v)
-        return self.k[layer][:, :, :kv_len], self.v[layer][:, :, :kv_len]
-
-
 def rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
     """Rotary embedding in the half-split convention transformers' Llama uses."""
     half = x.shape[-1] // 2
@@ -211,7 +197,8 @@ class LlamaLM(nn.Module):
         return self.embed_tokens.weight.dtype
 
     def new_cache(self, rows: int, slots: int) -> SlotCache:
-        return SlotCache(self.config, rows, slots, self.device, self.dtype)
+        c = self.config
+        return SlotCache(c.layers, rows, c.kv_heads, slots, c.dim_per_head, self.device, self.dtype)
 
     def rope(self, positions: torch.Tensor, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
         """[rows or 1, n] positions -> cos, sin [rows or 1, 1, n, head_dim] (computed in fp32)."""

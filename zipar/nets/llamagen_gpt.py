@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..core.cache import SlotCache
 from ..errors import ZipARError
 
 # (width -> heads) of the published GPT-B/L/XL/XXL/1B/3B/XXXL/7B configs.
@@ -60,8 +61,7 @@ def infer_gpt_config(sd: dict[str, torch.Tensor], n_head: int | None = None) -> 
         if "quantize.embedding.weight" in sd:
             raise ZipARError(
                 "this checkpoint is a VQ image tokenizer (it has quantize.embedding.weight), not an AR model. "
-                "Give it to the VQ input (--vq-model / Load VQ) and pick a LlamaGen GPT file (e.g. c2i_L_384.pt) "
-                "as the AR model."
+                "Use it as the VQ and pick a LlamaGen GPT file (e.g. c2i_L_384.pt) as the AR model."
             )
         raise ZipARError(
             "this checkpoint is not a LlamaGen GPT: it lacks tok_embeddings.weight and layers.0.attention.wqkv.weight. "
@@ -104,7 +104,7 @@ class Attention(nn.Module):
         self.wqkv = nn.Linear(cfg.dim, (cfg.n_head + 2 * cfg.n_kv_head) * cfg.head_dim, bias=False)
         self.wo = nn.Linear(cfg.dim, cfg.dim, bias=False)
 
-    def forward(self, x, rope, mask, cache: "KVCache | None", layer: int, slots, kv_len: int):
+    def forward(self, x, rope, mask, cache: SlotCache | None, layer: int, slots, kv_len: int):
         b, n, _ = x.shape
         kv_dim = self.n_kv_head * self.head_dim
         q, k, v = self.wqkv(x).split([self.n_head * self.head_dim, kv_dim, kv_dim], dim=-1)
@@ -112,9 +112,7 @@ class Attention(nn.Module):
         k = apply_rope(k.view(b, n, self.n_kv_head, self.head_dim), rope).transpose(1, 2)
         v = v.view(b, n, self.n_kv_head, self.head_dim).transpose(1, 2)
         if cache is not None:
-            cache.k[layer].index_copy_(2, slots, k)
-            cache.v[layer].index_copy_(2, slots, v)
-            k, v = cache.k[layer][:, :, :kv_len], cache.v[layer][:, :, :kv_len]
+            k, v = cache.write(layer, slots, k, v, kv_len)
         out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, enable_gqa=self.n_kv_head != self.n_head)
         return self.wo(out.transpose(1, 2).reshape(b, n, -1))
 
@@ -167,12 +165,6 @@ class CaptionEmbedder(nn.Module):
         self.register_buffer("uncond_embedding", torch.zeros(cfg.prefix_len, cfg.caption_dim))
 
 
-@dataclass
-class KVCache:
-    k: list[torch.Tensor]  # per layer [rows, kv_heads, slots, head_dim]
-    v: list[torch.Tensor]
-
-
 class LlamaGenGPT(nn.Module):
     def __init__(self, cfg: GPTConfig):
         super().__init__()
@@ -196,10 +188,9 @@ class LlamaGenGPT(nn.Module):
         return self.cls_embedding.uncond_embedding.unsqueeze(0).expand(rows, -1, -1)
 
     # -- transformer --------------------------------------------------------------------
-    def new_cache(self, rows: int, slots: int) -> KVCache:
+    def new_cache(self, rows: int, slots: int) -> SlotCache:
         cfg, w = self.config, self.output.weight
-        shape = (rows, cfg.n_kv_head, slots, cfg.head_dim)
-        return KVCache([w.new_zeros(shape) for _ in self.layers], [w.new_zeros(shape) for _ in self.layers])
+        return SlotCache(cfg.n_layer, rows, cfg.n_kv_head, slots, cfg.head_dim, w.device, w.dtype)
 
     def hidden(self, h, rope, mask, cache=None, slots=None, kv_len=0):
         """Run the blocks; with a cache, k/v of the inputs are written at ``slots`` first."""
