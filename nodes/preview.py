@@ -52,8 +52,7 @@ def palette_for(model) -> np.ndarray:
         return _palettes[model]
     except (KeyError, TypeError):
         pass
-    embeddings = getattr(getattr(model, "gpt", None), "tok_embeddings", None)
-    weight = model.code_embeddings() if hasattr(model, "code_embeddings") else getattr(embeddings, "weight", None)
+    weight = model.code_embeddings() if hasattr(model, "code_embeddings") else None  # the family contract's
     vocab = int(model.vocab_size)
     if isinstance(weight, torch.Tensor) and weight.ndim == 2 and weight.shape[0] >= vocab:
         palette = embedding_palette(weight[:vocab])

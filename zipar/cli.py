@@ -136,7 +136,7 @@ def run_generate(args: argparse.Namespace) -> None:
         outputs.write_npy(by_label["--tokens-out"][0], result.tokens.numpy().astype(np.int64), args.overwrite)
     if args.out:
         images = api.decode_tokens(vq, result.tokens.to(device))
-        for path in api.save_images(images, by_label["--out"], args.overwrite, getattr(vq, "truncates_to_uint8", False)):
+        for path in api.save_images(images, by_label["--out"], args.overwrite, vq.truncates_to_uint8):
             print(path)
     if args.stats_json:
         outputs.write_json(by_label["--stats-json"][0], result.stats(), args.overwrite)
@@ -181,5 +181,5 @@ def run_decode(args: argparse.Namespace) -> None:
     device = api.resolve_device(args.device)
     vq = api.load_vq(args.vq_model, device)
     images = api.decode_tokens(vq, torch.from_numpy(tokens).to(device))
-    for out in api.save_images(images, [o.path for o in planned], args.overwrite, getattr(vq, "truncates_to_uint8", False)):
+    for out in api.save_images(images, [o.path for o in planned], args.overwrite, vq.truncates_to_uint8):
         print(out)

@@ -135,9 +135,7 @@ def _generate(model, cond, grid, window, options, seed, batch, callback, trace, 
         torch.cuda.synchronize(device)
     start = time.perf_counter()
     session = model.start(cond, grid, options.guidance)
-    prepare = getattr(session, "prepare", None)
-    if prepare is not None:  # adapters that derive per-pass layouts do it here, once per plan, on the host
-        prepare(plan)
+    session.prepare(plan)  # sessions that need per-pass layouts take them from the plan here, once
     prefix = session.prefix
     rows = prefix.visible.shape[0]
     prefix_mask = prefix.visible[:, None, None, :]

@@ -101,6 +101,10 @@ class DecodeSession(Protocol):
 
     prefix: Prefix
 
+    def prepare(self, plan) -> None:
+        """Take what the session needs from the plan before the first step (e.g. the row-end layout)."""
+        ...
+
     def step(self, ids: torch.Tensor, cells: torch.Tensor, mask: torch.Tensor, kv_len: int, queries: torch.Tensor,
              pass_index: int | None = None) -> torch.Tensor:
         """Feed ``ids`` [rows, n] into the slots of ``cells`` [n]; return [rows, m, vocab] logits at ``queries`` [m].

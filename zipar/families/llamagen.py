@@ -212,6 +212,9 @@ class LlamaGenSession:
         h = gpt.hidden(embeds, self.rope[:P], mask[:, None], self.cache, slots, P)
         self.prefix = Prefix(gpt.logits(h[:, -1]), visible, P)
 
+    def prepare(self, plan) -> None:
+        """2D positions need nothing from the plan beyond the cells each step is given."""
+
     def step(self, ids: torch.Tensor, cells: torch.Tensor, mask: torch.Tensor, kv_len: int, queries: torch.Tensor,
              pass_index: int | None = None) -> torch.Tensor:
         gpt, P = self.model.gpt, self.prefix.length
