@@ -141,6 +141,7 @@ def materialise(spec: ChatSpec, device: torch.device, dtype: torch.dtype, seed: 
         net.lm.inv_freq = rope_inv_freq(spec.lm, device)  # fp32, as the loaders leave it
         if spec.family in ("emu3", "lumina-mgpt"):
             net.code_ids = spec.code_base + torch.arange(spec.codes, device=device)
+    net.lm.fuse()  # as the loaders leave it
     return net.eval().requires_grad_(False)
 
 

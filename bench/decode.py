@@ -42,7 +42,8 @@ from zipar.conditions import class_condition
 from zipar.core.loop import generate
 from zipar.nets.llamagen_gpt import GPTConfig, LlamaGenGPT
 from zipar.families.llamagen import LlamaGenModel
-from zipar.core.sampling import SamplingOptions, combine_guidance, make_generator, sample_tokens
+from zipar.core.rng import seed_tensor
+from zipar.core.sampling import SamplingOptions, sample_cells
 
 # (width, layers, heads); "tiny" exists only so tests can smoke-run the harness.
 SIZES = {"tiny": (64, 2, 2), "B": (768, 12, 12), "L": (1024, 24, 16), "XL": (1280, 36, 20), "XXL": (1536, 48, 24), "3B": (3200, 24, 32)}
@@ -69,7 +70,7 @@ def random_model(size: str, device: torch.device, dtype: torch.dtype, seed: int 
             p.copy_(torch.ones_like(p) if name.endswith("norm.weight") else torch.randn_like(p) * 0.02)
         for b in gpt.buffers():
             b.normal_()
-    return LlamaGenModel(gpt.to(dtype).eval().requires_grad_(False))
+    return LlamaGenModel(gpt.to(dtype).eval().requires_grad_(False).fuse())
 
 
 @torch.inference_mode()
@@ -82,15 +83,13 @@ def plain_kv_loop(model: LlamaGenModel, class_ids: list[int], grid: tuple[int, i
     rows = embeds.shape[0]
     cache = gpt.new_cache(rows, P + H * W)
     rope = gpt.rope_table(H, W).to(dev)
-    gen = make_generator(seed, dev)
+    seed_t, image_keys = seed_tensor(seed, dev), torch.arange(len(class_ids), device=dev)
     sync(dev)
     start = time.perf_counter()
     h = gpt.hidden(embeds, rope[:P], None, cache, torch.arange(P, device=dev), P)
     logits = gpt.logits(h[:, -1:])
     for i in range(H * W):
-        if opts.guidance:
-            logits = combine_guidance(logits, opts.cfg)
-        token = sample_tokens(logits, opts, gen)
+        token = sample_cells(logits, opts, opts, seed_t, image_keys, torch.full((1,), i, device=dev))
         if i == H * W - 1:
             break
         ids = torch.cat([token, token]) if opts.guidance else token

@@ -39,10 +39,11 @@ def test_full_window_is_next_token_prediction(kind, cfg, window):
     assert len(set(result.tokens.flatten().tolist())) > 3, "degenerate model: the check would be vacuous"
 
 
+@pytest.mark.parametrize("static", [None, "none"], ids=["eager", "bucketed"])
 @pytest.mark.parametrize("row0_first", [True, False], ids=["row0-first", "row1-by-window"])
 @pytest.mark.parametrize("kind", ["c2i", "t2i"])
 @pytest.mark.parametrize("window", range(1, GRID[1] + 1))
-def test_every_emitted_logit_matches_an_uncached_forward(kind, window, row0_first):
+def test_every_emitted_logit_matches_an_uncached_forward(kind, window, row0_first, static):
     model = tiny_model(kind)
     cond = condition(kind, model)
     seen = {}
@@ -52,7 +53,7 @@ def test_every_emitted_logit_matches_an_uncached_forward(kind, window, row0_firs
             seen[cell] = logits[:, j].clone()
 
     result = generate(model, cond, GRID, window, SamplingOptions(cfg=3.0, temperature=1.0), seed=11, trace=trace,
-                      row0_first=row0_first)
+                      row0_first=row0_first, compile_backend=static)
     assert result.forward_passes == expected_passes(GRID, window, row0_first)
     expected = replay_logits(model, cond, True, build_schedule(*GRID, window, row0_first), result.tokens)
     assert sorted(seen) == sorted(expected) == list(range(GRID[0] * GRID[1]))

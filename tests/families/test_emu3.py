@@ -103,9 +103,10 @@ def test_full_window_equals_naive_transformers_decoder(models, hf_model, cfg, ra
         assert torch.equal(got.tokens, expected) and got.forward_passes == grid[0] * grid[1]
 
 
+@pytest.mark.parametrize("static", [None, "none"], ids=["eager", "bucketed"])
 @pytest.mark.parametrize("row0_first", [None, False], ids=["official", "row1-by-window"])
 @pytest.mark.parametrize("window,ratio", [(1, "1:1"), (2, "1:1"), (3, "1:1"), (2, "2:1"), (4, "2:1")])
-def test_every_emitted_logit_matches_an_uncached_forward(models, window, ratio, row0_first):
+def test_every_emitted_logit_matches_an_uncached_forward(models, window, ratio, row0_first, static):
     model = models[0]
     cond = Condition(prompts=["a red fox", "a blue car"], aspect_ratio=ratio, negative_prompts=["", "blurry"])
     grid = model.grid_for(cond)
@@ -116,7 +117,7 @@ def test_every_emitted_logit_matches_an_uncached_forward(models, window, ratio, 
             seen[cell] = logits[:, k].clone()
 
     result = generate(model, cond, grid, window, SamplingOptions(cfg=3.0, top_k=20), seed=1, trace=trace,
-                      row0_first=row0_first)
+                      row0_first=row0_first, compile_backend=static)
     rule = model.row0_first if row0_first is None else row0_first
     assert result.forward_passes == expected_passes(grid, window, rule)
     expected = replay_logits(model, cond, True, build_schedule(*grid, window, rule), result.tokens, model.special["eol"])

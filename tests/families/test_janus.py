@@ -112,9 +112,10 @@ def test_equals_transformers_generate_image_mode(models, hf_model, folders):
     assert out.shape == (1, GRID * GRID) and torch.equal(ours.tokens.flatten(1), out)
 
 
+@pytest.mark.parametrize("static", [None, "none"], ids=["eager", "bucketed"])
 @pytest.mark.parametrize("row0_first", [None, False], ids=["official", "row1-by-window"])
 @pytest.mark.parametrize("window", [1, 2, 3])
-def test_every_emitted_logit_matches_an_uncached_forward(models, window, row0_first):
+def test_every_emitted_logit_matches_an_uncached_forward(models, window, row0_first, static):
     model = models[0]
     cond = Condition(prompts=PROMPTS)
     seen = {}
@@ -124,7 +125,7 @@ def test_every_emitted_logit_matches_an_uncached_forward(models, window, row0_fi
             seen[cell] = logits[:, k].clone()
 
     result = generate(model, cond, model.native_grid, window, SamplingOptions(cfg=5.0), seed=3, trace=trace,
-                      row0_first=row0_first)
+                      row0_first=row0_first, compile_backend=static)
     rule = model.row0_first if row0_first is None else row0_first
     assert result.forward_passes == expected_passes(model.native_grid, window, rule)
     expected = replay_logits(model, cond, True, build_schedule(GRID, GRID, window, rule), result.tokens)

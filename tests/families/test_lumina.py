@@ -100,10 +100,11 @@ def test_swin_norm_variant_equals_transformers(tmp_path):
     assert torch.equal(generate(model, cond, (4, 4), 4, greedy(4.0)).tokens, expected)
 
 
+@pytest.mark.parametrize("static", [None, "none"], ids=["eager", "bucketed"])
 @pytest.mark.parametrize("row0_first", [None, True], ids=["official", "row0-first"])
 @pytest.mark.parametrize("window,side,ratio", [(1, 64, "1:1"), (2, 64, "1:1"), (3, 64, "1:1"), (2, 64, "2:1"),
                                                (3, 96, "1:1"), (4, 96, "1:1")])
-def test_every_emitted_logit_matches_an_uncached_forward(model, window, side, ratio, row0_first):
+def test_every_emitted_logit_matches_an_uncached_forward(model, window, side, ratio, row0_first, static):
     cond = Condition(prompts=["a red fox", "a blue car"], aspect_ratio=ratio)
     grid = model.grid_for(cond, side)
     seen = {}
@@ -113,7 +114,7 @@ def test_every_emitted_logit_matches_an_uncached_forward(model, window, side, ra
             seen[cell] = logits[:, k].clone()
 
     result = generate(model, cond, grid, window, SamplingOptions(cfg=4.0, top_k=20), seed=1, trace=trace,
-                      row0_first=row0_first)
+                      row0_first=row0_first, compile_backend=static)
     rule = model.row0_first if row0_first is None else row0_first
     assert result.forward_passes == expected_passes(grid, window, rule)
     model.image_size = side  # replay_logits asks the model for the prompt rows at its own size

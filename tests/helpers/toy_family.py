@@ -105,10 +105,10 @@ class ToyModel(Family):
         side = (image_size or self.side) // (downsample or 16)
         return side, side
 
-    def start(self, cond: Condition, grid: tuple[int, int], guidance: bool) -> SequenceSession:
+    def start(self, cond: Condition, grid: tuple[int, int], guidance: bool, pool=None) -> SequenceSession:
         self.check_condition(cond)
         rows = [[int(c)] for c in cond.class_ids] + ([[self.classes]] * len(cond) if guidance else [])
-        return SequenceSession(self.net, PromptBatch.left_padded(rows, 0, self.device), grid, None)
+        return SequenceSession(self.net, PromptBatch.left_padded(rows, 0, self.device, pool), grid, None, pool)
 
     def cache_bytes(self, rows: int, grid: tuple[int, int]) -> int:
         return self.net.lm.config.cache_bytes(rows, 1 + grid[0] * grid[1], self.dtype)

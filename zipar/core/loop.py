@@ -15,9 +15,11 @@ import torch
 
 from ..errors import ZipARError, free_bytes, memory_guard
 from ..families.base import Condition, Family
-from .sampling import SamplingOptions, combine_guidance, make_generator, sample_tokens
+from .rng import seed_tensor
+from .sampling import SamplingOptions, sample_cells
 from .plan import Plan, build_plan
 from .schedule import PREFIX, num_passes
+from .static_step import resolve_compile, run_static, state_of
 
 
 @dataclass
@@ -40,6 +42,9 @@ class GenerationResult:
     device: str = ""
     dtype: str = ""
     labels: list[str] = field(default_factory=list)
+    compiled: bool = False  # ran through the compiled, bucketed step (``static_step.py``)
+    compile_seconds: float = 0.0  # first calls of the steps built in this run (0 once they are kept)
+    graphs_built: int = 0
 
     @property
     def next_token_passes(self) -> int:
@@ -55,6 +60,9 @@ class GenerationResult:
             "seconds": round(self.seconds, 4),
             "device": self.device,
             "dtype": self.dtype,
+            "compiled": self.compiled,
+            "compile_seconds": round(self.compile_seconds, 3),
+            "graphs_built": self.graphs_built,
         }
 
     def report(self) -> str:
@@ -64,7 +72,9 @@ class GenerationResult:
             head = f"{self.forward_passes} forward passes (next-token prediction)"
         else:
             head = f"{self.forward_passes} forward passes instead of {self.next_token_passes} (-{saved:.0f}%)"
-        return f"{head}, {self.seconds:.1f} s"
+        tail = f", compiled ({self.graphs_built} new steps, {self.compile_seconds:.1f} s to build)" \
+            if self.graphs_built else ""
+        return f"{head}, {self.seconds:.1f} s{tail}"
 
 
 ProgressCallback = Callable[[Progress], None]
@@ -83,13 +93,18 @@ def generate(
     callback: ProgressCallback | None = None,
     trace: TraceCallback | None = None,
     row0_first: bool | None = None,
+    compile: str = "off",
+    compile_backend: str | None = None,
 ) -> GenerationResult:
     """Generate ``len(cond) * batch`` token grids with ZipAR (window < width) or NTP.
 
     ``trace(pass_index, emitted_cells, raw_logits)`` sees the unguided logits of both CFG
     branches for every emitted cell; tests use it to check them against uncached forwards.
     ``row0_first`` overrides when row 1 starts; None follows the family's official code
-    (``model.row0_first``).
+    (``model.row0_first``). ``compile``: 'off' (eager, exact shapes), 'on' (the bucketed step
+    through torch.compile; CUDA graphs on CUDA) or 'auto' (on for CUDA, off on the CPU).
+    ``compile_backend`` is for tests: a torch.compile backend name, or 'none' for the
+    bucketed step uncompiled. A seed gives the same tokens in every mode.
     """
     height, width = grid
     options.validate()
@@ -101,10 +116,12 @@ def generate(
     window = _as_int(window, "window")
     if row0_first is None:
         row0_first = model.row0_first
+    static = resolve_compile(compile, model.device) or compile_backend is not None
     check_memory(model, len(cond), batch, grid, options.guidance)
     with memory_guard(f"generating {len(cond) * batch} image(s) of {height}x{width} tokens",
                       "lower the batch size or the image size"):
-        return _generate(model, cond, grid, window, options, seed, batch, callback, trace, bool(row0_first))
+        return _generate(model, cond, grid, window, options, seed, batch, callback, trace, bool(row0_first), static,
+                         compile_backend)
 
 
 def check_memory(model: Family, conditions: int, batch: int, grid: tuple[int, int], guidance: bool) -> None:
@@ -122,19 +139,22 @@ def check_memory(model: Family, conditions: int, batch: int, grid: tuple[int, in
                      f"for the key/value cache, but only {free / 1e9:.3g} GB is free on {model.device}; {advice}.")
 
 
-def _generate(model, cond, grid, window, options, seed, batch, callback, trace, row0_first) -> GenerationResult:
+def _generate(model, cond, grid, window, options, seed, batch, callback, trace, row0_first, static=False,
+              backend=None) -> GenerationResult:
     height, width = grid
     plan = build_plan(height, width, window, str(model.device), row0_first)
     cond = cond.repeat(batch)
     images = len(cond)
     device = model.device
-    generator = None if options.greedy else make_generator(seed, device)
+    seed_t = seed_tensor(seed, device)
+    image_keys = torch.arange(images, device=device)  # an image's draws depend on its index, not its batch
     tokens = torch.zeros(images, height * width, dtype=torch.long, device=device)
 
     if device.type == "cuda":
         torch.cuda.synchronize(device)
     start = time.perf_counter()
-    session = model.start(cond, grid, options.guidance)
+    session = model.start(cond, grid, options.guidance, state_of(model).pool) if static else \
+        model.start(cond, grid, options.guidance)
     session.prepare(plan)  # sessions that need per-pass layouts take them from the plan here, once
     prefix = session.prefix
     rows = prefix.visible.shape[0]
@@ -145,7 +165,19 @@ def _generate(model, cond, grid, window, options, seed, batch, callback, trace, 
                          "overflowed; try bf16 or fp32 precision, or re-download the model.")
     if trace is not None:
         trace(0, torch.zeros(1, dtype=torch.long), first)
-    tokens[:, 0] = _sample(first, options, generator)[:, 0]
+    extra = {}
+    if static:
+        def first_tokens(buffer):
+            buffer[:, 0] = sample_cells(first, options, options, seed_t, image_keys, plan.emits[:1])[:, 0]
+
+        def report(s, buffer):
+            _report(callback, plan, s, buffer[:, :height * width], grid)
+
+        run = run_static(model, session, plan, images, options, seed, backend, first_tokens, report, trace)
+        tokens = run.tokens
+        extra = dict(compiled=backend != "none", compile_seconds=run.compile_seconds, graphs_built=run.graphs_built)
+        return _finish(model, cond, plan, tokens, grid, window, start, extra)
+    tokens[:, 0] = sample_cells(first, options, options, seed_t, image_keys, plan.emits[:1])[:, 0]
     _report(callback, plan, 0, tokens, grid)
     for s in range(1, plan.num_passes):
         p = plan.pass_tensors(s)
@@ -158,21 +190,18 @@ def _generate(model, cond, grid, window, options, seed, batch, callback, trace, 
         logits = session.step(ids, p.cells, mask, prefix.length + p.grid_len, p.queries, pass_index=s)
         if trace is not None:
             trace(s, p.emits, logits)
-        tokens[:, p.emits] = _sample(logits, options, generator)
+        tokens[:, p.emits] = sample_cells(logits, options, options, seed_t, image_keys, p.emits)
         _report(callback, plan, s, tokens, grid)
+    return _finish(model, cond, plan, tokens, grid, window, start, extra)
+
+
+def _finish(model, cond, plan, tokens, grid, window, start, extra) -> GenerationResult:
+    device = model.device
     if device.type == "cuda":
         torch.cuda.synchronize(device)
     seconds = time.perf_counter() - start
-    return GenerationResult(
-        tokens.view(images, height, width).cpu(),
-        plan.schedule.num_passes,
-        seconds,
-        (height, width),
-        window,
-        str(device),
-        str(model.dtype).removeprefix("torch."),
-        list(cond.labels),
-    )
+    return GenerationResult(tokens.reshape(-1, *grid).cpu(), plan.schedule.num_passes, seconds, tuple(grid), window,
+                            str(device), str(model.dtype).removeprefix("torch."), list(cond.labels), **extra)
 
 
 def _as_int(value, name: str) -> int:
@@ -180,12 +209,6 @@ def _as_int(value, name: str) -> int:
         return operator.index(value)
     except TypeError:
         raise ZipARError(f"{name} must be a whole number (got {value!r}).") from None
-
-
-def _sample(logits: torch.Tensor, options: SamplingOptions, generator) -> torch.Tensor:
-    if options.guidance:
-        logits = combine_guidance(logits, options.cfg)
-    return sample_tokens(logits, options, generator)
 
 
 def _report(callback, plan: Plan, step: int, tokens: torch.Tensor, grid) -> None:

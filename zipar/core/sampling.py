@@ -1,7 +1,11 @@
 """Turning logits into tokens: classifier-free guidance, temperature, top-k, top-p.
 
-All emitting cells of a pass are sampled in one batched call from one generator, so a
-seed fixes the whole image and sampling costs the same whether one row or twelve emit.
+All emitting cells of a pass are sampled in one batched call. Each draw takes its
+uniform from a counter-based hash of (seed, image, cell) (``rng.py``), by inverting the
+cumulative distribution, so a seed fixes each image whatever the batch, the padding of a
+pass, or whether the step runs eager or compiled. Everything here is tensor arithmetic
+with no host reads: the options may be Python numbers (eager) or 0-d tensors (a compiled
+step, so changing them never recompiles).
 """
 from __future__ import annotations
 
@@ -13,6 +17,7 @@ from dataclasses import dataclass
 import torch
 
 from ..errors import ZipARError
+from .rng import STREAM_SAMPLE, seed_tensor, uniforms
 
 
 @dataclass(frozen=True)
@@ -22,6 +27,19 @@ class SamplingOptions:
     top_k: int = 0  # 0: no top-k filtering
     top_p: float = 1.0  # 1.0: no nucleus filtering
     greedy: bool = False  # arg-max instead of sampling (deterministic)
+
+    @property
+    def mode(self) -> str:
+        """Which sampler code a step needs: 'greedy', 'plain' (no filter) or 'filtered'."""
+        if self.greedy:
+            return "greedy"
+        return "filtered" if self.top_k > 0 or self.top_p < 1.0 else "plain"
+
+    def as_tensors(self, device) -> "SamplingTensors":
+        """The numeric options as 0-d tensors (inputs of a compiled step)."""
+        f = lambda v: torch.tensor(float(v), dtype=torch.float32, device=device)  # noqa: E731
+        return SamplingTensors(f(self.cfg), f(self.temperature if not self.greedy else 1.0),
+                               torch.tensor(int(self.top_k), dtype=torch.long, device=device), f(self.top_p))
 
     @property
     def guidance(self) -> bool:
@@ -54,32 +72,71 @@ def combine_guidance(logits: torch.Tensor, scale: float) -> torch.Tensor:
     return uncond + scale * (cond - uncond)
 
 
-def filter_logits(logits: torch.Tensor, top_k: int, top_p: float) -> torch.Tensor:
-    """Set logits outside the top-k / nucleus to -inf (the most likely token always survives)."""
-    if top_k > 0 and top_k < logits.shape[-1]:
-        kth = logits.topk(top_k, dim=-1).values[..., -1:]
-        logits = logits.masked_fill(logits < kth, float("-inf"))
-    if top_p < 1.0:
-        sorted_logits, order = logits.sort(dim=-1, descending=True)
-        probs = sorted_logits.softmax(dim=-1)
-        # Drop a token once the mass of the tokens ranked before it exceeds top_p.
-        drop_sorted = (probs.cumsum(dim=-1) - probs) > top_p
-        drop = drop_sorted.scatter(-1, order, drop_sorted)
-        logits = logits.masked_fill(drop, float("-inf"))
-    return logits
+@dataclass(frozen=True)
+class SamplingTensors:
+    """SamplingOptions' numbers as 0-d tensors on the device."""
+
+    cfg: torch.Tensor
+    temperature: torch.Tensor
+    top_k: torch.Tensor
+    top_p: torch.Tensor
 
 
-def sample_tokens(logits: torch.Tensor, opts: SamplingOptions, generator: torch.Generator | None) -> torch.Tensor:
-    """logits [..., V] (already guided) -> token ids [...] (int64)."""
+def filter_logits(logits: torch.Tensor, top_k, top_p) -> torch.Tensor:
+    """Set logits outside the top-k / nucleus to -inf (the most likely token always survives).
+
+    ``top_k`` 0 and ``top_p`` 1 switch a filter off; both may be 0-d tensors. One sort serves
+    both filters, with the nucleus measured over the tokens top-k kept.
+    """
+    vocab = logits.shape[-1]
+    ranked, order = logits.sort(dim=-1, descending=True)
+    k = torch.as_tensor(top_k, device=logits.device)
+    k = torch.where((k > 0) & (k < vocab), k, vocab)
+    kth = ranked.index_select(-1, (k - 1).reshape(1))
+    keep = ranked >= kth
+    probs = ranked.masked_fill(~keep, float("-inf")).softmax(dim=-1)
+    # Drop a token once the mass of the tokens ranked before it exceeds top_p.
+    keep = keep & ~((probs.cumsum(dim=-1) - probs) > top_p)
+    return logits.masked_fill(~keep.scatter(-1, order, keep), float("-inf"))
+
+
+def draw(logits: torch.Tensor, u: torch.Tensor, temperature=1.0, top_k=0, top_p=1.0, filtered: bool = True) -> torch.Tensor:
+    """logits [..., V] (already guided), uniforms ``u`` [...] -> token ids [...] by inverting the CDF.
+
+    The token is the first whose cumulative probability exceeds ``u`` times the total, so a
+    token of probability 0 is never picked.
+    """
+    x = logits.float() / temperature
+    if filtered:
+        x = filter_logits(x, top_k, top_p)
+    cdf = x.softmax(dim=-1).cumsum(dim=-1)
+    below = cdf <= u[..., None] * cdf[..., -1:]
+    return below.sum(dim=-1).clamp(max=logits.shape[-1] - 1)
+
+
+def sample_cells(logits: torch.Tensor, opts: SamplingOptions, params: SamplingTensors | SamplingOptions,
+                 seed: torch.Tensor, images: torch.Tensor, cells: torch.Tensor) -> torch.Tensor:
+    """Raw logits [rows, m, V] (both CFG branches when guided) -> tokens [images, m].
+
+    ``opts`` decides the code path (guidance on or off, greedy, filtered); ``params`` holds
+    the numbers (``opts`` itself eager, ``opts.as_tensors`` in a compiled step). ``images``
+    [images] and ``cells`` [m] key each draw (see ``rng.uniforms``).
+    """
+    if opts.guidance:
+        logits = combine_guidance(logits, params.cfg)
     if opts.greedy:
         return logits.argmax(dim=-1)
-    logits = filter_logits(logits.float() / opts.temperature, opts.top_k, opts.top_p)
-    probs = logits.softmax(dim=-1)
-    flat = probs.reshape(-1, probs.shape[-1])
-    return torch.multinomial(flat, 1, generator=generator).view(probs.shape[:-1])
+    u = uniforms(seed, images, cells, STREAM_SAMPLE)
+    return draw(logits, u, params.temperature, params.top_k, params.top_p, opts.mode == "filtered")
 
 
-def make_generator(seed: int, device: torch.device | str) -> torch.Generator:
-    gen = torch.Generator(device=device)
-    gen.manual_seed(int(seed) % (2**64))
-    return gen
+def sample_tokens(logits: torch.Tensor, opts: SamplingOptions, seed: int = 0, images: torch.Tensor | None = None,
+                  cells: torch.Tensor | None = None) -> torch.Tensor:
+    """logits [N, M, V] or [N, V] (already guided) -> token ids (int64); keys default to 0..N-1 x 0..M-1."""
+    if opts.greedy:
+        return logits.argmax(dim=-1)
+    flat = logits.reshape(logits.shape[0], -1, logits.shape[-1])
+    images = torch.arange(flat.shape[0], device=logits.device) if images is None else images
+    cells = torch.arange(flat.shape[1], device=logits.device) if cells is None else cells
+    u = uniforms(seed_tensor(seed, logits.device), images, cells)
+    return draw(flat, u, opts.temperature, opts.top_k, opts.top_p, opts.mode == "filtered").view(logits.shape[:-1])

@@ -97,9 +97,28 @@ class Prefix:
 
 
 class DecodeSession(Protocol):
-    """One request's cache and prefix; rows are [conditional..., unconditional...]."""
+    """One request's cache and prefix; rows are [conditional..., unconditional...].
+
+    Slots after the prefix are physical: ``image_slots`` of them (grid cells, plus one EOL
+    per row when ``row_ends``), then a scratch slot no query sees. ``step`` is the eager
+    pass; a compiled step (``core.static_step``) calls ``embed`` / ``run`` / ``logits``.
+    """
 
     prefix: Prefix
+    image_slots: int
+    row_ends: bool
+
+    def embed(self, ids: torch.Tensor, row_end: torch.Tensor | None = None) -> torch.Tensor:
+        """Image codes [rows, n] -> input vectors; inputs flagged in ``row_end`` [n] are the row's EOL."""
+        ...
+
+    def run(self, h: torch.Tensor, offsets: torch.Tensor, mask: torch.Tensor, kv_len: int) -> torch.Tensor:
+        """Inputs [rows, n, dim] into the physical slots ``offsets`` [n] after the prefix -> final hidden states."""
+        ...
+
+    def logits(self, h: torch.Tensor) -> torch.Tensor:
+        """Final hidden states [rows, m, dim] -> float32 logits over the image codes."""
+        ...
 
     def prepare(self, plan) -> None:
         """Take what the session needs from the plan before the first step (e.g. the row-end layout)."""
@@ -196,8 +215,11 @@ class Family(ABC):
 
     # -- decoding -----------------------------------------------------------------------------
     @abstractmethod
-    def start(self, cond: Condition, grid: tuple[int, int], guidance: bool) -> DecodeSession:
-        """Allocate the cache for ``len(cond)`` images (twice that with guidance) and run the prefix."""
+    def start(self, cond: Condition, grid: tuple[int, int], guidance: bool, pool=None) -> DecodeSession:
+        """Allocate the cache for ``len(cond)`` images (twice that with guidance) and run the prefix.
+
+        ``pool`` (a ``core.cache.CachePool``): a compiled step will run; take the cache from it.
+        """
 
     @abstractmethod
     def cache_bytes(self, rows: int, grid: tuple[int, int]) -> int:

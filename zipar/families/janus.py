@@ -28,6 +28,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from ..core.cache import CachePool
 from ..errors import ZipARError
 from ..io import hf_folder
 from ..nets.llama_lm import LlamaConfig, LlamaLM, lm_from_state_dict
@@ -265,15 +266,15 @@ class JanusProModel(FolderFamily):
             rows += [[r[0], *[self.special["pad"]] * (len(r) - 2), r[-1]] for r in rows]
         return rows
 
-    def start(self, cond: Condition, grid: tuple[int, int], guidance: bool) -> SequenceSession:
+    def start(self, cond: Condition, grid: tuple[int, int], guidance: bool, pool: CachePool | None = None) -> SequenceSession:
         self.check_condition(cond)
         if tuple(grid) != self.native_grid:
             raise ZipARError(f"Janus-Pro generates a {self.native_grid[0]}x{self.native_grid[1]} token grid "
                              f"({self.image_size} px); got {grid[0]}x{grid[1]}.")
         rows = self.prompt_rows(cond, guidance)
         self.config.check_length(max(len(r) for r in rows), grid[0] * grid[1], f"a {grid[0]}x{grid[1]} image")
-        batch = PromptBatch.left_padded(rows, self.special["pad"], self.device)
-        return SequenceSession(self.net, batch, grid, None)
+        batch = PromptBatch.left_padded(rows, self.special["pad"], self.device, pool)
+        return SequenceSession(self.net, batch, grid, None, pool)
 
     def cache_bytes(self, rows: int, grid: tuple[int, int]) -> int:
         """The image part of the key/value cache (the prompt adds a few dozen positions)."""

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import torch
 
-from ..core.cache import SlotCache
+from ..core.cache import SCRATCH_SLOTS, CachePool, SlotCache
 from ..errors import ZipARError
 from ..io.checkpoint import read_state_dict
 from ..nets.llamagen_gpt import LlamaGenGPT, gpt_from_state_dict, is_gpt_state_dict
@@ -153,9 +153,12 @@ class LlamaGenModel(Family):
         return SlotCache.bytes_for(c.n_layer, rows, c.n_kv_head, c.prefix_len + grid[0] * grid[1], c.head_dim, self.dtype)
 
     def rope(self, grid: tuple[int, int]) -> torch.Tensor:
+        """The 2D rotary table of a grid, one row per cache slot (the scratch slot's row is zeros)."""
         key = (grid[0], grid[1], self.device)
         if key not in self._rope:
-            self._rope[key] = self.gpt.rope_table(*grid).to(self.device)
+            table = self.gpt.rope_table(*grid)
+            table = torch.cat([table, table.new_zeros(SCRATCH_SLOTS, *table.shape[1:])])
+            self._rope[key] = table.to(self.device)
         return self._rope[key]
 
     def check_condition(self, cond: Condition) -> None:
@@ -173,9 +176,10 @@ class LlamaGenModel(Family):
                 "(flan-t5-xl features of 120 tokens)."
             )
 
-    def start(self, cond: Condition, grid: tuple[int, int], guidance: bool) -> "LlamaGenSession":
+    def start(self, cond: Condition, grid: tuple[int, int], guidance: bool,
+              pool: CachePool | None = None) -> "LlamaGenSession":
         self.check_condition(cond)
-        return LlamaGenSession(self, cond, grid, guidance)
+        return LlamaGenSession(self, cond, grid, guidance, pool)
 
     def prefix_embeddings(self, cond: Condition, guidance: bool) -> tuple[torch.Tensor, torch.Tensor]:
         """Prefix inputs [rows, P, dim] and which prefix positions are real [rows, P]."""
@@ -197,13 +201,19 @@ class LlamaGenModel(Family):
 
 
 class LlamaGenSession:
-    def __init__(self, model: LlamaGenModel, cond: Condition, grid: tuple[int, int], guidance: bool):
+    """Slots and positions are the prefix, then the grid in raster order (no row ends)."""
+
+    row_ends = False
+
+    def __init__(self, model: LlamaGenModel, cond: Condition, grid: tuple[int, int], guidance: bool,
+                 pool: CachePool | None = None):
         self.model = model
         gpt, P = model.gpt, model.config.prefix_len
         self.rope = model.rope(grid)
         embeds, visible = model.prefix_embeddings(cond, guidance)
         rows = embeds.shape[0]
-        self.cache: SlotCache = gpt.new_cache(rows, P + grid[0] * grid[1])
+        self.image_slots = grid[0] * grid[1]
+        self.cache: SlotCache = gpt.new_cache(rows, P + self.image_slots + SCRATCH_SLOTS, pool)
         # A padding position sees only itself (never a real token's view changes because of it).
         causal = torch.ones(P, P, dtype=torch.bool, device=model.device).tril()
         eye = torch.eye(P, dtype=torch.bool, device=model.device)
@@ -217,7 +227,16 @@ class LlamaGenSession:
 
     def step(self, ids: torch.Tensor, cells: torch.Tensor, mask: torch.Tensor, kv_len: int, queries: torch.Tensor,
              pass_index: int | None = None) -> torch.Tensor:
-        gpt, P = self.model.gpt, self.prefix.length
-        slots = cells + P
-        h = gpt.hidden(gpt.tok_embeddings(ids), self.rope[slots], mask, self.cache, slots, kv_len)
-        return gpt.logits(h[:, queries])
+        return self.logits(self.run(self.embed(ids), cells, mask, kv_len)[:, queries])
+
+    # -- the pieces a step is made of (a compiled step calls them directly) ----------------
+    def embed(self, ids: torch.Tensor, row_end: torch.Tensor | None = None) -> torch.Tensor:
+        return self.model.gpt.tok_embeddings(ids)
+
+    def run(self, h: torch.Tensor, offsets: torch.Tensor, mask: torch.Tensor, kv_len: int) -> torch.Tensor:
+        """Inputs ``h`` [rows, n, dim] into the slots ``offsets`` [n] after the prefix -> final hidden states."""
+        slots = offsets + self.prefix.length
+        return self.model.gpt.hidden(h, self.rope[slots], mask, self.cache, slots, kv_len)
+
+    def logits(self, h: torch.Tensor) -> torch.Tensor:
+        return self.model.gpt.logits(h)

@@ -19,7 +19,7 @@ from typing import Callable, ClassVar, Protocol
 import torch
 import torch.nn as nn
 
-from ..core.cache import SlotCache
+from ..core.cache import SCRATCH_SLOTS, CachePool, SlotCache
 from ..core.row_ends import PassLayout, RowEndColumns, RowEndLayout, expand_pass
 from ..errors import ZipARError
 from ..io import hf_folder
@@ -161,13 +161,13 @@ class VisualTokenModel(FolderFamily):
         """The image part of the key/value cache (prompts add a few hundred positions at most)."""
         return self.config.cache_bytes(rows, self.image_positions(grid), self.dtype)
 
-    def start(self, cond, grid: tuple[int, int], guidance: bool) -> "SequenceSession":
+    def start(self, cond, grid: tuple[int, int], guidance: bool, pool: CachePool | None = None) -> "SequenceSession":
         self.check_condition(cond)
         rows = self.prompt_rows(cond, guidance, tuple(grid))
         self.config.check_length(max(len(r) for r in rows), self.image_positions(grid),
                                  f"a {grid[0]}x{grid[1]} image with its row ends")
-        batch = PromptBatch.left_padded(rows, self.special["pad"], self.device)
-        return SequenceSession(self.net, batch, tuple(grid), self.special["eol"])
+        batch = PromptBatch.left_padded(rows, self.special["pad"], self.device, pool)
+        return SequenceSession(self.net, batch, tuple(grid), self.special["eol"], pool)
 
     def sequence(self, prompt: str, codes: torch.Tensor) -> list[int]:
         """The official token layout of one finished image: prompt, rows + EOL, the closing tokens."""
@@ -183,8 +183,12 @@ class PromptBatch:
     visible: torch.Tensor  # [rows, P] bool
 
     @classmethod
-    def left_padded(cls, rows: list[list[int]], pad_id: int, device) -> "PromptBatch":
+    def left_padded(cls, rows: list[list[int]], pad_id: int, device, pool: CachePool | None = None) -> "PromptBatch":
+        """``pool``: a compiled step will run; round the length up to its ``prompt_multiple`` so
+        prompts of similar length share one compiled shape (the extra pads are invisible)."""
         length = max(len(r) for r in rows)
+        if pool is not None:
+            length = -(-length // pool.prompt_multiple) * pool.prompt_multiple
         ids = torch.full((len(rows), length), pad_id, dtype=torch.long)
         visible = torch.zeros(len(rows), length, dtype=torch.bool)
         for i, r in enumerate(rows):
@@ -195,22 +199,27 @@ class PromptBatch:
 
 
 class SequenceSession:
-    def __init__(self, family: SequenceFamily, prompts: PromptBatch, grid: tuple[int, int], eol_id: int | None):
+    def __init__(self, family: SequenceFamily, prompts: PromptBatch, grid: tuple[int, int], eol_id: int | None,
+                 pool: CachePool | None = None):
         lm = family.lm
         self.family, self.grid, self.eol_id = family, grid, eol_id
         height, width = grid
+        self.row_ends = eol_id is not None
         self.stride = width + (1 if eol_id is not None else 0)
+        self.image_slots = height * self.stride
         ids, visible = prompts.ids, prompts.visible
         rows, P = ids.shape
         dev = lm.device
-        self.cache: SlotCache = lm.new_cache(rows, P + height * self.stride)
+        self.cache: SlotCache = lm.new_cache(rows, P + self.image_slots + SCRATCH_SLOTS, pool)
         # Each branch counts positions from its own first real token.
         self.base = visible.sum(1, keepdim=True)  # [rows, 1]: position of the first image token
         positions = (visible.long().cumsum(1) - 1).clamp(min=0)
         causal = torch.ones(P, P, dtype=torch.bool, device=dev).tril()
         eye = torch.eye(P, dtype=torch.bool, device=dev)
         mask = (causal[None] & visible[:, None, :]) | eye[None]
-        h = lm.hidden(family.embed_ids(ids), positions, mask[:, None], self.cache, torch.arange(P, device=dev), P)
+        self.rope = lm.rope_table(P + self.image_slots + SCRATCH_SLOTS, lm.dtype)  # every position a request uses
+        h = lm.hidden(family.embed_ids(ids), positions, mask[:, None], self.cache, torch.arange(P, device=dev), P,
+                      self.rope)
         self.prefix = Prefix(family.image_logits(h[:, -1:])[:, 0], visible, P)
         self._layout: RowEndLayout | None = None
         if eol_id is not None:
@@ -226,19 +235,34 @@ class SequenceSession:
         if self.eol_id is not None:
             self._layout = plan.row_end_layout()
 
+    # -- the pieces a step is made of (a compiled step calls them directly) ----------------
+    def embed(self, ids: torch.Tensor, row_end: torch.Tensor | None = None) -> torch.Tensor:
+        """Image codes [rows, n] -> inputs; where ``row_end`` [n] is True the input is the row's EOL token."""
+        h = self.family.embed_codes(ids)
+        if row_end is not None and self.eol_id is not None:
+            h = torch.where(row_end[None, :, None], self._eol.to(h.dtype), h)
+        return h
+
+    def run(self, h: torch.Tensor, offsets: torch.Tensor, mask: torch.Tensor, kv_len: int) -> torch.Tensor:
+        """Inputs ``h`` [rows, n, hidden] at physical ``offsets`` [n] after the prompt -> final hidden states."""
+        P = self.prefix.length
+        return self.family.lm.hidden(h, self.base + offsets[None], mask, self.cache, P + offsets, kv_len, self.rope)
+
+    def logits(self, h: torch.Tensor) -> torch.Tensor:
+        return self.family.image_logits(h)
+
     def step(self, ids: torch.Tensor, cells: torch.Tensor, mask: torch.Tensor, kv_len: int, queries: torch.Tensor,
              pass_index: int | None = None) -> torch.Tensor:
-        lm, P = self.family.lm, self.prefix.length
-        h = self.family.embed_codes(ids)
+        P = self.prefix.length
+        h = self.embed(ids)
         if self.eol_id is None:
-            offsets = cells
-            h = lm.hidden(h, self.base + offsets[None], mask, self.cache, P + offsets, kv_len)
-            return self.family.image_logits(h[:, queries])
+            return self.logits(self.run(h, cells, mask, kv_len)[:, queries])
         if self._layout is not None and pass_index is not None:
             x = self._layout.pass_(pass_index)
         else:  # not prepared from a plan (direct callers): derive the layout from the tensors given
             offsets, eol_rows, phys_queries, phys_len = expand_pass(cells.cpu(), queries.cpu(), kv_len - P, self.grid[1])
-            x = PassLayout(offsets.to(lm.device), eol_rows.to(lm.device), phys_queries.to(lm.device), phys_len)
+            dev = self.cache.k[0].device
+            x = PassLayout(offsets.to(dev), eol_rows.to(dev), phys_queries.to(dev), phys_len)
         e = x.eol_rows.shape[0]
         if e:
             h = torch.cat([h, self._eol.expand(h.shape[0], e, -1)], dim=1)
@@ -247,8 +271,7 @@ class SequenceSession:
             eol_sees = m.index_select(2, x.eol_rows)  # what the cell sees, its EOL included
             m[:, :, x.eol_rows, P + x.offsets[-e:]] = False  # a row's last cell does not see its own row's EOL
             m = torch.cat([m, eol_sees], dim=2)
-        h = lm.hidden(h, self.base + x.offsets[None], m, self.cache, P + x.offsets, P + x.grid_len)
-        return self.family.image_logits(h[:, x.queries])
+        return self.logits(self.run(h, x.offsets, m, P + x.grid_len)[:, x.queries])
 
 
 def layout_sequence(prompt: list[int], codes: torch.Tensor, code_ids: torch.Tensor, eol_id: int | None,

@@ -16,7 +16,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..core.cache import SlotCache
+from ..core.cache import CachePool, SlotCache, new_cache
+from .fused import fused_linear
 from ..errors import ZipARError
 from ..io.block_counts import check_block_counts
 
@@ -121,15 +122,31 @@ class Attention(nn.Module):
         if cfg.qk_norm:
             self.q_norm = HeadNorm(cfg.heads, hd)
             self.k_norm = HeadNorm(cfg.kv_heads, hd)
+        self.qkv = None  # set by ``fuse``
+
+    def fuse(self) -> None:
+        """One matrix product for queries, keys and values instead of three (fewer, larger
+        kernels per pass; the weights are moved, not copied twice)."""
+        if self.qkv is not None:
+            return
+        self.qkv = fused_linear(self.q_proj, self.k_proj, self.v_proj)
+        self.q_proj = self.k_proj = self.v_proj = None
+
+    def project(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        if self.qkv is not None:
+            q_dim, kv_dim = self.heads * self.head_dim, self.kv_heads * self.head_dim
+            return self.qkv(x).split([q_dim, kv_dim, kv_dim], dim=-1)
+        return self.q_proj(x), self.k_proj(x), self.v_proj(x)
 
     def forward(self, x, cos, sin, mask, cache: "SlotCache", layer: int, slots, kv_len: int):
         b, n, _ = x.shape
-        q = self.q_proj(x).view(b, n, self.heads, self.head_dim)
-        k = self.k_proj(x).view(b, n, self.kv_heads, self.head_dim)
+        q, k, v = self.project(x)
+        q = q.view(b, n, self.heads, self.head_dim)
+        k = k.view(b, n, self.kv_heads, self.head_dim)
         if hasattr(self, "q_norm"):
             q, k = self.q_norm(q), self.k_norm(k)
         q, k = q.transpose(1, 2), k.transpose(1, 2)
-        v = self.v_proj(x).view(b, n, self.kv_heads, self.head_dim).transpose(1, 2)
+        v = v.view(b, n, self.kv_heads, self.head_dim).transpose(1, 2)
         q, k = rotate(q, cos, sin), rotate(k, cos, sin)
         keys, values = cache.write(layer, slots, k, v, kv_len)
         out = F.scaled_dot_product_attention(q, keys, values, attn_mask=mask, enable_gqa=self.kv_heads != self.heads)
@@ -142,8 +159,19 @@ class MLP(nn.Module):
         self.gate_proj = nn.Linear(cfg.hidden, cfg.intermediate, bias=False)
         self.up_proj = nn.Linear(cfg.hidden, cfg.intermediate, bias=False)
         self.down_proj = nn.Linear(cfg.intermediate, cfg.hidden, bias=False)
+        self.gate_up = None  # set by ``fuse``
+
+    def fuse(self) -> None:
+        """Gate and up projections as one matrix product."""
+        if self.gate_up is not None:
+            return
+        self.gate_up = fused_linear(self.gate_proj, self.up_proj)
+        self.gate_proj = self.up_proj = None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.gate_up is not None:
+            gate, up = self.gate_up(x).chunk(2, dim=-1)
+            return self.down_proj(F.silu(gate) * up)
         return self.down_proj(F.silu(self.gate_proj(x)) * self.up_proj(x))
 
 
@@ -196,9 +224,16 @@ class LlamaLM(nn.Module):
     def dtype(self) -> torch.dtype:
         return self.embed_tokens.weight.dtype
 
-    def new_cache(self, rows: int, slots: int) -> SlotCache:
+    def new_cache(self, rows: int, slots: int, pool: CachePool | None = None) -> SlotCache:
         c = self.config
-        return SlotCache(c.layers, rows, c.kv_heads, slots, c.dim_per_head, self.device, self.dtype)
+        return new_cache(pool, c.layers, rows, c.kv_heads, slots, c.dim_per_head, self.device, self.dtype)
+
+    def fuse(self) -> "LlamaLM":
+        """Fused projections in every layer (see ``Attention.fuse``); the loaders call it."""
+        for layer in self.layers:
+            layer.self_attn.fuse()
+            layer.mlp.fuse()
+        return self
 
     def rope(self, positions: torch.Tensor, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
         """[rows or 1, n] positions -> cos, sin [rows or 1, 1, n, head_dim] (computed in fp32)."""
@@ -206,13 +241,23 @@ class LlamaLM(nn.Module):
         emb = torch.cat([freqs, freqs], dim=-1)[:, None]
         return emb.cos().to(dtype), emb.sin().to(dtype)
 
+    def rope_table(self, length: int, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+        """cos, sin [length, head_dim] for positions 0..length-1, computed in fp32 and stored in
+        ``dtype`` (the same numbers ``rope`` gives); a pass then only gathers rows."""
+        cos, sin = self.rope(torch.arange(length, device=self.device)[None], dtype)
+        return cos[0, 0], sin[0, 0]
+
     def hidden(self, h: torch.Tensor, positions: torch.Tensor, mask: torch.Tensor, cache: SlotCache,
-               slots: torch.Tensor, kv_len: int) -> torch.Tensor:
+               slots: torch.Tensor, kv_len: int, table: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
         """Run inputs ``h`` [rows, n, hidden] at ``positions`` into cache ``slots`` [n]; return normed hidden states.
 
         ``mask`` [rows or 1, 1, n, kv_len] bool: which cache slots each input attends to.
+        ``table``: a ``rope_table`` covering every position (else the angles are computed here).
         """
-        cos, sin = self.rope(positions, h.dtype)
+        if table is None:
+            cos, sin = self.rope(positions, h.dtype)
+        else:
+            cos, sin = table[0][positions][:, None], table[1][positions][:, None]
         for i, layer in enumerate(self.layers):
             h = layer(h, cos, sin, mask, cache, i, slots, kv_len)
         return self.norm(h)
@@ -268,4 +313,4 @@ def lm_from_state_dict(cfg: LlamaConfig, sd: dict[str, torch.Tensor], where: str
         tensors[k] = t.to(dtype)
     lm.load_state_dict(tensors, assign=True)
     lm.inv_freq = rope_inv_freq(cfg)
-    return lm.to(device).eval()
+    return lm.to(device).eval().fuse()

@@ -14,8 +14,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..core.cache import SlotCache
+from ..core.cache import CachePool, SlotCache, new_cache
 from ..errors import ZipARError
+from .fused import fused_linear
 
 # (width -> heads) of the published GPT-B/L/XL/XXL/1B/3B/XXXL/7B configs.
 PUBLISHED_HEADS = {768: 12, 1024: 16, 1280: 20, 1536: 24, 2048: 32, 2560: 40, 3200: 32, 4096: 32}
@@ -123,8 +124,19 @@ class FeedForward(nn.Module):
         self.w1 = nn.Linear(cfg.dim, cfg.ffn_hidden, bias=False)
         self.w3 = nn.Linear(cfg.dim, cfg.ffn_hidden, bias=False)
         self.w2 = nn.Linear(cfg.ffn_hidden, cfg.dim, bias=False)
+        self.w13 = None  # set by ``fuse``
+
+    def fuse(self) -> None:
+        """w1 and w3 as one matrix product (the loader calls it; the official key names stay
+        those of the unfused module, which is what files and tests build)."""
+        if self.w13 is None:
+            self.w13 = fused_linear(self.w1, self.w3)
+            self.w1 = self.w3 = None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.w13 is not None:
+            gate, up = self.w13(x).chunk(2, dim=-1)
+            return self.w2(F.silu(gate) * up)
         return self.w2(F.silu(self.w1(x)) * self.w3(x))
 
 
@@ -175,6 +187,12 @@ class LlamaGenGPT(nn.Module):
         self.norm = RMSNorm(cfg.dim, cfg.norm_eps)
         self.output = nn.Linear(cfg.dim, cfg.vocab_size, bias=False)
 
+    def fuse(self) -> "LlamaGenGPT":
+        """Fused feed-forward projections in every block (queries/keys/values come fused in the files)."""
+        for layer in self.layers:
+            layer.feed_forward.fuse()
+        return self
+
     # -- condition prefix -------------------------------------------------------------
     def class_prefix(self, class_ids: torch.Tensor) -> torch.Tensor:
         """[rows] class ids (``num_classes`` = null class) -> [rows, 1, dim]."""
@@ -188,9 +206,9 @@ class LlamaGenGPT(nn.Module):
         return self.cls_embedding.uncond_embedding.unsqueeze(0).expand(rows, -1, -1)
 
     # -- transformer --------------------------------------------------------------------
-    def new_cache(self, rows: int, slots: int) -> SlotCache:
+    def new_cache(self, rows: int, slots: int, pool: CachePool | None = None) -> SlotCache:
         cfg, w = self.config, self.output.weight
-        return SlotCache(cfg.n_layer, rows, cfg.n_kv_head, slots, cfg.head_dim, w.device, w.dtype)
+        return new_cache(pool, cfg.n_layer, rows, cfg.n_kv_head, slots, cfg.head_dim, w.device, w.dtype)
 
     def hidden(self, h, rope, mask, cache=None, slots=None, kv_len=0):
         """Run the blocks; with a cache, k/v of the inputs are written at ``slots`` first."""
@@ -254,4 +272,4 @@ def gpt_from_state_dict(
             f"checkpoint does not match a LlamaGen {cfg.model_type} GPT: missing {sorted(missing)[:5]}, "
             f"unexpected {sorted(unexpected)[:5]}."
         )
-    return model.to(device=device, dtype=dtype).eval().requires_grad_(False)
+    return model.to(device=device, dtype=dtype).eval().requires_grad_(False).fuse()

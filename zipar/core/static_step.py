@@ -1,0 +1,287 @@
+"""The compiled decode path: every pass in one of a few fixed shapes, with no host reads.
+
+The eager loop (``loop.py``) feeds each pass exactly its inputs and slices the cache to the
+furthest slot written, so every pass has its own shapes: nothing can be captured, and on a
+GPU a pass costs hundreds of kernel launches. Here a pass is one call of a step compiled
+once per *bucket* (its input count rounded up to a power of two; ``bucket_for``):
+
+- inputs beyond a pass's own are padding: they write the cache's scratch slot, which no
+  query sees, and their emits go to a dummy cell past the grid that is then dropped;
+- the cache is full length and preallocated (``CachePool``), attended over whole: what
+  a query may see is computed inside the step from per-slot tables (raster order, the pass
+  that first fills the slot) and the pass number, which comes in as data;
+- guidance, temperature, top-k/top-p and the draw happen inside the step, with randomness
+  keyed by (seed, image, cell) (``rng.py``), so padding, batch and compilation never change
+  a sampled token.
+
+Steps are kept per model for the process, so a second image of the same shape starts at
+once; only the first call of each bucket compiles.
+"""
+from __future__ import annotations
+
+import time
+import weakref
+from dataclasses import dataclass, field
+from typing import Callable
+
+import torch
+
+from ..errors import ZipARError
+from .cache import CachePool
+from .plan import Plan
+from .row_ends import expand_pass
+from .rng import seed_tensor
+from .sampling import SamplingOptions, SamplingTensors, sample_cells
+
+NEVER = 1 << 40  # order and fill of the scratch slot: after every query, filled at no pass
+COMPILE_MODES = ("auto", "off", "on")
+
+
+def bucket_for(n: int) -> int:
+    """The padded size of a pass with ``n`` inputs: the next power of two.
+
+    Passes grow and shrink by one active row at a time, so a ladder of powers of two gives
+    at most log2(largest pass) + 1 shapes (6 up to 32 inputs, 8 up to 128) whatever the
+    window, and one compiled set serves NTP and every window of a grid.
+    """
+    if n < 1:
+        raise ValueError(f"a pass has at least one input (got {n})")
+    return 1 << (n - 1).bit_length()
+
+
+@dataclass(frozen=True)
+class StaticTables:
+    """A plan's passes as padded index rows, one table per bucket size, on the device.
+
+    A row is ``[pass, sources(B), offsets(B), order(B), row_end(B), queries(B), emits(B)]``:
+    the grid cells whose tokens are fed, the physical slots they fill (after the prefix),
+    their raster order (-1 for padding), which inputs are a row's end-of-line token, which
+    input predicts each emitted cell, and the emitted cells (``dummy`` for padding).
+    """
+
+    rows: dict[int, torch.Tensor]  # bucket -> [passes in it, 1 + 6 * bucket] long
+    where: tuple[tuple[int, int], ...]  # per pass (0: the prefix, unused): (bucket, row in its table)
+    emits: tuple[int, ...]  # per pass: real emitted cells (the rest of its row is padding)
+    slot_order: torch.Tensor  # [image_slots + 1] long: raster order of each physical slot; the scratch slot last
+    slot_fill: torch.Tensor  # [image_slots + 1] long: first pass that writes each slot
+    image_slots: int
+    dummy: int  # the cell padded emits write (H * W)
+
+    @property
+    def buckets(self) -> list[int]:
+        return sorted(self.rows)
+
+
+def static_tables(plan: Plan, row_ends: bool) -> StaticTables:
+    """Derived once per plan and layout (kept with the plan)."""
+    key = ("static", row_ends)
+    if key not in plan.derived:
+        plan.derived[key] = _build_tables(plan, row_ends)
+    return plan.derived[key]
+
+
+def _build_tables(plan: Plan, row_ends: bool) -> StaticTables:
+    sched = plan.schedule
+    height, width = sched.height, sched.width
+    stride = width + (1 if row_ends else 0)
+    image_slots = height * stride
+    dummy = height * width
+    fill = sched.fill_step()
+
+    slot_fill = [NEVER] * (image_slots + 1)
+    for cell, f in enumerate(fill):
+        r, c = divmod(cell, width)
+        slot_fill[r * stride + c] = f
+        if row_ends and c == width - 1:
+            slot_fill[r * stride + width] = f  # the EOL is fed with every feed of its row's last cell
+    slot_order = list(range(image_slots)) + [NEVER]
+
+    rows: dict[int, list[list[int]]] = {}
+    where: list[tuple[int, int]] = [(0, 0)]
+    emits_count = [1]
+    for s, sp in enumerate(sched.passes[1:], start=1):
+        cells = [f.cell for f in sp.feeds]
+        sources = [f.source for f in sp.feeds]
+        queries = list(sp.queries)
+        if row_ends:
+            offsets, eol_rows, phys_queries, _ = expand_pass(torch.tensor(cells), torch.tensor(queries),
+                                                             max(cells) + 1, width)
+            offsets, queries = offsets.tolist(), phys_queries.tolist()
+            sources = sources + [0] * len(eol_rows)
+            row_end = [0] * len(cells) + [1] * len(eol_rows)
+        else:
+            offsets, row_end = list(cells), [0] * len(cells)
+        n, m = len(offsets), len(sp.emits)
+        b = bucket_for(max(n, m))
+        pad, pad_m = b - n, b - m
+        row = ([s] + sources + [0] * pad + offsets + [image_slots] * pad + offsets + [-1] * pad
+               + row_end + [0] * pad + queries + [0] * pad_m + list(sp.emits) + [dummy] * pad_m)
+        table = rows.setdefault(b, [])
+        where.append((b, len(table)))
+        table.append(row)
+        emits_count.append(m)
+
+    device = plan.device
+
+    def tensor(values):
+        return torch.tensor(values, dtype=torch.long, device=device)
+
+    return StaticTables({b: tensor(t) for b, t in rows.items()}, tuple(where), tuple(emits_count),
+                        tensor(slot_order), tensor(slot_fill), image_slots, dummy)
+
+
+# ----------------------------------------------------------------------------- the step
+
+def make_step(bucket: int, prefix_len: int, image_slots: int, opts: SamplingOptions) -> Callable:
+    """The pass function for one bucket; ``opts`` only chooses code paths (guidance, greedy,
+    filtering), its numbers arrive as tensors."""
+    slots = image_slots + 1
+
+    def step(session, tokens, row, slot_order, slot_fill, prefix_mask, seed, image_keys, cfg, temperature, top_k,
+             top_p):
+        s = row[0]
+        src, off, order, row_end, queries, emits = row[1:].view(6, bucket).unbind(0)
+        ids = tokens.index_select(1, src)
+        if opts.guidance:
+            ids = torch.cat([ids, ids])
+        h = session.embed(ids, row_end.bool())
+        ids_of_slots = torch.arange(slots, device=tokens.device)
+        # a query sees a slot at or before it in raster order once written; padding sees only the scratch slot
+        image = ((slot_order[None, :] <= order[:, None]) & (slot_fill[None, :] <= s)) | (ids_of_slots[None, :] == off[:, None])
+        n = ids.shape[0]
+        mask = torch.cat([prefix_mask.expand(n, 1, bucket, prefix_len), image[None, None].expand(n, 1, bucket, slots)],
+                         dim=-1)
+        hidden = session.run(h, off, mask, prefix_len + slots)
+        logits = session.logits(hidden.index_select(1, queries))
+        params = SamplingTensors(cfg, temperature, top_k, top_p)
+        drawn = sample_cells(logits, opts, params, seed, image_keys, emits)
+        tokens.index_copy_(1, emits, drawn)
+        return logits
+
+    return step
+
+
+@dataclass
+class CompiledSteps:
+    """What one model keeps for the process: its cache pool, token buffers and compiled steps."""
+
+    pool: CachePool = field(default_factory=CachePool)
+    steps: dict = field(default_factory=dict)
+    buffers: dict = field(default_factory=dict)
+    graphs: int = 0  # steps built so far (one per bucket and shape)
+
+    def tokens(self, images: int, cells: int, device) -> torch.Tensor:
+        key = (images, cells, str(device))
+        if key not in self.buffers:
+            self.buffers.clear()
+            t = torch.zeros(images, cells, dtype=torch.long, device=device)
+            torch._dynamo.mark_static_address(t, guard=False)
+            self.buffers[key] = t
+        t = self.buffers[key]
+        t.zero_()
+        return t
+
+
+_STATE: "weakref.WeakKeyDictionary[object, CompiledSteps]" = weakref.WeakKeyDictionary()
+
+
+def state_of(model) -> CompiledSteps:
+    if model not in _STATE:
+        _STATE[model] = CompiledSteps()
+    return _STATE[model]
+
+
+def release(model=None) -> None:
+    """Drop the kept caches and compiled steps (of one model, or of all): memory back, next call compiles again."""
+    if model is None:
+        _STATE.clear()
+    else:
+        _STATE.pop(model, None)
+
+
+def resolve_compile(mode: str, device: torch.device) -> bool:
+    """'auto' compiles on CUDA (captured graphs) and stays eager on the CPU, where a pass is
+    bound by arithmetic rather than launches."""
+    if mode not in COMPILE_MODES:
+        raise ZipARError(f"compile must be one of {', '.join(COMPILE_MODES)} (got {mode!r}).")
+    if mode == "auto":
+        return device.type == "cuda"
+    return mode == "on"
+
+
+def _compiler(backend: str | None, device: torch.device):
+    """torch.compile for a step: whole graph, fixed shapes; CUDA graphs on CUDA ('reduce-overhead')."""
+    if backend == "none":  # the static step without compilation (tests: padding alone)
+        return lambda fn: fn
+    _raise_recompile_limit()
+    if backend is None:
+        mode = "reduce-overhead" if device.type == "cuda" else None
+        return lambda fn: torch.compile(fn, fullgraph=True, dynamic=False, mode=mode)
+    return lambda fn: torch.compile(fn, fullgraph=True, dynamic=False, backend=backend)
+
+
+def _raise_recompile_limit(limit: int = 64) -> None:
+    """Every bucket of every shape is a cache entry of the same step function; dynamo's default
+    limit (8) would silently fall back to eager after the eighth."""
+    cfg = torch._dynamo.config
+    for name in ("recompile_limit", "cache_size_limit"):
+        if hasattr(cfg, name) and getattr(cfg, name) < limit:
+            setattr(cfg, name, limit)
+
+
+@dataclass
+class StaticRun:
+    tokens: torch.Tensor  # [images, H, W] on the device
+    compile_seconds: float  # first calls of steps built during this run (compilation included)
+    graphs_built: int
+    buckets: list[int]
+
+
+def run_static(model, session, plan: Plan, images: int, options: SamplingOptions, seed: int, backend: str | None,
+               first_tokens: Callable, report: Callable, trace=None) -> StaticRun:
+    """Every pass after the prefix through the bucketed step (the prefix pass is the caller's)."""
+    device = model.device
+    tables = static_tables(plan, session.row_ends)
+    if session.image_slots != tables.image_slots:
+        raise ZipARError(f"internal: the session lays out {session.image_slots} image slots, the plan "
+                         f"{tables.image_slots}.")
+    state = state_of(model)
+    height, width = plan.schedule.height, plan.schedule.width
+    tokens = state.tokens(images, height * width + 1, device)
+    prefix = session.prefix
+    P = prefix.length
+    prefix_mask = prefix.visible[:, None, None, :]
+    seed_t = seed_tensor(seed, device)
+    image_keys = torch.arange(images, device=device)
+    params = options.as_tensors(device)
+    first_tokens(tokens)
+    report(0, tokens)
+    compiler = _compiler(backend, device)
+    cuda = device.type == "cuda"
+    compile_seconds, built = 0.0, 0
+    for s in range(1, plan.num_passes):
+        bucket, row = tables.where[s]
+        key = (bucket, P, tables.image_slots, prefix.visible.shape[0], images, model.dtype, options.mode,
+               options.guidance, backend)
+        fn = state.steps.get(key)
+        fresh = fn is None
+        if fresh:
+            fn = state.steps[key] = compiler(make_step(bucket, P, tables.image_slots, options))
+            state.graphs += 1
+            built += 1
+            if cuda:
+                torch.cuda.synchronize(device)
+            t0 = time.perf_counter()
+        if cuda and backend is None:
+            torch.compiler.cudagraph_mark_step_begin()
+        logits = fn(session, tokens, tables.rows[bucket][row], tables.slot_order, tables.slot_fill, prefix_mask,
+                    seed_t, image_keys, params.cfg, params.temperature, params.top_k, params.top_p)
+        if fresh:
+            if cuda:
+                torch.cuda.synchronize(device)
+            compile_seconds += time.perf_counter() - t0
+        if trace is not None:
+            m = tables.emits[s]
+            trace(s, plan.pass_tensors(s).emits, logits[:, :m])
+        report(s, tokens)
+    return StaticRun(tokens[:, :height * width].clone(), compile_seconds, built, tables.buckets)
