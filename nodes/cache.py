@@ -57,5 +57,9 @@ SLOTS = (AR_MODELS, VQ_MODELS, TEXT_ENCODERS)
 
 
 def clear_all() -> None:
+    """Every cached model, and the compiled steps and pooled caches kept for them."""
+    from .engine import release_compiled
+
+    release_compiled()
     for slot in SLOTS:
         slot.clear()

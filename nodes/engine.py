@@ -16,6 +16,7 @@ if "." in (__package__ or ""):
     from ..zipar.families.base import Condition
     from ..zipar.families.base import ASPECT_RATIOS
     from ..zipar.core.sampling import SamplingOptions
+    from ..zipar.core.static_step import COMPILE_MODES, release as release_compiled
 else:  # nodes/ imported as a top-level package: tests, scripts
     from zipar import api
     from zipar.demo import demo_files
@@ -23,6 +24,7 @@ else:  # nodes/ imported as a top-level package: tests, scripts
     from zipar.families.base import Condition
     from zipar.families.base import ASPECT_RATIOS
     from zipar.core.sampling import SamplingOptions
+    from zipar.core.static_step import COMPILE_MODES, release as release_compiled
 
 
 def text_encoder_class():

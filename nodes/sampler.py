@@ -5,7 +5,7 @@ import logging
 
 from . import host
 from .datatypes import AR_MODEL, CONDITION, TOKENS, VQ, Tokens
-from .engine import ConditionMismatch, ZipARError, SamplingOptions, api
+from .engine import COMPILE_MODES, ConditionMismatch, ZipARError, SamplingOptions, api
 from .preview import TokenPreview, previews_enabled
 
 CATEGORY = "ZipAR"
@@ -104,6 +104,13 @@ class ZipARSampler:
                                "most 5 frames a second). Off saves a little time. ZIPAR_PREVIEW=0 turns it off "
                                "everywhere.",
                 }),
+                "compile": (list(COMPILE_MODES), {
+                    "default": "auto",
+                    "tooltip": "auto: on a GPU the decode step is compiled (torch.compile) and replayed as CUDA "
+                               "graphs, which removes most of each pass's launch overhead; the first image of a size "
+                               "and batch compiles first, later ones start at once. On the CPU auto stays eager. "
+                               "on / off force it. The same seed gives the same image either way.",
+                }),
             },
             "optional": {
                 "vq": (VQ, {"tooltip": "Optional: the VQ you will decode with. Checks that it matches the model "
@@ -111,7 +118,8 @@ class ZipARSampler:
             },
         }
 
-    def sample(self, model, condition, window, seed, cfg, temperature, top_k, top_p, batch_size, preview=True, vq=None):
+    def sample(self, model, condition, window, seed, cfg, temperature, top_k, top_p, batch_size, preview=True, vq=None,
+               compile="auto"):
         ar = model.model
         grid = prepare(model, condition, vq).grid
         check_window(window, grid[1])
@@ -130,7 +138,7 @@ class ZipARSampler:
             pbar.update_absolute(progress.step, progress.total, frames(progress) if frames is not None else None)
 
         result = api.generate(ar, condition, grid, int(window), options, seed=int(seed), batch=int(batch_size),
-                              callback=on_pass)
+                              callback=on_pass, compile=str(compile))
         report = f"window {int(window)}: {result.report()}"
         log.info("ZipAR Sampler %s: %s", "+".join(result.labels[:4]), report)
         return (Tokens(result.tokens, int(ar.vocab_size), list(result.labels), report), report)

@@ -29,6 +29,8 @@ SAMPLER_HELP = (
     "- temperature / top_k / top_p: randomness; 0 temperature = greedy.\n"
     "- seed (fixed here, so runs are comparable); batch_size: images per condition.\n"
     "- preview: live view of the grid filling in (flat token colours, no decoding).\n"
+    "- compile: auto = compiled, captured decode step on a GPU (the first image of a size compiles for up to a "
+    "minute, later ones start at once), eager on the CPU.\n"
     "The report output (shown by Preview Any) gives the passes saved and the time."
 )
 
@@ -53,7 +55,7 @@ def c2i_loaders(x=40, y=60):
 
 
 def sampler(id_, pos, window, title=None, cfg=4.0, top_k=2000, model=1, cond=3, vq=2):
-    return N(id_, "ZipARSampler", [window, 0, "fixed", cfg, 1.0, top_k, 1.0, 1, True], pos,
+    return N(id_, "ZipARSampler", [window, 0, "fixed", cfg, 1.0, top_k, 1.0, 1, True, "auto"], pos,
              {"model": (model, 0), "condition": (cond, 0), "vq": (vq, 0)}, title, size=(320, 300))
 
 
@@ -141,9 +143,9 @@ def demo_zipar():
         N(1, "ZipARLoadARModel", ["zipar-demo/demo_c2i_64.safetensors", 0, "fp32", "default"], (40, 60)),
         N(2, "ZipARLoadVQ", ["zipar-demo/demo_vq.safetensors", "fp32", "default"], (40, 250), size=(320, 110)),
         N(3, "ZipARClassID", [3], (40, 410), size=(320, 60)),
-        N(4, "ZipARSampler", [16, 0, "fixed", 2.0, 1.0, 0, 1.0, 4, True], (420, 60),
+        N(4, "ZipARSampler", [16, 0, "fixed", 2.0, 1.0, 0, 1.0, 4, True, "auto"], (420, 60),
           {"model": (1, 0), "condition": (3, 0), "vq": (2, 0)}, "Next-token prediction (window 16)", size=(320, 300)),
-        N(5, "ZipARSampler", [8, 0, "fixed", 2.0, 1.0, 0, 1.0, 4, True], (420, 420),
+        N(5, "ZipARSampler", [8, 0, "fixed", 2.0, 1.0, 0, 1.0, 4, True, "auto"], (420, 420),
           {"model": (1, 0), "condition": (3, 0), "vq": (2, 0)}, "ZipAR (window 8)", size=(320, 300)),
         decode(6, (800, 60), 4),
         decode(7, (800, 420), 5),
@@ -184,9 +186,9 @@ def janus_pro_zipar():
 def janus_pro_ntp_vs_zipar():
     nodes = [*chat_loaders("Janus-Pro/Janus-Pro-1B", "Janus-Pro/Janus-Pro-1B", "a red fox sitting in fresh snow, golden hour")]
     nodes += [
-        N(4, "ZipARSampler", [24, 0, "fixed", 5.0, 1.0, 0, 1.0, 1, True], (420, 60),
+        N(4, "ZipARSampler", [24, 0, "fixed", 5.0, 1.0, 0, 1.0, 1, True, "auto"], (420, 60),
           {"model": (1, 0), "condition": (3, 0), "vq": (2, 0)}, "Next-token prediction (window 24)", size=(320, 300)),
-        N(5, "ZipARSampler", [8, 0, "fixed", 5.0, 1.0, 0, 1.0, 1, True], (420, 420),
+        N(5, "ZipARSampler", [8, 0, "fixed", 5.0, 1.0, 0, 1.0, 1, True, "auto"], (420, 420),
           {"model": (1, 0), "condition": (3, 0), "vq": (2, 0)}, "ZipAR (window 8)", size=(320, 300)),
         decode(6, (800, 60), 4),
         decode(7, (800, 420), 5),
@@ -237,9 +239,9 @@ def lumina_mgpt_768_zipar():
 def lumina_mgpt_ntp_vs_zipar():
     return [
         *chat_loaders("Lumina-mGPT-7B-768", "chameleon-vqgan/vqgan.ckpt", "a red fox sitting in fresh snow, golden hour"),
-        N(4, "ZipARSampler", [48, 0, "fixed", 4.0, 1.0, 2000, 1.0, 1, True], (420, 60),
+        N(4, "ZipARSampler", [48, 0, "fixed", 4.0, 1.0, 2000, 1.0, 1, True, "auto"], (420, 60),
           {"model": (1, 0), "condition": (3, 0), "vq": (2, 0)}, "Next-token prediction (window 48)", size=(320, 300)),
-        N(5, "ZipARSampler", [16, 0, "fixed", 4.0, 1.0, 2000, 1.0, 1, True], (420, 420),
+        N(5, "ZipARSampler", [16, 0, "fixed", 4.0, 1.0, 2000, 1.0, 1, True, "auto"], (420, 420),
           {"model": (1, 0), "condition": (3, 0), "vq": (2, 0)}, "ZipAR (window 16)", size=(320, 300)),
         decode(6, (800, 60), 4),
         decode(7, (800, 420), 5),

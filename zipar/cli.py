@@ -54,6 +54,9 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--greedy", action="store_true", help="take the arg-max token (deterministic)")
     gen.add_argument("--batch", type=int, default=1, help="images per class id / prompt")
     gen.add_argument("--precision", choices=["auto", "fp32", "bf16", "fp16"], default="auto")
+    gen.add_argument("--compile", choices=["auto", "off", "on"], default="auto",
+                     help="the compiled, bucketed decode step (CUDA graphs on a GPU): auto = on for CUDA, off on the "
+                          "CPU; the first image of a size compiles first. The same seed gives the same image either way")
     gen.add_argument("--device", default="auto", help="cpu, cuda, cuda:1 ... (default: cuda if available)")
     gen.add_argument("--out", help="output PNG; several images become out_0.png, out_1.png, ...")
     gen.add_argument("--tokens-out", help="write the token grids as int64 .npy [images, H, W]")
@@ -127,7 +130,8 @@ def run_generate(args: argparse.Namespace) -> None:
     cfg = args.cfg if args.cfg is not None else defaults.cfg
     top_k = args.top_k if args.top_k is not None else defaults.top_k
     options = SamplingOptions(cfg, args.temperature, top_k, args.top_p, args.greedy)
-    result = api.generate(model, cond, grid, args.window, options, seed=args.seed, batch=args.batch)
+    result = api.generate(model, cond, grid, args.window, options, seed=args.seed, batch=args.batch,
+                          compile=args.compile)
     print(f"{model.describe()}: {result.report()}", file=sys.stderr)
     by_label = {}
     for out in planned:

@@ -105,3 +105,26 @@ def test_existing_output_is_not_overwritten(files, tmp_path, capsys):
     assert code == 2 and "already exists" in err and out.read_bytes() == b"user data"
     assert run(base_args(files, tmp_path, "--class-id", 1, "--out", out, "--overwrite"), capsys)[0] == 0
     assert Image.open(out).size == (64, 64)
+
+
+def test_compile_switch_gives_the_same_image(files, tmp_path, capsys, monkeypatch):
+    """--compile on runs the bucketed, compiled step (traced with dynamo's eager backend here: inductor's
+    C++ build is covered in tests/core/test_compiled_step.py) and draws the same sampled tokens."""
+    from zipar.core import static_step
+
+    monkeypatch.setattr(static_step, "_compiler", lambda backend, device: (
+        lambda fn: torch.compile(fn, fullgraph=True, dynamic=False, backend="eager")))
+    for mode in ("off", "on"):
+        code, _, err = run(base_args(files, tmp_path, "--class-id", 1, 2, "--window", 2, "--seed", 5, "--compile", mode,
+                                     "--tokens-out", tmp_path / f"{mode}.npy", "--stats-json", tmp_path / f"{mode}.json"),
+                           capsys)
+        assert code == 0, err
+    assert np.array_equal(np.load(tmp_path / "off.npy"), np.load(tmp_path / "on.npy"))
+    off, on = (json.loads((tmp_path / f"{m}.json").read_text()) for m in ("off", "on"))
+    assert off["compiled"] is False and off["graphs_built"] == 0
+    from zipar.core.plan import build_plan
+
+    buckets = static_step.static_tables(build_plan(4, 4, 2, "cpu", True), False).buckets
+    assert on["compiled"] is True and on["graphs_built"] == len(buckets) == 3  # passes of 1, 2 and 3-4 inputs
+    with pytest.raises(SystemExit):
+        main([str(a) for a in base_args(files, tmp_path, "--class-id", 1, "--compile", "yes")])
