@@ -4,6 +4,7 @@
     python -m bench.decode --model janus-pro-1b --windows 24,12,8,4 --device cuda --json janus1b.json
     python -m bench.decode --model emu3-gen --size 720 --windows 90,16,8,4 --repeats 1 --device cuda --json emu3.json
     python -m bench.decode --model lumina-mgpt-7b --size 768 --windows 48,16,8 --repeats 3 --device cuda --json lumina.json
+    python -m bench.decode --model L --grid 24 --windows 24,16,8,4 --compile both --device cuda --json l_compiled.json
 
 Weights are random (decoding time does not depend on them). Every configuration runs in
 the same process after a warm-up, so the ratios latency(ZipAR)/latency(NTP) and
@@ -17,7 +18,10 @@ dtype (bf16 on CUDA by default), driven through the real family adapters with a 
 tokenizer and a prompt of realistic length. ``--size`` sets pixels per side (Janus: grid =
 size / 16; Emu3: grid_for, 720 px = 90x90; Lumina: 768 px = 48x48); CFG and top-k default to the official recipes.
 Their reports add the weight bytes one forward pass reads and the memory floor
-(bytes / 3.0e12 B/s) with each run's ms/pass over it. The plain KV loop is LlamaGen only;
+(bytes / 3.0e12 B/s) with each run's ms/pass over it (LlamaGen too). ``--compile on|both`` times
+the compiled, bucketed step (``zipar.core.static_step``; CUDA graphs on CUDA) and reports
+its first call (compilation included), the seconds spent building steps and the number
+built; ratios are taken within each mode. The plain KV loop is LlamaGen only;
 the VQ-16 timing runs for Janus (its VQ is that network); Lumina times our Chameleon VQGAN decoder
 (random weights, the release's shapes); Emu3's VQ is not timed.
 """
@@ -153,7 +157,8 @@ def setup_llamagen(args: argparse.Namespace, device: torch.device, dtype: torch.
     model = random_model(args.model, device, dtype)
     class_ids = [(207 + 13 * i) % 1000 for i in range(args.batch)]
     opts = SamplingOptions(cfg=args.cfg, temperature=1.0, top_k=args.top_k, top_p=1.0)
-    return model, class_condition(class_ids), grid, opts, {"model": f"LlamaGen-{args.model} (random weights)"}
+    title = f"LlamaGen-{args.model}"
+    return model, class_condition(class_ids), grid, opts, {"model": f"{title} (random weights)", **floor(model.gpt, title)}
 
 
 def setup_chat(args: argparse.Namespace, device: torch.device, dtype: torch.dtype):
@@ -163,17 +168,22 @@ def setup_chat(args: argparse.Namespace, device: torch.device, dtype: torch.dtyp
     cond = chat_models.condition(args.batch)
     grid = model.grid_for(cond, size)
     opts = SamplingOptions(cfg=args.cfg, temperature=1.0, top_k=args.top_k, top_p=1.0)
-    total, per_pass = chat_models.weight_bytes(model.net)
-    floor_ms = 1000 * per_pass / chat_models.BANDWIDTH
-    print(f"{spec.title}: {total / 1e9:.4g} GB of weights, {per_pass / 1e9:.4g} GB read per pass, "
-          f"floor {floor_ms:.4g} ms/pass at {chat_models.BANDWIDTH / 1e12:.1f} TB/s", file=sys.stderr)
     extra = {
         "model": f"{spec.title} (random weights)", "family": model.family, "image_size": size,
         "prompt_tokens": chat_models.prompt_lengths(model, cond, grid, opts.guidance),
-        "weight_bytes": total, "weight_bytes_per_pass": per_pass,
-        "floor_bandwidth_bytes_per_s": chat_models.BANDWIDTH, "floor_ms_per_pass": floor_ms,
+        **floor(model.net, spec.title),
     }
     return model, cond, grid, opts, extra
+
+
+def floor(net: torch.nn.Module, title: str) -> dict:
+    """The weights-read floor of one pass: every weight but the embedding tables, read once at BANDWIDTH."""
+    total, per_pass = chat_models.weight_bytes(net)
+    floor_ms = 1000 * per_pass / chat_models.BANDWIDTH
+    print(f"{title}: {total / 1e9:.4g} GB of weights, {per_pass / 1e9:.4g} GB read per pass, "
+          f"floor {floor_ms:.4g} ms/pass at {chat_models.BANDWIDTH / 1e12:.1f} TB/s", file=sys.stderr)
+    return {"weight_bytes": total, "weight_bytes_per_pass": per_pass,
+            "floor_bandwidth_bytes_per_s": chat_models.BANDWIDTH, "floor_ms_per_pass": floor_ms}
 
 
 def run(args: argparse.Namespace) -> dict:
@@ -199,31 +209,20 @@ def run(args: argparse.Namespace) -> dict:
         generate(model, cond, grid, width, opts, seed=0)  # warm-up: allocator, kernels, plan cache
         plain_kv_loop(model, cond.class_ids, grid, opts, 0)
     results = []
-    for window in windows:
-        release(device)
-        if device.type == "cuda":
-            torch.cuda.reset_peak_memory_stats(device)
-        generate(model, cond, grid, window, opts, seed=0)  # per-window warm-up (plan tensors)
-        runs = [generate(model, cond, grid, window, opts, seed=r) for r in range(args.repeats)]
-        secs = [r.seconds for r in runs]
-        med = statistics.median(secs)
-        images = len(cond)
-        results.append({
-            "window": window, "mode": "NTP" if window >= width else "ZipAR",
-            "forward_passes": runs[0].forward_passes, "median_s": med, "min_s": min(secs), "max_s": max(secs),
-            "ms_per_pass": 1000 * med / runs[0].forward_passes, "images_per_s": images / med,
-            "tokens_per_s": images * grid[0] * grid[1] / med, "peak_memory_mb": round(peak_memory_mb(device), 1),
-        })
-        if "floor_ms_per_pass" in extra:
-            results[-1]["ms_per_pass_over_floor"] = results[-1]["ms_per_pass"] / extra["floor_ms_per_pass"]
-        del runs
-        print(f"window {window:>3}: {results[-1]['forward_passes']} passes, median {med:.3f} s", file=sys.stderr)
+    modes = {"off": ("off",), "on": ("on",), "both": ("off", "on")}[args.compile]
+    for compile_mode in modes:
+        for window in windows:
+            results.append(time_window(model, cond, grid, window, opts, compile_mode, args.repeats, device, extra))
     release(device)
-    ntp = results[0]
+    ntp = results[0]  # the first mode's NTP: the plain loop is compared with it
     for r in results:
-        r["latency_ratio"] = r["median_s"] / ntp["median_s"]
-        r["pass_ratio"] = r["forward_passes"] / ntp["forward_passes"]
+        base = next(x for x in results if x["compile"] == r["compile"])
+        r["latency_ratio"] = r["median_s"] / base["median_s"]
+        r["pass_ratio"] = r["forward_passes"] / base["forward_passes"]
         r["latency_over_pass_ratio"] = r["latency_ratio"] / r["pass_ratio"]
+        eager = next((x for x in results if x["compile"] == "off" and x["window"] == r["window"]), None)
+        if r["compile"] == "on" and eager is not None:
+            r["speedup_over_eager"] = eager["median_s"] / r["median_s"]
     report = {
         "benchmark": "decode",
         "date": datetime.date.today().isoformat(),
@@ -231,7 +230,7 @@ def run(args: argparse.Namespace) -> dict:
         "torch": torch.__version__,
         "model": extra.pop("model"),
         "grid": list(grid), "row0_first": model.row0_first, "batch": args.batch, "cfg": args.cfg, "top_k": args.top_k,
-        "precision": str(dtype).removeprefix("torch."), "repeats": args.repeats,
+        "precision": str(dtype).removeprefix("torch."), "repeats": args.repeats, "compile": args.compile,
         **extra,
         "results": results,
     }
@@ -253,6 +252,36 @@ def run(args: argparse.Namespace) -> dict:
     return report
 
 
+def time_window(model, cond, grid, window: int, opts: SamplingOptions, compile_mode: str, repeats: int,
+                device: torch.device, extra: dict) -> dict:
+    """One window in one mode: a first call (compilation included when compiled), then ``repeats`` timed runs."""
+    width = grid[1]
+    release(device)
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    start = time.perf_counter()
+    first = generate(model, cond, grid, window, opts, seed=0, compile=compile_mode)  # warm-up (plan, compiled steps)
+    first_call = time.perf_counter() - start
+    runs = [generate(model, cond, grid, window, opts, seed=r, compile=compile_mode) for r in range(repeats)]
+    secs = [r.seconds for r in runs]
+    med = statistics.median(secs)
+    images = len(cond)
+    passes = runs[0].forward_passes
+    row = {
+        "window": window, "mode": "NTP" if window >= width else "ZipAR", "compile": compile_mode,
+        "forward_passes": passes, "median_s": med, "min_s": min(secs), "max_s": max(secs),
+        "ms_per_pass": 1000 * med / passes, "images_per_s": images / med,
+        "tokens_per_s": images * grid[0] * grid[1] / med, "peak_memory_mb": round(peak_memory_mb(device), 1),
+        "first_call_s": first_call, "compile_seconds": first.compile_seconds, "graphs_built": first.graphs_built,
+        "graphs_built_after_first_call": sum(r.graphs_built for r in runs),
+    }
+    if "floor_ms_per_pass" in extra:
+        row["ms_per_pass_over_floor"] = row["ms_per_pass"] / extra["floor_ms_per_pass"]
+    print(f"window {window:>3} compile {compile_mode}: {passes} passes, median {med:.3f} s, first call "
+          f"{first_call:.2f} s", file=sys.stderr)
+    return row
+
+
 def markdown(report: dict) -> str:
     size = f" ({report['image_size']} px)" if "image_size" in report else ""
     top_k = f", top-k {report['top_k']}" if report.get("top_k") else ""
@@ -260,17 +289,20 @@ def markdown(report: dict) -> str:
             f"batch {report['batch']}, CFG {report['cfg']}{top_k}, {report['precision']}, {report['device']}, "
             f"torch {report['torch']}, {report['date']}")
     floor = "floor_ms_per_pass" in report
-    lines = [head, "", "| mode | window | passes | median s | ms/pass | latency ratio | pass ratio | ratio / pass ratio | peak MB |"
-             + (" ms/pass / floor |" if floor else ""), "|---|---|---|---|---|---|---|---|---|" + ("---|" if floor else "")]
+    lines = [head, "", "| mode | compile | window | passes | median s | ms/pass | latency ratio | pass ratio | "
+             "ratio / pass ratio | first call s | peak MB |" + (" ms/pass / floor |" if floor else ""),
+             "|---|---|---|---|---|---|---|---|---|---|---|" + ("---|" if floor else "")]
     for r in report["results"]:
-        lines.append(f"| {r['mode']} | {r['window']} | {r['forward_passes']} | {r['median_s']:.3f} | {r['ms_per_pass']:.2f} | "
-                     f"{r['latency_ratio']:.3f} | {r['pass_ratio']:.3f} | {r['latency_over_pass_ratio']:.3f} | {r['peak_memory_mb']:.0f} |"
+        lines.append(f"| {r['mode']} | {r.get('compile', 'off')} | {r['window']} | {r['forward_passes']} | {r['median_s']:.3f} | "
+                     f"{r['ms_per_pass']:.2f} | {r['latency_ratio']:.3f} | {r['pass_ratio']:.3f} | "
+                     f"{r['latency_over_pass_ratio']:.3f} | {r.get('first_call_s', 0):.2f} | {r['peak_memory_mb']:.0f} |"
                      + (f" {r['ms_per_pass_over_floor']:.2f} |" if floor else ""))
     lines.append("")
     if floor:
         lines.append(f"Weights: {report['weight_bytes'] / 1e9:.4g} GB; read per pass (all but the embedding tables): "
                      f"{report['weight_bytes_per_pass'] / 1e9:.4g} GB; floor at {report['floor_bandwidth_bytes_per_s'] / 1e12:.1f} TB/s: "
-                     f"{report['floor_ms_per_pass']:.4g} ms/pass. Prompt rows: {report['prompt_tokens']} tokens.")
+                     f"{report['floor_ms_per_pass']:.4g} ms/pass."
+                     + (f" Prompt rows: {report['prompt_tokens']} tokens." if "prompt_tokens" in report else ""))
     if "plain_kv_loop_ntp" in report:
         base = report["plain_kv_loop_ntp"]
         lines.append(f"Plain eager KV-cache loop (NTP baseline): {base['median_s']:.3f} s; our NTP / baseline = {base['ntp_over_plain']:.3f}.")
@@ -299,6 +331,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--device", default="auto")
     p.add_argument("--precision", choices=["auto", "fp32", "bf16", "fp16"], default="auto")
     p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--compile", choices=["off", "on", "both"], default="off",
+                   help="time the eager loop, the compiled bucketed step, or both side by side")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     p.add_argument("--no-vq", action="store_true", help="skip the VQ decode timing")
     p.add_argument("--json", help="write the report here")

@@ -24,7 +24,7 @@ def test_harness_reports_passes_and_ratios(tmp_path, capsys):
     assert abs(rows[8]["pass_ratio"] - 144 / 256) < 1e-9
     assert rows[8]["latency_over_pass_ratio"] == rows[8]["latency_ratio"] / rows[8]["pass_ratio"]
     assert report["plain_kv_loop_ntp"]["median_s"] > 0 and {"device", "torch", "date"} <= set(report)
-    assert "| ZipAR | 8 | 144 |" in (tmp_path / "t.md").read_text()
+    assert "| ZipAR | off | 8 | 144 |" in (tmp_path / "t.md").read_text()
 
 
 # -- Janus-Pro and Emu3-Gen (bench/chat_models.py) -------------------------------------------------
@@ -70,7 +70,7 @@ def test_chat_families_run_through_the_harness(tmp_path, name, size, grid, vq):
     if spec.family == "lumina-mgpt":
         assert report["vq_decode"]["network"] == "Chameleon VQGAN" and report["vq_decode"]["median_s"] > 0
     table = md.read_text()
-    assert f"| ZipAR | 2 | {rows[2]['forward_passes']} |" in table and "floor at 3.0 TB/s" in table
+    assert f"| ZipAR | off | 2 | {rows[2]['forward_passes']} |" in table and "floor at 3.0 TB/s" in table
 
 
 def test_chat_arguments_are_checked():
@@ -134,3 +134,51 @@ def test_published_lumina_config_has_the_chameleon_7b_size():
     total, per_pass = chat_models.weight_bytes(chat_models.meta_net(lum, torch.bfloat16))
     assert per_pass == 2 * (32 * layer + 4096 + 8192 * 4096) == 13_020_700_672  # the issue's "14 GB" less the tables
     assert 1000 * per_pass / chat_models.BANDWIDTH == pytest.approx(4.34, abs=0.01)
+
+
+# -- the compiled step in the harness, and the GPU suite on tiny sizes ------------------------------
+
+@pytest.fixture
+def traced_not_built(monkeypatch):
+    """torch.compile with dynamo's eager backend: the compiled path end to end without inductor's C++ build."""
+    from zipar.core import static_step
+
+    monkeypatch.setattr(static_step, "_compiler", lambda backend, device: (
+        lambda fn: torch.compile(fn, fullgraph=True, dynamic=False, backend="eager")))
+
+
+def test_decode_compile_both_reports_first_call_and_graphs(tmp_path, traced_not_built):
+    out = tmp_path / "c.json"
+    assert main(["--model", "tiny", "--grid", "16", "--windows", "8", "--repeats", "1", "--no-vq", "--compile", "both",
+                 "--device", "cpu", "--precision", "fp32", "--json", str(out)]) == 0
+    report = json.loads(out.read_text())
+    rows = {(r["compile"], r["window"]): r for r in report["results"]}
+    assert set(rows) == {("off", 16), ("off", 8), ("on", 16), ("on", 8)}
+    assert rows[("on", 16)]["graphs_built"] >= 1 and rows[("off", 16)]["graphs_built"] == 0
+    assert all(r["graphs_built_after_first_call"] == 0 for r in report["results"])  # kept for the process
+    assert rows[("on", 8)]["pass_ratio"] == rows[("off", 8)]["pass_ratio"] == 144 / 256
+    assert rows[("on", 8)]["speedup_over_eager"] > 0 and rows[("on", 8)]["ms_per_pass_over_floor"] > 0
+    assert report["floor_ms_per_pass"] > 0 and report["compile"] == "both"
+
+
+def test_gpu_suite_runs_on_tiny_sizes(tmp_path, traced_not_built):
+    from bench import gpu_suite
+
+    out = tmp_path / "suite.json"
+    assert gpu_suite.main(["--smoke", "--device", "cpu", "--precision", "fp32", "--json", str(out),
+                           "--only", "llamagen-l-24,janus-pro-1b-384,lumina-mgpt-7b-768,emu3-gen-720"]) == 0
+    report = json.loads(out.read_text())
+    assert report["smoke"] is True and set(report["entries"]) == {"llamagen-l-24", "janus-pro-1b-384",
+                                                                   "lumina-mgpt-7b-768", "emu3-gen-720"}
+    for name, entry in report["entries"].items():
+        assert "error" not in entry, (name, entry.get("traceback"))
+        assert any(r["compile"] == "on" for r in entry["results"])
+        assert all(r["peak_memory_mb"] > 0 for r in entry["results"])
+    modes = {r["compile"] for r in report["entries"]["llamagen-l-24"]["results"]}
+    assert modes == {"off", "on"}  # LlamaGen-L runs eager and compiled side by side
+    targets = {(t["entry"], t["target"]): t for t in report["targets"]}
+    assert len(targets) == len(gpu_suite.TARGETS)
+    llamagen = [t for (entry, _), t in targets.items() if entry == "llamagen-l-24"]
+    assert len(llamagen) == 4 and all(t["value"] is not None and t["met"] in (True, False) for t in llamagen)
+    # the tiny chat grids (4x4) have no window 8 or 16: those targets are reported as not measured
+    assert all(t["met"] is None for (entry, _), t in targets.items() if entry != "llamagen-l-24")

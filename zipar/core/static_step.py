@@ -20,6 +20,7 @@ once; only the first call of each bucket compiles.
 from __future__ import annotations
 
 import time
+import types
 import weakref
 from dataclasses import dataclass, field
 from typing import Callable
@@ -158,7 +159,12 @@ def make_step(bucket: int, prefix_len: int, image_slots: int, opts: SamplingOpti
         tokens.index_copy_(1, emits, drawn)
         return logits
 
-    return step
+    # Dynamo keeps compiled graphs per code object and stops at a small limit of variants
+    # (failing outright under fullgraph=True); a code object per step gives every bucket and
+    # shape its own cache, which goes away with the step when a model is released.
+    name = f"zipar_step_b{bucket}"
+    return types.FunctionType(step.__code__.replace(co_name=name), step.__globals__, name, step.__defaults__,
+                              step.__closure__)
 
 
 @dataclass
@@ -213,20 +219,10 @@ def _compiler(backend: str | None, device: torch.device):
     """torch.compile for a step: whole graph, fixed shapes; CUDA graphs on CUDA ('reduce-overhead')."""
     if backend == "none":  # the static step without compilation (tests: padding alone)
         return lambda fn: fn
-    _raise_recompile_limit()
     if backend is None:
         mode = "reduce-overhead" if device.type == "cuda" else None
         return lambda fn: torch.compile(fn, fullgraph=True, dynamic=False, mode=mode)
     return lambda fn: torch.compile(fn, fullgraph=True, dynamic=False, backend=backend)
-
-
-def _raise_recompile_limit(limit: int = 64) -> None:
-    """Every bucket of every shape is a cache entry of the same step function; dynamo's default
-    limit (8) would silently fall back to eager after the eighth."""
-    cfg = torch._dynamo.config
-    for name in ("recompile_limit", "cache_size_limit"):
-        if hasattr(cfg, name) and getattr(cfg, name) < limit:
-            setattr(cfg, name, limit)
 
 
 @dataclass
