@@ -153,12 +153,21 @@ def time_vq_decode(grid: tuple[int, int], images: int, device: torch.device, rep
 
 
 def setup_llamagen(args: argparse.Namespace, device: torch.device, dtype: torch.dtype):
-    grid = (args.grid, args.grid)
-    model = random_model(args.model, device, dtype)
-    class_ids = [(207 + 13 * i) % 1000 for i in range(args.batch)]
+    if getattr(args, "ar_model", None):  # a real file (e.g. the shipped demo model), loaded as users load it
+        from zipar import api
+
+        model = api.load_ar_model(args.ar_model, device, str(dtype).removeprefix("torch.").replace("float32", "fp32")
+                                  .replace("bfloat16", "bf16").replace("float16", "fp16"))
+        grid = model.grid_for(None, None, args.downsample)
+        title, weights = f"{model.describe()} from {args.ar_model}", "trained weights"
+    else:
+        grid = (args.grid, args.grid)
+        model = random_model(args.model, device, dtype)
+        title, weights = f"LlamaGen-{args.model}", "random weights"
+    classes = model.config.num_classes
+    class_ids = [(207 + 13 * i) % classes for i in range(args.batch)]
     opts = SamplingOptions(cfg=args.cfg, temperature=1.0, top_k=args.top_k, top_p=1.0)
-    title = f"LlamaGen-{args.model}"
-    return model, class_condition(class_ids), grid, opts, {"model": f"{title} (random weights)", **floor(model.gpt, title)}
+    return model, class_condition(class_ids), grid, opts, {"model": f"{title} ({weights})", **floor(model.gpt, title)}
 
 
 def setup_chat(args: argparse.Namespace, device: torch.device, dtype: torch.dtype):
@@ -324,6 +333,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--size", type=int, default=None,
                    help="Janus-Pro / Emu3 / Lumina: pixels per side (Janus 384 = 24x24, multiple of 16; Emu3 720 = 90x90; "
                         "Lumina 512 / 768 / 1024 = 32x32 / 48x48 / 64x64, multiple of 32)")
+    p.add_argument("--ar-model", help="a LlamaGen c2i file to time instead of random weights (e.g. "
+                   "zipar/assets/demo/demo_c2i_64.safetensors with --downsample 4); the grid comes from its name")
+    p.add_argument("--downsample", type=int, default=16, help="with --ar-model: the VQ's pixels per token")
     p.add_argument("--windows", default="16,12,8,4")
     p.add_argument("--batch", type=int, default=1)
     p.add_argument("--cfg", type=float, default=None, help="default: LlamaGen 4.0, Janus-Pro 5.0, Emu3 3.0, Lumina 4.0")
