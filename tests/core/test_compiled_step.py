@@ -217,3 +217,28 @@ def test_compile_switch_values():
     assert static_step.resolve_compile("on", torch.device("cpu")) is True
     with pytest.raises(ZipARError, match="compile must be one of"):
         static_step.resolve_compile("yes", torch.device("cpu"))
+
+
+def test_a_step_that_cannot_compile_falls_back_under_auto_and_is_an_error_under_on(monkeypatch, caplog):
+    from zipar.core import loop
+
+    def broken(gm, example_inputs):
+        raise RuntimeError("no compiler here")
+
+    monkeypatch.setattr(static_step, "_compiler", lambda backend, device: (
+        lambda fn: torch.compile(fn, fullgraph=True, dynamic=False, backend=broken)))
+    monkeypatch.setattr(loop, "resolve_compile", lambda mode, device: mode != "off")  # as on CUDA
+    model = LlamaGenModel(make_tiny_gpt("c2i", seed=4).fuse())
+    cond, opts = class_condition([5]), SamplingOptions(cfg=2.0, top_k=20)
+    eager = generate(model, cond, (4, 6), 2, opts, seed=9, compile="off")
+    with caplog.at_level("WARNING", logger="zipar"):
+        auto = generate(model, cond, (4, 6), 2, opts, seed=9, compile="auto")
+    assert torch.equal(auto.tokens, eager.tokens) and not auto.compiled
+    assert "Running eager instead" in caplog.text and "no compiler here" in static_step.state_of(model).failed
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="zipar"):
+        again = generate(model, cond, (4, 6), 2, opts, seed=9, compile="auto")  # no second attempt
+    assert torch.equal(again.tokens, eager.tokens) and not caplog.text
+    with pytest.raises(ZipARError, match="could not build the decode step.*set compile to off"):
+        generate(model, cond, (4, 6), 2, opts, seed=9, compile="on")
+    static_step.release(model)

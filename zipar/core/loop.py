@@ -6,6 +6,7 @@ index tensors, ``schedule.py`` the rules).
 """
 from __future__ import annotations
 
+import logging
 import operator
 import time
 from dataclasses import dataclass, field
@@ -19,7 +20,9 @@ from .rng import seed_tensor
 from .sampling import SamplingOptions, sample_cells
 from .plan import Plan, build_plan
 from .schedule import PREFIX, num_passes
-from .static_step import resolve_compile, run_static, state_of
+from .static_step import CompileFailed, resolve_compile, run_static, state_of
+
+log = logging.getLogger("zipar")
 
 
 @dataclass
@@ -117,11 +120,19 @@ def generate(
     if row0_first is None:
         row0_first = model.row0_first
     static = resolve_compile(compile, model.device) or compile_backend is not None
+    if compile == "auto" and state_of(model).failed:
+        static = False  # building failed before for this model: auto stays eager
     check_memory(model, len(cond), batch, grid, options.guidance)
     with memory_guard(f"generating {len(cond) * batch} image(s) of {height}x{width} tokens",
                       "lower the batch size or the image size"):
-        return _generate(model, cond, grid, window, options, seed, batch, callback, trace, bool(row0_first), static,
-                         compile_backend)
+        try:
+            return _generate(model, cond, grid, window, options, seed, batch, callback, trace, bool(row0_first),
+                             static, compile_backend)
+        except CompileFailed as exc:
+            if compile != "auto":
+                raise
+            log.warning("ZipAR: %s Running eager instead (compile=auto).", exc)
+            return _generate(model, cond, grid, window, options, seed, batch, callback, trace, bool(row0_first))
 
 
 def check_memory(model: Family, conditions: int, batch: int, grid: tuple[int, int], guidance: bool) -> None:
@@ -148,7 +159,6 @@ def _generate(model, cond, grid, window, options, seed, batch, callback, trace, 
     device = model.device
     seed_t = seed_tensor(seed, device)
     image_keys = torch.arange(images, device=device)  # an image's draws depend on its index, not its batch
-    tokens = torch.zeros(images, height * width, dtype=torch.long, device=device)
 
     if device.type == "cuda":
         torch.cuda.synchronize(device)
@@ -173,10 +183,10 @@ def _generate(model, cond, grid, window, options, seed, batch, callback, trace, 
         def report(s, buffer):
             _report(callback, plan, s, buffer[:, :height * width], grid)
 
-        run = run_static(model, session, plan, images, options, seed, backend, first_tokens, report, trace)
-        tokens = run.tokens
+        run = run_static(model, session, plan, images, options, seed_t, backend, first_tokens, report, trace)
         extra = dict(compiled=backend != "none", compile_seconds=run.compile_seconds, graphs_built=run.graphs_built)
-        return _finish(model, cond, plan, tokens, grid, window, start, extra)
+        return _finish(model, cond, plan, run.tokens, grid, window, start, extra)
+    tokens = torch.zeros(images, height * width, dtype=torch.long, device=device)
     tokens[:, 0] = sample_cells(first, options, options, seed_t, image_keys, plan.emits[:1])[:, 0]
     _report(callback, plan, 0, tokens, grid)
     for s in range(1, plan.num_passes):

@@ -31,8 +31,11 @@ from ..errors import ZipARError
 from .cache import CachePool
 from .plan import Plan
 from .row_ends import expand_pass
-from .rng import seed_tensor
 from .sampling import SamplingOptions, SamplingTensors, sample_cells
+
+class CompileFailed(ZipARError):
+    """torch.compile could not build a step (the eager loop gives the same images)."""
+
 
 NEVER = 1 << 40  # order and fill of the scratch slot: after every query, filled at no pass
 COMPILE_MODES = ("auto", "off", "on")
@@ -175,6 +178,7 @@ class CompiledSteps:
     steps: dict = field(default_factory=dict)
     buffers: dict = field(default_factory=dict)
     graphs: int = 0  # steps built so far (one per bucket and shape)
+    failed: str = ""  # why building a step failed; 'auto' then stays eager for this model
 
     def tokens(self, images: int, cells: int, device) -> torch.Tensor:
         key = (images, cells, str(device))
@@ -233,9 +237,12 @@ class StaticRun:
     buckets: list[int]
 
 
-def run_static(model, session, plan: Plan, images: int, options: SamplingOptions, seed: int, backend: str | None,
-               first_tokens: Callable, report: Callable, trace=None) -> StaticRun:
-    """Every pass after the prefix through the bucketed step (the prefix pass is the caller's)."""
+def run_static(model, session, plan: Plan, images: int, options: SamplingOptions, seed_t: torch.Tensor,
+               backend: str | None, first_tokens: Callable, report: Callable, trace=None) -> StaticRun:
+    """Every pass after the prefix through the bucketed step (the prefix pass is the caller's).
+
+    ``seed_t`` from ``rng.seed_tensor``; ``first_tokens(buffer)`` writes cell 0 of every image,
+    ``report(pass, buffer)`` is called after every pass (progress, previews, cancel)."""
     device = model.device
     tables = static_tables(plan, session.row_ends)
     if session.image_slots != tables.image_slots:
@@ -247,7 +254,6 @@ def run_static(model, session, plan: Plan, images: int, options: SamplingOptions
     prefix = session.prefix
     P = prefix.length
     prefix_mask = prefix.visible[:, None, None, :]
-    seed_t = seed_tensor(seed, device)
     image_keys = torch.arange(images, device=device)
     params = options.as_tensors(device)
     first_tokens(tokens)
@@ -270,8 +276,18 @@ def run_static(model, session, plan: Plan, images: int, options: SamplingOptions
             t0 = time.perf_counter()
         if cuda and backend is None:
             torch.compiler.cudagraph_mark_step_begin()
-        logits = fn(session, tokens, tables.rows[bucket][row], tables.slot_order, tables.slot_fill, prefix_mask,
-                    seed_t, image_keys, params.cfg, params.temperature, params.top_k, params.top_p)
+        try:
+            logits = fn(session, tokens, tables.rows[bucket][row], tables.slot_order, tables.slot_fill, prefix_mask,
+                        seed_t, image_keys, params.cfg, params.temperature, params.top_k, params.top_p)
+        except torch._dynamo.exc.TorchDynamoException as exc:  # tracing or the backend failed, not the model
+            if not fresh:
+                raise
+            state.steps.pop(key, None)
+            inner = getattr(exc, "inner_exception", None) or exc  # the backend's own error, when it raised one
+            reason = f"{type(inner).__name__}: {(str(inner).strip().splitlines() or [''])[0][:300]}"
+            state.failed = reason
+            raise CompileFailed(f"torch.compile could not build the decode step ({reason}); set compile to off: the "
+                                "eager loop gives the same images.") from exc
         if fresh:
             if cuda:
                 torch.cuda.synchronize(device)
