@@ -59,6 +59,9 @@ class CachePool:
             for t in cache.k + cache.v:
                 torch._dynamo.mark_static_address(t, guard=False)
             self._key, self._cache = key, cache
+        else:  # masks hide stale slots, but 0 x NaN is NaN: a request that overflowed must not poison the next
+            for t in self._cache.k + self._cache.v:
+                t.zero_()
         return self._cache
 
     def clear(self) -> None:
