@@ -208,28 +208,36 @@ def run(args) -> dict:
     print(json.dumps(real), file=sys.stderr)
     print(json.dumps(vqrow), file=sys.stderr)
 
-    runs = [(w, args.seed, "") for w in windows]
+    runs = [(w, args.seed, "", model, "default") for w in windows]
     if args.noise_seed is not None:
-        runs.insert(1 if windows and windows[0] >= grid[1] else 0, (grid[1], args.noise_seed, " (seed set B)"))
-    for window, seed, tag in runs:
-        tokens, labels, images, seconds = sample(model, vq, classes, args.samples_per_class, grid, window, options, seed, args.chunk)
+        runs.insert(1 if windows and windows[0] >= grid[1] else 0, (grid[1], args.noise_seed, " (seed set B)", model, "default"))
+    for wd in [w for w in args.weight_dtypes.split(",") if w and w != "default"]:
+        # the same seeds with the decoder layers' weights kept in ``wd``; NLL is still judged by the default model
+        narrow = api.load_ar_model(ar_path, device, args.precision, wd)
+        runs += [(w, args.seed, f" [{wd} weights]", narrow, wd) for w in windows]
+    for window, seed, tag, gen_model, wd in runs:
+        tokens, labels, images, seconds = sample(gen_model, vq, classes, args.samples_per_class, grid, window, options, seed,
+                                                 args.chunk)
         ntp = window >= grid[1]
         row = {"name": ("NTP" if ntp else f"window {window}") + tag, "kind": "generated", "window": window, "seed": seed,
-               "forward_passes": expected_passes(grid, window), "images": len(labels), "seconds": round(seconds, 2)}
+               "weight_dtype": wd, "forward_passes": expected_passes(grid, window), "images": len(labels),
+               "seconds": round(seconds, 2)}
         row |= score(judge, images, labels, ref_stats, args.bootstrap, rng)
         row |= nll_entry(token_nll(model, tokens, torch.as_tensor(labels), grid))
         rows.append(row)
         print(json.dumps(row), file=sys.stderr)
 
     gen_rows = [r for r in rows if r["kind"] == "generated"]
-    ntp_row = next((r for r in gen_rows if r["window"] >= grid[1] and r["seed"] == args.seed), None)
+    ntp_row = next((r for r in gen_rows if r["window"] >= grid[1] and r["seed"] == args.seed
+                    and r.get("weight_dtype", "default") == "default"), None)
     smallest = None
     if ntp_row is not None:
         for r in gen_rows:
             r["within_noise_of_ntp"] = within_noise(r, ntp_row)
-        ok = sorted(r["window"] for r in gen_rows if r["seed"] == args.seed and all(r["within_noise_of_ntp"].values()))
+        own = [r for r in gen_rows if r["seed"] == args.seed and r.get("weight_dtype", "default") == "default"]
+        ok = sorted(r["window"] for r in own if all(r["within_noise_of_ntp"].values()))
         # smallest window such that it and every larger window tested stay within noise
-        tested = sorted({r["window"] for r in gen_rows if r["seed"] == args.seed})
+        tested = sorted({r["window"] for r in own})
         for w in reversed(tested):
             if w in ok:
                 smallest = w
@@ -341,6 +349,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--noise-seed", type=int, default=1, help="second seed set for NTP (sampling noise); -1: skip")
     p.add_argument("--bootstrap", type=int, default=100, help="bootstrap resamples for the FD standard error")
     p.add_argument("--chunk", type=int, default=100, help="images per generate call")
+    p.add_argument("--weight-dtypes", default="default",
+                   help="also sample every window with the decoder weights kept in these dtypes (e.g. "
+                        "default,fp8_e4m3fn,fp8_e5m2); the NLL judge stays the default model")
     p.add_argument("--ar-model", help="default: the shipped demo GPT")
     p.add_argument("--vq-model", help="default: the shipped demo VQ")
     p.add_argument("--device", default="cpu")

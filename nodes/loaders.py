@@ -58,6 +58,13 @@ class ZipARLoadARModel:
                                "official format), fp32 on the CPU. fp16 can overflow on some models.",
                 }),
                 "device": (host.DEVICES, {"default": "default", "tooltip": DEVICE_TOOLTIP}),
+                "weight_dtype": (list(api.WEIGHT_DTYPES), {
+                    "default": "default",
+                    "tooltip": "How the transformer layers' weights are kept in memory. default: as precision says. "
+                               "fp8_e4m3fn / fp8_e5m2 keep them in 8 bits (half of bf16: a 7B model in about 7 GB) "
+                               "and compute in the precision above, converting one layer at a time; embeddings, norms "
+                               "and output heads stay in 16 bits. Costs some quality: see the README's fp8 rows.",
+                }),
             }
         }
 
@@ -65,11 +72,12 @@ class ZipARLoadARModel:
     def IS_CHANGED(cls, ar_model, **_):
         return _mtime(ar_model)  # re-run when the file on disk changes
 
-    def load(self, ar_model, image_size, precision, device):
+    def load(self, ar_model, image_size, precision, device, weight_dtype="default"):
         path = host.model_path(ar_model)
         dev = host.torch_device(device)
-        key = (*cache.file_key(path), precision, str(dev))
-        model = cache.AR_MODELS.get(key, lambda: api.load_ar_model(path, device=dev, precision=precision))
+        key = (*cache.file_key(path), precision, str(dev), weight_dtype)
+        model = cache.AR_MODELS.get(key, lambda: api.load_ar_model(path, device=dev, precision=precision,
+                                                                    weight_dtype=weight_dtype))
         size = int(image_size) or model.native_image_size
         if not size:
             raise ZipARError(f"{model.describe()} does not say its image size (the file name {ar_model!r} has no _256, "

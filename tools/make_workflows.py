@@ -48,7 +48,7 @@ class N:
 
 def c2i_loaders(x=40, y=60):
     return [
-        N(1, "ZipARLoadARModel", ["c2i_L_384.pt", 0, "auto", "default"], (x, y), size=(320, 130)),
+        N(1, "ZipARLoadARModel", ["c2i_L_384.pt", 0, "auto", "default", "default"], (x, y), size=(320, 154)),
         N(2, "ZipARLoadVQ", ["vq_ds16_c2i.pt", "fp32", "default"], (x, y + 190), size=(320, 110)),
         N(3, "ZipARImageNetClass", ["207: golden retriever"], (x, y + 350), size=(320, 60)),
     ]
@@ -123,7 +123,7 @@ def c2i_window_sweep():
 
 def t2i_zipar():
     return [
-        N(1, "ZipARLoadARModel", ["t2i_XL_stage2_512.pt", 0, "auto", "default"], (40, 60)),
+        N(1, "ZipARLoadARModel", ["t2i_XL_stage2_512.pt", 0, "auto", "default", "default"], (40, 60), size=(320, 154)),
         N(2, "ZipARLoadVQ", ["vq_ds16_t2i.pt", "fp32", "default"], (40, 250), size=(320, 110)),
         N(3, "ZipARTextEncodeT5", ["a photo of a red fox in the snow", "flan-t5-xl", "auto", "default"], (40, 410),
           size=(320, 220)),
@@ -140,7 +140,7 @@ def t2i_zipar():
 
 def demo_zipar():
     return [
-        N(1, "ZipARLoadARModel", ["zipar-demo/demo_c2i_64.safetensors", 0, "fp32", "default"], (40, 60)),
+        N(1, "ZipARLoadARModel", ["zipar-demo/demo_c2i_64.safetensors", 0, "fp32", "default", "default"], (40, 60), size=(320, 154)),
         N(2, "ZipARLoadVQ", ["zipar-demo/demo_vq.safetensors", "fp32", "default"], (40, 250), size=(320, 110)),
         N(3, "ZipARClassID", [3], (40, 410), size=(320, 60)),
         N(4, "ZipARSampler", [16, 0, "fixed", 2.0, 1.0, 0, 1.0, 4, True, "auto"], (420, 60),
@@ -163,7 +163,7 @@ def demo_zipar():
 
 def chat_loaders(model, vq, prompt, ratio="1:1", negative="", image_size=0):
     return [
-        N(1, "ZipARLoadARModel", [model, image_size, "auto", "default"], (40, 60)),
+        N(1, "ZipARLoadARModel", [model, image_size, "auto", "default", "default"], (40, 60), size=(320, 154)),
         N(2, "ZipARLoadVQ", [vq, "fp32", "default"], (40, 250), size=(320, 110)),
         N(3, "ZipARTextPrompt", [prompt, ratio, negative, True], (40, 410), size=(320, 240)),
     ]

@@ -30,6 +30,7 @@ from .families.base import Condition, Family, SamplingDefaults
 from .families.llamagen import size_in_name, square_grid
 from .io import outputs
 from .vq import load_vq as _load_vq
+from .nets.stored import WEIGHT_DTYPES, weight_dtype as weight_dtype_of
 from .vq.base import VQ
 
 PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -37,7 +38,7 @@ PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float
 __all__ = [
     "load_ar_model", "load_vq", "prepare", "Request", "generate", "decode_tokens", "class_condition",
     "caption_condition", "prompt_condition", "grid_for", "default_image_size", "check_pair", "save_images",
-    "SamplingOptions", "GenerationResult", "resolve_device", "resolve_dtype", "expected_passes",
+    "SamplingOptions", "GenerationResult", "resolve_device", "resolve_dtype", "expected_passes", "WEIGHT_DTYPES",
 ]
 
 
@@ -64,11 +65,16 @@ def resolve_dtype(precision: str, device: torch.device) -> torch.dtype:
     return PRECISIONS[precision]
 
 
-def load_ar_model(path: str | os.PathLike, device: str | torch.device | None = None, precision: str = "auto") -> Family:
+def load_ar_model(path: str | os.PathLike, device: str | torch.device | None = None, precision: str = "auto",
+                  weight_dtype: str = "default") -> Family:
     """Load an AR model of any registered family: a LlamaGen GPT file (.pt/.pth/.safetensors) or a
-    Janus-Pro / Emu3-Gen / Lumina-mGPT folder (``zipar.families``)."""
+    Janus-Pro / Emu3-Gen / Lumina-mGPT folder (``zipar.families``).
+
+    ``precision`` is what the model computes in; ``weight_dtype`` what its decoder layers' matrices
+    are kept in: ``default`` (the same), ``bf16``, ``fp16``, ``fp8_e4m3fn`` or ``fp8_e5m2`` (half the
+    bytes of bf16; cast per layer at use, see ``zipar.nets.stored``)."""
     dev = resolve_device(device)
-    return registry.load_ar_model(Path(path), dev, resolve_dtype(precision, dev))
+    return registry.load_ar_model(Path(path), dev, resolve_dtype(precision, dev), weight_dtype_of(weight_dtype))
 
 
 def load_vq(path: str | os.PathLike, device: str | torch.device | None = None, precision: str = "fp32") -> VQ:

@@ -54,6 +54,9 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--greedy", action="store_true", help="take the arg-max token (deterministic)")
     gen.add_argument("--batch", type=int, default=1, help="images per class id / prompt")
     gen.add_argument("--precision", choices=["auto", "fp32", "bf16", "fp16"], default="auto")
+    gen.add_argument("--weight-dtype", choices=list(api.WEIGHT_DTYPES), default="default",
+                     help="keep the transformer layers' weights in this dtype, converted one layer at a time to "
+                          "--precision (fp8_e4m3fn / fp8_e5m2: half the memory of bf16; default: --precision)")
     gen.add_argument("--compile", choices=["auto", "off", "on"], default="auto",
                      help="the compiled, bucketed decode step (CUDA graphs on a GPU): auto = on for CUDA, off on the "
                           "CPU; the first image of a size compiles first. The same seed gives the same image either way")
@@ -124,7 +127,7 @@ def run_generate(args: argparse.Namespace) -> None:
     planned = plan_generate_outputs(args, requested * args.batch)
     device = api.resolve_device(args.device)
     vq = api.load_vq(args.vq_model, device) if args.vq_model else None
-    model = api.load_ar_model(args.ar_model, device, args.precision)
+    model = api.load_ar_model(args.ar_model, device, args.precision, args.weight_dtype)
     request = api.prepare(model, condition_from_args(args, model, device, captions), args.image_size, vq, args.downsample)
     cond, grid, defaults = request.condition, request.grid, request.defaults
     cfg = args.cfg if args.cfg is not None else defaults.cfg

@@ -128,3 +128,20 @@ def test_compile_switch_gives_the_same_image(files, tmp_path, capsys, monkeypatc
     assert on["compiled"] is True and on["graphs_built"] == len(buckets) == 3  # passes of 1, 2 and 3-4 inputs
     with pytest.raises(SystemExit):
         main([str(a) for a in base_args(files, tmp_path, "--class-id", 1, "--compile", "yes")])
+
+
+def test_weight_dtype_keeps_the_layers_in_8_bits(files, tmp_path, capsys, monkeypatch):
+    from zipar import api
+    from zipar.nets.stored import StoredLinear
+
+    loaded = []
+    real = api.load_ar_model
+    monkeypatch.setattr(api, "load_ar_model", lambda *a, **k: loaded.append(real(*a, **k)) or loaded[-1])
+    code, _, err = run(base_args(files, tmp_path, "--class-id", 1, "--weight-dtype", "fp8_e5m2", "--greedy",
+                                 "--tokens-out", tmp_path / "t.npy"), capsys)
+    assert code == 0, err
+    layers = loaded[0].layer_stacks()[0]
+    assert all(m.weight.dtype == torch.float8_e5m2 for m in layers.modules() if isinstance(m, StoredLinear))
+    assert np.load(tmp_path / "t.npy").shape == (1, 4, 4)
+    with pytest.raises(SystemExit):
+        main([str(a) for a in base_args(files, tmp_path, "--class-id", 1, "--weight-dtype", "int4")])

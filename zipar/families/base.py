@@ -169,6 +169,7 @@ class Family(ABC):
 
     vocab_size: int  # image codes the loop samples from
     source_path: str
+    weight_dtype: torch.dtype | None = None  # set by ``store_weights``: what the decoder layers' matrices are kept in
 
     # -- files --------------------------------------------------------------------------------
     @classmethod
@@ -212,6 +213,32 @@ class Family(ABC):
     def code_embeddings(self) -> torch.Tensor | None:
         """[codes, dim] input vectors of the image codes, for preview colours (None: hashed colours)."""
         return None
+
+    # -- weights ------------------------------------------------------------------------------
+    def networks(self) -> list:
+        """The nn.Modules that hold the model's weights (moved between devices, measured)."""
+        return []
+
+    def layer_stacks(self) -> list:
+        """The decoder layers whose matrices may be stored in a narrower dtype (``store_weights``)."""
+        return []
+
+    def store_weights(self, dtype: torch.dtype) -> int:
+        """Keep the decoder layers' matrices in ``dtype`` (cast per layer at use); returns how many.
+
+        Embeddings, norms and output heads stay in the compute dtype (``nets.stored``)."""
+        from ..nets.stored import store_linears
+
+        stacks = self.layer_stacks()
+        if not stacks:
+            raise ZipARError(f"{self.title} cannot keep its weights in another dtype; use the default weight dtype.")
+        count = sum(store_linears(stack, dtype) for stack in stacks)
+        self.weight_dtype = dtype
+        return count
+
+    def move_to(self, device: torch.device) -> None:
+        for net in self.networks():
+            net.to(device)
 
     # -- decoding -----------------------------------------------------------------------------
     @abstractmethod

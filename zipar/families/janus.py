@@ -232,6 +232,12 @@ class JanusProModel(FolderFamily):
         """[codes, dim] input vectors of the image codes (preview colours)."""
         return self.net.gen_embed.weight
 
+    def networks(self) -> list:
+        return [self.net]
+
+    def layer_stacks(self) -> list:
+        return [self.net.lm.layers]
+
     def describe(self) -> str:
         c = self.config
         return (f"Janus-Pro ({c.layers} layers, width {c.hidden}, {self.vocab_size} image codes, "

@@ -123,6 +123,12 @@ class LlamaGenModel(Family):
     def code_embeddings(self) -> torch.Tensor:
         return self.gpt.tok_embeddings.weight
 
+    def networks(self) -> list:
+        return [self.gpt]
+
+    def layer_stacks(self) -> list:
+        return [self.gpt.layers]
+
     @property
     def max_image_size(self) -> int:
         native = self.native_image_size

@@ -46,14 +46,25 @@ def files_hint() -> str:
     return "ZipAR reads " + "; ".join(f.hint for f in families() if f.hint)
 
 
-def load_ar_model(path: str | Path, device: torch.device, dtype: torch.dtype) -> Family:
-    """The AR model at ``path`` (a file or a folder), loaded by the family whose format it is."""
+def load_ar_model(path: str | Path, device: torch.device, dtype: torch.dtype,
+                  weights: torch.dtype | None = None) -> Family:
+    """The AR model at ``path`` (a file or a folder), loaded by the family whose format it is.
+
+    ``weights``: keep the decoder layers' matrices in this dtype (None: the compute ``dtype``).
+    Narrowed on the CPU before moving to a GPU, so the card never holds the 16-bit copy.
+    """
     path = Path(path)
     if not path.exists():
         raise ZipARError(f"model not found: {path}. Check the path, or download the file first.")
     for family in families():
         if family.detect(path):
-            return family.load(path, device, dtype)
+            if weights is None or weights == dtype:
+                return family.load(path, device, dtype)
+            model = family.load(path, torch.device("cpu"), dtype)
+            model.store_weights(weights)
+            if device.type != "cpu":
+                model.move_to(device)
+            return model
     from ..vq import describe_vq_source
 
     vq = describe_vq_source(path)

@@ -137,6 +137,12 @@ class VisualTokenModel(FolderFamily):
         """[codes, dim] input vectors of the image tokens (preview colours)."""
         return self.net.lm.embed_tokens.weight[self.net.code_ids]
 
+    def networks(self) -> list:
+        return [self.net]
+
+    def layer_stacks(self) -> list:
+        return [self.net.lm.layers]
+
     @staticmethod
     def ratio_of(cond) -> str:
         """The condition's "W:H", 1:1 when it names none (or there is no condition yet)."""
