@@ -16,7 +16,7 @@ if "." in (__package__ or ""):
     from ..zipar.families.base import Condition
     from ..zipar.families.base import ASPECT_RATIOS
     from ..zipar.core.sampling import SamplingOptions
-    from ..zipar.core.static_step import COMPILE_MODES, release as release_compiled
+    from ..zipar.core.static_step import COMPILE_MODES, free_caches as free_compiled_caches, release as release_compiled
 else:  # nodes/ imported as a top-level package: tests, scripts
     from zipar import api
     from zipar.demo import demo_files
@@ -24,7 +24,7 @@ else:  # nodes/ imported as a top-level package: tests, scripts
     from zipar.families.base import Condition
     from zipar.families.base import ASPECT_RATIOS
     from zipar.core.sampling import SamplingOptions
-    from zipar.core.static_step import COMPILE_MODES, release as release_compiled
+    from zipar.core.static_step import COMPILE_MODES, free_caches as free_compiled_caches, release as release_compiled
 
 
 def text_encoder_class():

@@ -6,7 +6,7 @@ import torch.nn.functional as F
 
 from . import host
 from .datatypes import TOKENS, VQ, Tokens
-from .engine import ZipARError, api, memory_guard
+from .engine import ZipARError, api, free_compiled_caches, memory_guard
 
 CATEGORY = "ZipAR"
 CHUNK = 4  # images per decoder call: bounds memory, lets cancel and progress act between chunks
@@ -42,6 +42,7 @@ class ZipARVQDecode:
         check_codebook(tokens, vq)
         grids = tokens.tokens
         api.check_token_grids(tuple(grids.shape))
+        free_compiled_caches()  # the language model's kept cache must not sit beside the decoder
         pbar = host.progress_bar(grids.shape[0])
         out = []
         for start in range(0, grids.shape[0], CHUNK):

@@ -182,3 +182,19 @@ def test_gpu_suite_runs_on_tiny_sizes(tmp_path, traced_not_built):
     assert len(llamagen) == 4 and all(t["value"] is not None and t["met"] in (True, False) for t in llamagen)
     # the tiny chat grids (4x4) have no window 8 or 16: those targets are reported as not measured
     assert all(t["met"] is None for (entry, _), t in targets.items() if entry != "llamagen-l-24")
+
+
+def test_memory_benchmark_measures_each_format_in_its_own_process(tmp_path):
+    from bench import memory
+
+    out = tmp_path / "m.json"
+    assert memory.main(["--models", "janus-tiny", "--weights", "bf16,fp8_e4m3fn", "--json", str(out),
+                        "--markdown", str(tmp_path / "m.md")]) == 0
+    rows = json.loads(out.read_text())["rows"]
+    assert [r.get("error") for r in rows] == [None, None]
+    bf16, fp8 = rows
+    assert fp8["weight_bytes"] < bf16["weight_bytes"] and fp8["kv_cache_bytes"] == bf16["kv_cache_bytes"] > 0
+    for r in rows:
+        assert r["rss_peak_bytes"] >= r["rss_after_load_bytes"] > 0 and r["passes"] == 2
+        assert r["card_estimate_bytes"] >= r["weight_bytes"] + r["kv_cache_bytes"]
+    assert "| fp8_e4m3fn |" in (tmp_path / "m.md").read_text()

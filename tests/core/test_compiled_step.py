@@ -242,3 +242,16 @@ def test_a_step_that_cannot_compile_falls_back_under_auto_and_is_an_error_under_
     with pytest.raises(ZipARError, match="could not build the decode step.*set compile to off"):
         generate(model, cond, (4, 6), 2, opts, seed=9, compile="on")
     static_step.release(model)
+
+
+def test_free_caches_drops_the_kept_cache_but_not_the_steps():
+    model = LlamaGenModel(make_tiny_gpt("c2i", seed=4).fuse())
+    opts = SamplingOptions(cfg=2.0, greedy=True)
+    first = generate(model, class_condition([5]), (4, 6), 2, opts, compile="on", compile_backend="none")
+    state = static_step.state_of(model)
+    assert state.pool._cache is not None and state.steps
+    static_step.free_caches()
+    assert state.pool._cache is None and not state.buffers and state.steps
+    again = generate(model, class_condition([5]), (4, 6), 2, opts, compile="on", compile_backend="none")
+    assert torch.equal(again.tokens, first.tokens) and again.graphs_built == 0
+    static_step.release(model)

@@ -209,6 +209,14 @@ def release(model=None) -> None:
         _STATE.pop(model, None)
 
 
+def free_caches() -> None:
+    """Drop every model's pooled cache and token buffer but keep the compiled steps: the VQ
+    decoder must not run beside the language model's cache (the next image reallocates it)."""
+    for state in _STATE.values():
+        state.pool.clear()
+        state.buffers.clear()
+
+
 def resolve_compile(mode: str, device: torch.device) -> bool:
     """'auto' compiles on CUDA (captured graphs) and stays eager on the CPU, where a pass is
     bound by arithmetic rather than launches."""
