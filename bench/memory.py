@@ -11,7 +11,8 @@ weight bytes (parameters and buffers), the key/value cache a whole image allocat
 resident memory after loading, and the peak during the two passes (Linux ``VmHWM`` after
 resetting it through ``/proc/self/clear_refs``), so the peak is what running adds to the
 loaded model. On a GPU, ``torch.cuda.max_memory_allocated`` over a whole image is added.
-The "card" estimate is weights + whole-image cache + the passes' working memory.
+The "card" estimate is the weights plus the larger of the passes' working memory (which holds
+the zeroed cache) and the whole-image cache.
 """
 from __future__ import annotations
 
@@ -101,11 +102,15 @@ def measure_one(name: str, weights: str, device: torch.device, passes: int) -> d
     if device.type == "cuda":
         row["cuda_max_allocated_bytes"] = torch.cuda.max_memory_allocated(device)
         row["cuda_working_bytes"] = row["cuda_max_allocated_bytes"] - base
-    # A whole image on a card: the weights, the whole cache (allocated up front on a GPU; on the CPU only
-    # the pages the measured passes wrote are resident) and the passes' working memory. Conservative: the
-    # working memory already holds the cache pages those passes touched.
-    row["card_estimate_bytes"] = row["weight_bytes"] + row["kv_cache_bytes"] + row["working_bytes"]
+    row["card_estimate_bytes"] = card_estimate(row)
     return row
+
+
+def card_estimate(row: dict) -> int:
+    """A whole image on a card: the weights plus what running adds. The cache is allocated (and zeroed,
+    so resident) before the first pass, so the measured working memory already holds it; the larger of
+    the two covers a cache the passes did not fill."""
+    return row["weight_bytes"] + max(row["working_bytes"], row["kv_cache_bytes"])
 
 
 def run_child(name: str, weights: str, device: str, passes: int) -> dict:
@@ -152,6 +157,8 @@ def main(argv: list[str] | None = None) -> int:
         for weights in args.weights.split(","):
             print(f"== {name} {weights}", file=sys.stderr)
             rows.append(run_child(name, weights, args.device, args.passes))
+            if "error" not in rows[-1]:
+                rows[-1]["card_estimate_bytes"] = card_estimate(rows[-1])
             print(json.dumps(rows[-1]), file=sys.stderr)
     device = torch.cuda.get_device_name(0) if args.device.startswith("cuda") else \
         f"cpu ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
