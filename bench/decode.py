@@ -116,6 +116,13 @@ def release(device: torch.device) -> None:
         torch.cuda.empty_cache()
 
 
+def device_name(device: torch.device) -> str:
+    """The GPU's name, or the CPU with the threads torch uses (for every report's header)."""
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return f"cpu ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
+
+
 def peak_memory_mb(device: torch.device) -> float:
     if device.type == "cuda":
         return torch.cuda.max_memory_allocated(device) / 2**20
@@ -235,7 +242,7 @@ def run(args: argparse.Namespace) -> dict:
     report = {
         "benchmark": "decode",
         "date": datetime.date.today().isoformat(),
-        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)",
+        "device": device_name(device),
         "torch": torch.__version__,
         "model": extra.pop("model"),
         "grid": list(grid), "row0_first": model.row0_first, "batch": args.batch, "cfg": args.cfg, "top_k": args.top_k,

@@ -21,7 +21,6 @@ import datetime
 import gc
 import json
 import os
-import platform
 import subprocess
 import sys
 import time
@@ -29,6 +28,7 @@ import time
 import torch
 
 from bench import chat_models
+from bench.decode import device_name
 from zipar.core.loop import generate
 from zipar.core.sampling import SamplingOptions
 from zipar.io import outputs
@@ -160,9 +160,8 @@ def main(argv: list[str] | None = None) -> int:
             if "error" not in rows[-1]:
                 rows[-1]["card_estimate_bytes"] = card_estimate(rows[-1])
             print(json.dumps(rows[-1]), file=sys.stderr)
-    device = torch.cuda.get_device_name(0) if args.device.startswith("cuda") else \
-        f"cpu ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
-    report = {"benchmark": "memory", "date": datetime.date.today().isoformat(), "device": device,
+    report = {"benchmark": "memory", "date": datetime.date.today().isoformat(),
+              "device": device_name(torch.device(args.device)),
               "torch": torch.__version__, "rows": rows}
     table = markdown(report)
     print(table)

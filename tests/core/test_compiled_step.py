@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from helpers.four_families import FAMILIES, load_tiny
+from helpers.four_families import FAMILIES
 from helpers.tiny_gpt import make_tiny_gpt
 from zipar.conditions import class_condition
 from zipar.core import static_step
@@ -20,16 +20,9 @@ from zipar.families.llamagen import LlamaGenModel
 GREEDY_CFG = SamplingOptions(cfg=3.0, greedy=True)
 
 
-@pytest.fixture(scope="module")
-def family_models(tmp_path_factory):
-    """The chat families are written with transformers' classes (skipped without it)."""
-    root = tmp_path_factory.mktemp("four")
-    out = {}
-    for name in FAMILIES:
-        if name != "llamagen":
-            pytest.importorskip("transformers")
-        out[name] = load_tiny(name, root / name)
-    return out
+@pytest.fixture
+def family_models(four_families):
+    return four_families
 
 
 @pytest.fixture

@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from helpers.four_families import FAMILIES, load_tiny
+from helpers.four_families import FAMILIES
 from zipar import api
 from zipar.core import static_step
 from zipar.core.loop import generate
@@ -41,16 +41,9 @@ def test_cast_per_layer_is_the_stored_weight_times_its_row_scale(dtype):
         assert stored.scale is None and torch.equal(w, linear.weight.to(dtype).float())
 
 
-@pytest.fixture(scope="module")
-def tiny_paths(tmp_path_factory):
-    root = tmp_path_factory.mktemp("weights")
-    out = {}
-    for name in FAMILIES:
-        if name != "llamagen":
-            pytest.importorskip("transformers")
-        model, cond, grid = load_tiny(name, root / name)
-        out[name] = (model, cond, grid)
-    return out
+@pytest.fixture
+def tiny_paths(four_families):
+    return four_families
 
 
 def narrow_copy(model, name: str, weight_dtype: str):

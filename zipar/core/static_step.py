@@ -177,7 +177,6 @@ class CompiledSteps:
     pool: CachePool = field(default_factory=CachePool)
     steps: dict = field(default_factory=dict)
     buffers: dict = field(default_factory=dict)
-    graphs: int = 0  # steps built so far (one per bucket and shape)
     failed: str = ""  # why building a step failed; 'auto' then stays eager for this model
 
     def tokens(self, images: int, cells: int, device) -> torch.Tensor:
@@ -242,7 +241,6 @@ class StaticRun:
     tokens: torch.Tensor  # [images, H, W] on the device
     compile_seconds: float  # first calls of steps built during this run (compilation included)
     graphs_built: int
-    buckets: list[int]
 
 
 def run_static(model, session, plan: Plan, images: int, options: SamplingOptions, seed_t: torch.Tensor,
@@ -277,7 +275,6 @@ def run_static(model, session, plan: Plan, images: int, options: SamplingOptions
         fresh = fn is None
         if fresh:
             fn = state.steps[key] = compiler(make_step(bucket, P, tables.image_slots, options))
-            state.graphs += 1
             built += 1
             if cuda:
                 torch.cuda.synchronize(device)
@@ -304,4 +301,4 @@ def run_static(model, session, plan: Plan, images: int, options: SamplingOptions
             m = tables.emits[s]
             trace(s, plan.pass_tensors(s).emits, logits[:, :m])
         report(s, tokens)
-    return StaticRun(tokens[:, :height * width].clone(), compile_seconds, built, tables.buckets)
+    return StaticRun(tokens[:, :height * width].clone(), compile_seconds, built)
