@@ -4,14 +4,13 @@ Imported by the pack's root ``__init__.py`` as ``<pack>.nodes`` (never as a top-
 ``nodes``, which is ComfyUI's own module). Every module here imports its siblings and the
 engine relatively (see ``engine.py``), and ComfyUI's modules lazily (see ``host.py``).
 """
-from . import cache, host
+from . import host
 from .conditions import ZipARClassID, ZipARImageNetClass, ZipARTextEncodeT5, ZipARTextPrompt
 from .loaders import ZipARLoadARModel, ZipARLoadVQ
 from .sampler import ZipARSampler
 from .vq_nodes import ZipARVQDecode, ZipARVQEncode
 
 host.register_model_folders()
-host.on_unload_models(cache.clear_all)
 
 NODE_CLASS_MAPPINGS = {
     "ZipARLoadARModel": ZipARLoadARModel,

@@ -4,8 +4,9 @@ One slot per kind (AR model, VQ, text encoder): loading another file replaces th
 (the old one is dropped before the new one is read, so two models never sit in memory side
 by side because of this cache). The key is the file's real path, modification time and size
 plus precision and device, so a file replaced on disk is read again. ComfyUI additionally
-keeps node outputs while their inputs are unchanged. "Unload models" in ComfyUI (and its
-out-of-memory recovery) clears these slots too.
+keeps node outputs while their inputs are unchanged. When ComfyUI's memory manager lets go
+of a model ("Unload models", room for another model), its slot is emptied (``memory.py``), so
+freeing ComfyUI's node cache frees the model.
 """
 from __future__ import annotations
 
@@ -42,6 +43,12 @@ class OneSlot:
         self.key, self.value = key, value
         return value
 
+    def forget(self, patcher) -> None:
+        """Drop the held model if it is the one behind ``patcher`` (no collection here: this runs
+        inside ComfyUI's unloading, which collects afterwards)."""
+        if patcher is not None and getattr(self.value, "patcher", None) is patcher:
+            self.key = self.value = None
+
     def clear(self) -> None:
         had = self.value is not None
         self.key = self.value = None
@@ -57,9 +64,10 @@ SLOTS = (AR_MODELS, VQ_MODELS, TEXT_ENCODERS)
 
 
 def clear_all() -> None:
-    """Every cached model, and the compiled steps and pooled caches kept for them."""
-    from .engine import release_compiled
+    """Every cached model, and the compiled steps, pooled caches and plans kept for them."""
+    from .engine import api, release_compiled
 
     release_compiled()
+    api.release_plans()
     for slot in SLOTS:
         slot.clear()

@@ -9,9 +9,7 @@ runs on the CPU and there is no progress bar.
 """
 from __future__ import annotations
 
-import functools
 import importlib
-import logging
 import os
 import tempfile
 
@@ -305,23 +303,3 @@ def soft_empty_cache() -> None:
         mm.soft_empty_cache()
     elif torch.cuda.is_available():
         torch.cuda.empty_cache()
-
-
-def on_unload_models(clear) -> None:
-    """Call ``clear()`` whenever ComfyUI unloads all models ("Unload models" / "Free model and
-    node cache" in the UI, or after an out-of-memory error). Installed once; a no-op outside ComfyUI."""
-    mm = comfy_module("comfy.model_management")
-    if mm is None or getattr(mm.unload_all_models, "_zipar_hooked", False):
-        return
-    original = mm.unload_all_models
-
-    @functools.wraps(original)
-    def unload_all_models(*args, **kwargs):
-        try:
-            clear()
-        except Exception:  # never let our cache break ComfyUI's own unloading
-            logging.getLogger("ZipAR").exception("clearing the ZipAR model cache failed")
-        return original(*args, **kwargs)
-
-    unload_all_models._zipar_hooked = True
-    mm.unload_all_models = unload_all_models

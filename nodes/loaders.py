@@ -1,11 +1,15 @@
 """Load AR Model and Load VQ: checkpoints from ComfyUI/models/zipar."""
 from __future__ import annotations
 
-from . import cache, host
-from .datatypes import AR_MODEL, VQ, ARModel
-from .engine import ZipARError, api
+import logging
+import time
+
+from . import cache, host, memory
+from .datatypes import AR_MODEL, VQ, ARModel, VQHandle
+from .engine import ZipARError, api, release_compiled
 
 CATEGORY = "ZipAR"
+log = logging.getLogger("ZipAR")
 PRECISIONS = ["auto", "fp32", "bf16", "fp16"]
 
 DEVICE_TOOLTIP = (
@@ -19,6 +23,28 @@ def _mtime(name: str) -> str:
         return f"{mtime}-{size}"
     except (OSError, ZipARError):
         return ""
+
+
+def load_ar(path: str, runs_on, precision: str, weight_dtype: str) -> memory.Loaded:
+    """Read an AR model (onto ComfyUI's offload device when it manages memory) and hand it over."""
+    start = time.perf_counter()
+    model = api.load_ar_model(path, device=memory.offload_device(runs_on), precision=precision,
+                              weight_dtype=weight_dtype, runs_on=runs_on)
+    log.info("ZipAR: read %s from disk in %.1f s (%s)", path, time.perf_counter() - start, model.describe())
+
+    def release(patcher) -> None:  # ComfyUI offloaded or unloaded it: what we keep for it goes too
+        release_compiled(model)
+        api.release_plans()
+        cache.AR_MODELS.forget(patcher)
+
+    return memory.Loaded(model, memory.manage(model.networks(), model.dtype, runs_on, release))
+
+
+def load_vq(path: str, name: str, runs_on, precision: str) -> VQHandle:
+    start = time.perf_counter()
+    vq = api.load_vq(path, device=memory.offload_device(runs_on), precision=precision, runs_on=runs_on)
+    log.info("ZipAR: read %s from disk in %.1f s", path, time.perf_counter() - start)
+    return VQHandle(vq, name, memory.manage([vq], vq.dtype, runs_on, cache.VQ_MODELS.forget))
 
 class ZipARLoadARModel:
     DESCRIPTION = (
@@ -76,14 +102,14 @@ class ZipARLoadARModel:
         path = host.model_path(ar_model)
         dev = host.torch_device(device)
         key = (*cache.file_key(path), precision, str(dev), weight_dtype)
-        model = cache.AR_MODELS.get(key, lambda: api.load_ar_model(path, device=dev, precision=precision,
-                                                                    weight_dtype=weight_dtype))
+        loaded = cache.AR_MODELS.get(key, lambda: load_ar(path, dev, precision, weight_dtype))
+        model = loaded.model
         size = int(image_size) or model.native_image_size
         if not size:
             raise ZipARError(f"{model.describe()} does not say its image size (the file name {ar_model!r} has no _256, "
                              "_384 or _512); set image_size on Load AR Model.")
         model.grid_for(None, size)  # a size the family cannot draw fails here, not in the sampler
-        return (ARModel(model, size, ar_model),)
+        return (ARModel(model, size, ar_model, loaded.patcher),)
 
 class ZipARLoadVQ:
     DESCRIPTION = (
@@ -125,4 +151,4 @@ class ZipARLoadVQ:
         path = host.model_path(vq_model)  # a file, or a Janus-Pro / Emu3 / VQGAN folder (its VQ part only)
         dev = host.torch_device(device)
         key = (*cache.file_key(path), precision, str(dev))
-        return (cache.VQ_MODELS.get(key, lambda: api.load_vq(path, device=dev, precision=precision)),)
+        return (cache.VQ_MODELS.get(key, lambda: load_vq(path, vq_model, dev, precision)),)

@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import logging
 
-from . import host
-from .datatypes import AR_MODEL, CONDITION, TOKENS, VQ, Tokens
+from . import host, memory
+from .datatypes import AR_MODEL, CONDITION, TOKENS, VQ, Tokens, engine_vq
 from .engine import COMPILE_MODES, ConditionMismatch, ZipARError, SamplingOptions, api
 from .preview import TokenPreview, previews_enabled
 
@@ -32,7 +32,7 @@ CONDITION_NODES = {
 def prepare(model, condition, vq):
     """The engine's request check, its wrong-condition message completed in terms of the nodes."""
     try:
-        return api.prepare(model.model, condition, int(model.image_size), vq)
+        return api.prepare(model.model, condition, int(model.image_size), engine_vq(vq))
     except ConditionMismatch as exc:
         raise ZipARError(f"{exc}; {CONDITION_NODES[exc.needs]}.") from None
 
@@ -121,7 +121,8 @@ class ZipARSampler:
     def sample(self, model, condition, window, seed, cfg, temperature, top_k, top_p, batch_size, preview=True, vq=None,
                compile="auto"):
         ar = model.model
-        grid = prepare(model, condition, vq).grid
+        request = prepare(model, condition, vq)
+        grid = request.grid
         check_window(window, grid[1])
         greedy = float(temperature) == 0.0
         options = SamplingOptions(
@@ -129,6 +130,11 @@ class ZipARSampler:
             greedy=greedy,
         )
         options.validate()
+        # ComfyUI puts the weights on the card, first freeing what the cache will take
+        memory.load([model.patcher], api.request_bytes(ar, len(request.condition) * int(batch_size), grid,
+                                                       options.guidance))
+        if compile == "auto" and memory.streamed(model.patcher):
+            compile = "off"  # layers stream in from system memory each pass: nothing for a graph to save
         total = api.expected_passes(grid, int(window), ar.row0_first)
         pbar = host.progress_bar(total)
         frames = TokenPreview(ar) if previews_enabled(preview) else None

@@ -4,8 +4,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from . import host
-from .datatypes import TOKENS, VQ, Tokens
+from . import host, memory
+from .datatypes import TOKENS, VQ, Tokens, engine_vq, vq_patcher
 from .engine import ZipARError, api, free_compiled_caches, memory_guard
 
 CATEGORY = "ZipAR"
@@ -39,10 +39,12 @@ class ZipARVQDecode:
         }
 
     def decode(self, vq, tokens):
+        patcher, vq = vq_patcher(vq), engine_vq(vq)
         check_codebook(tokens, vq)
         grids = tokens.tokens
         api.check_token_grids(tuple(grids.shape))
         free_compiled_caches()  # the language model's kept cache must not sit beside the decoder
+        memory.load([patcher], api.decode_bytes(vq, min(CHUNK, grids.shape[0]), tuple(grids.shape[1:])), full=True)
         pbar = host.progress_bar(grids.shape[0])
         out = []
         for start in range(0, grids.shape[0], CHUNK):
@@ -100,6 +102,7 @@ class ZipARVQEncode:
         }
 
     def encode(self, vq, image, fit):
+        patcher, vq = vq_patcher(vq), engine_vq(vq)
         if image.ndim != 4:
             raise ZipARError(f"expected an IMAGE batch [batch, height, width, channels]; got shape {tuple(image.shape)}.")
         if 0 in image.shape:
@@ -111,6 +114,9 @@ class ZipARVQEncode:
         else:
             images = image.float()[..., :3]
         images = fit_to_multiple(images.permute(0, 3, 1, 2), vq.downsample, fit)
+        side = vq.downsample
+        memory.load([patcher], api.decode_bytes(vq, min(CHUNK, images.shape[0]),
+                                                (images.shape[-2] // side, images.shape[-1] // side)), full=True)
         pbar = host.progress_bar(images.shape[0])
         out = []
         for start in range(0, images.shape[0], CHUNK):

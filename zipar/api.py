@@ -22,7 +22,8 @@ import torch
 from dataclasses import dataclass
 
 from .conditions import caption_condition, class_condition
-from .core.loop import GenerationResult, expected_passes, generate
+from .core.loop import GenerationResult, expected_passes, generate, request_bytes
+from .core.plan import build_plan
 from .core.sampling import SamplingOptions
 from .errors import ZipARError, memory_guard
 from .families import registry
@@ -39,6 +40,7 @@ __all__ = [
     "load_ar_model", "load_vq", "prepare", "Request", "generate", "decode_tokens", "class_condition",
     "caption_condition", "prompt_condition", "grid_for", "default_image_size", "check_pair", "save_images",
     "SamplingOptions", "GenerationResult", "resolve_device", "resolve_dtype", "expected_passes", "WEIGHT_DTYPES",
+    "request_bytes", "decode_bytes", "release_plans",
 ]
 
 
@@ -66,22 +68,50 @@ def resolve_dtype(precision: str, device: torch.device) -> torch.dtype:
 
 
 def load_ar_model(path: str | os.PathLike, device: str | torch.device | None = None, precision: str = "auto",
-                  weight_dtype: str = "default") -> Family:
+                  weight_dtype: str = "default", runs_on: str | torch.device | None = None) -> Family:
     """Load an AR model of any registered family: a LlamaGen GPT file (.pt/.pth/.safetensors) or a
     Janus-Pro / Emu3-Gen / Lumina-mGPT folder (``zipar.families``).
 
     ``precision`` is what the model computes in; ``weight_dtype`` what its decoder layers' matrices
     are kept in: ``default`` (the same), ``bf16``, ``fp16``, ``fp8_e4m3fn`` or ``fp8_e5m2`` (half the
-    bytes of bf16; cast per layer at use, see ``zipar.nets.stored``)."""
+    bytes of bf16; cast per layer at use, see ``zipar.nets.stored``).
+
+    ``runs_on``: for a host that moves weights itself (ComfyUI): the weights are read onto
+    ``device`` (its offload device), while ``auto`` precision and the compute follow ``runs_on``."""
     dev = resolve_device(device)
-    return registry.load_ar_model(Path(path), dev, resolve_dtype(precision, dev), weight_dtype_of(weight_dtype))
+    target = dev if runs_on is None else resolve_device(runs_on)
+    model = registry.load_ar_model(Path(path), dev, resolve_dtype(precision, target), weight_dtype_of(weight_dtype))
+    if target != dev:
+        model.place(target)
+    return model
 
 
-def load_vq(path: str | os.PathLike, device: str | torch.device | None = None, precision: str = "fp32") -> VQ:
+def load_vq(path: str | os.PathLike, device: str | torch.device | None = None, precision: str = "fp32",
+            runs_on: str | torch.device | None = None) -> VQ:
     """Load a VQ tokenizer: a LlamaGen file (vq_ds16_c2i.pt ...), the VQ of a Janus-Pro / Emu3 folder, or
-    Meta's Chameleon VQGAN for Lumina-mGPT (vqgan.ckpt with vqgan.yaml beside it, or their folder)."""
+    Meta's Chameleon VQGAN for Lumina-mGPT (vqgan.ckpt with vqgan.yaml beside it, or their folder).
+
+    ``runs_on``: as for ``load_ar_model``, the device ``auto`` precision is chosen for (the host
+    moves the decoder there before it runs)."""
     dev = resolve_device(device)
-    return _load_vq(Path(path), dev, resolve_dtype(precision, dev))
+    return _load_vq(Path(path), dev, resolve_dtype(precision, dev if runs_on is None else resolve_device(runs_on)))
+
+
+# Working memory of a VQ decoder per output pixel and per byte of its dtype: the full-resolution
+# stages of the published decoders keep a few 128-256 channel maps alive at once.
+DECODE_BYTES_PER_PIXEL = 1024
+
+
+def decode_bytes(vq: VQ, images: int, grid: tuple[int, int]) -> int:
+    """About what decoding ``images`` grids allocates besides the decoder's weights (an estimate
+    for a memory manager to free first, on the high side)."""
+    pixels = grid[0] * grid[1] * vq.downsample ** 2
+    return images * pixels * DECODE_BYTES_PER_PIXEL * torch.finfo(vq.dtype).bits // 8
+
+
+def release_plans() -> None:
+    """Forget the cached pass plans (and the index tables built from them, on their device)."""
+    build_plan.cache_clear()
 
 
 @dataclass(frozen=True)

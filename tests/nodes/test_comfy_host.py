@@ -225,3 +225,86 @@ def test_engine_errors_reach_the_user_as_one_message(server):
     assert entry["status"]["status_str"] == "error"
     message = error_of(entry)
     assert "ZipARSampler" in message and "window must be between 1 and 24 (got 30)" in message
+
+
+# ---------------------------------------------------------------------------- memory under ComfyUI's manager
+
+def rss_bytes(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    raise AssertionError("no VmRSS")
+
+
+def c2i_prompt(seed: int, ar_model: str = "c2i_L_384.pt", image_size: int = 0, window: int = 8) -> dict:
+    prompt = load_json(REPO / "workflows" / "api" / "llamagen_c2i_zipar.json")
+    loader = next(n for n in prompt.values() if n["class_type"] == "ZipARLoadARModel")
+    sampler = next(n for n in prompt.values() if n["class_type"] == "ZipARSampler")
+    loader["inputs"].update(ar_model=ar_model, image_size=image_size)
+    sampler["inputs"].update(seed=seed, window=window)
+    return prompt
+
+
+def test_comfyuis_own_patcher_loads_and_streams_our_models(server):
+    script = REPO / "tests" / "helpers" / "comfy_patcher_check.py"
+    done = subprocess.run([comfy_python(), str(script), COMFYUI_PATH, str(REPO), str(server.root / "models")],
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    got = json.loads(done.stdout.strip().splitlines()[-1])
+    assert got["patcher"] == "comfy.model_patcher.ModelPatcher" and got["vq_patcher"] == "ModelPatcher"
+    assert got["comfy_linears"] > 0 and got["plain_linears"] == 0
+    assert got["castable"] == got["leaves_with_weights"]  # every layer with weights can stay in system memory
+    assert got["loaded_by_comfy"] == ["Held", "Held"]  # the VQ and the AR model, in ComfyUI's loaded list
+    assert not got["slot_after_unload"]  # unloading dropped our own reference
+    assert got["low_vram"] and got["streaming"] == got["castable"] == got["fp8_streaming"]
+    assert got["same_tokens_streamed"] and got["fp8_same_tokens_streamed"]
+
+
+def test_free_releases_the_model_and_the_next_run_reloads_it(server):
+    from helpers.tiny_gpt import make_tiny_gpt, save_official_gpt
+
+    name = "c2i_big_64.pt"  # ~600 MB of fp32 weights: far above the server's RSS noise
+    path = server.root / "models" / "zipar" / name
+    if not path.exists():
+        save_official_gpt(make_tiny_gpt("c2i", seed=9, dim=1024, n_layer=12, n_head=16, n_kv_head=16,
+                                        ffn_hidden=2816, num_classes=1000), path)
+    size = path.stat().st_size
+    requests = lambda: server.log_path.read_text(errors="replace").count("Requested to load Held")  # noqa: E731
+    reads = lambda: server.log_path.read_text(errors="replace").count(f"ZipAR: read {path} from disk")  # noqa: E731
+
+    def run(seed: int) -> None:
+        entry = server.run(c2i_prompt(seed, name, image_size=64, window=2))
+        assert entry["status"]["status_str"] == "success", f"{error_of(entry)}\n{server.log_tail()}"
+
+    run(101)
+    loaded = requests()
+    run(102)
+    assert requests() == loaded  # still loaded: ComfyUI asked for nothing new
+    server.post("/free", {"unload_models": True})
+    time.sleep(3)  # the flags are read by the worker between prompts
+    run(103)
+    assert requests() == loaded + 2  # unloaded by ComfyUI, so both models were loaded again
+    held = rss_bytes(server.proc.pid)
+    server.post("/free", {"unload_models": True, "free_memory": True})
+    deadline, freed = time.monotonic() + 30, held
+    while time.monotonic() < deadline and freed > held - size // 2:
+        time.sleep(0.5)
+        freed = rss_bytes(server.proc.pid)
+    assert freed < held - size // 2, f"RSS {held / 1e6:.0f} MB -> {freed / 1e6:.0f} MB after POST /free ({size / 1e6:.0f} MB model)"
+    read = reads()
+    run(104)
+    assert reads() == read + 1  # nothing kept it: the loader read the file again
+    again = rss_bytes(server.proc.pid)
+    print(f"model {size / 1e6:.0f} MB; server RSS {held / 1e6:.0f} MB loaded, {freed / 1e6:.0f} MB after POST /free, "
+          f"{again / 1e6:.0f} MB after the next run")
+    assert again > freed + size // 2
+
+
+def test_twenty_runs_do_not_grow_the_server(server):
+    after = []
+    for seed in range(20):
+        entry = server.run(c2i_prompt(1000 + seed))
+        assert entry["status"]["status_str"] == "success", f"{error_of(entry)}\n{server.log_tail()}"
+        after.append(rss_bytes(server.proc.pid))
+    print("server RSS after each run (MB):", [round(a / 1e6) for a in after])
+    assert after[19] <= after[1] * 1.05, [round(a / 1e6) for a in after]

@@ -61,7 +61,7 @@ def test_janus_pro_end_to_end(models_dir):
 def test_emu3_end_to_end_with_an_aspect_ratio(models_dir):
     (model,) = run("ZipARLoadARModel", "Emu3-Gen-hf", 64, "auto", "default")
     (vq,) = run("ZipARLoadVQ", "Emu3-Gen-hf", "fp32", "default")
-    assert vq.downsample == 8
+    assert vq.vq.downsample == 8
     (cond,) = run("ZipARTextPrompt", "a red fox", "2:1", "blurry")
     tokens, report = sample(model, cond, vq, window=3, top_k=20)
     assert tokens.grid == (6, 11)  # 64 x 64 pixels of area at 2:1, 8 pixels per token
@@ -76,7 +76,7 @@ def test_lumina_mgpt_end_to_end(models_dir):
     assert model.image_size == 768  # from the folder name
     (model,) = run("ZipARLoadARModel", "Lumina-mGPT-7B-768", 128, "auto", "default")  # a 8x8 grid keeps the test fast
     (vq,) = run("ZipARLoadVQ", "chameleon-vqgan/vqgan.ckpt", "fp32", "default")
-    assert (vq.codebook_size, vq.downsample) == (32, 16)
+    assert (vq.vq.codebook_size, vq.vq.downsample) == (32, 16)
     (cond,) = run("ZipARTextPrompt", "a red fox", "2:1", "")
     tokens, report = sample(model, cond, vq, window=3, cfg=4.0, top_k=2000)
     assert tokens.grid == (6, 10)  # 128 px budget at 2:1: the crop list's nearest shape is 160 x 96 px (5:3)

@@ -135,11 +135,17 @@ def generate(
             return _generate(model, cond, grid, window, options, seed, batch, callback, trace, bool(row0_first))
 
 
+def request_bytes(model: Family, images: int, grid: tuple[int, int], guidance: bool) -> int:
+    """What a request allocates besides the weights: its key/value cache (two sequences per image
+    with guidance) and its token buffers. A memory manager is asked to free this much first."""
+    return images * (model.cache_bytes(2 if guidance else 1, grid) + grid[0] * grid[1] * 8)
+
+
 def check_memory(model: Family, conditions: int, batch: int, grid: tuple[int, int], guidance: bool) -> None:
     """Refuse a request whose key/value cache cannot fit before allocating anything, naming the
     largest batch that would (a huge batch typed into a UI must not take the host down)."""
     images = conditions * batch
-    per_image = model.cache_bytes(2 if guidance else 1, grid) + grid[0] * grid[1] * 8
+    per_image = request_bytes(model, 1, grid, guidance)
     free = free_bytes(model.device)
     if free is None or images * per_image <= free:
         return

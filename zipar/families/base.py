@@ -170,6 +170,7 @@ class Family(ABC):
     vocab_size: int  # image codes the loop samples from
     source_path: str
     weight_dtype: torch.dtype | None = None  # set by ``store_weights``: what the decoder layers' matrices are kept in
+    compute_device: torch.device | None = None  # set by ``place``; None: where the weights are
 
     # -- files --------------------------------------------------------------------------------
     @classmethod
@@ -239,6 +240,18 @@ class Family(ABC):
     def move_to(self, device: torch.device) -> None:
         for net in self.networks():
             net.to(device)
+
+    def place(self, device: torch.device | None) -> None:
+        """Compute on ``device`` whatever device the weights are on now (None: where they are).
+
+        For a host that moves the weights itself (ComfyUI's memory manager loads them onto the
+        card before each run, offloads them after, and may leave some layers in system memory):
+        caches and inputs must then go where the work runs, not where some weight happens to be."""
+        self.compute_device = device
+        for net in self.networks():
+            for module in net.modules():
+                if hasattr(type(module), "compute_device"):
+                    module.compute_device = device
 
     # -- decoding -----------------------------------------------------------------------------
     @abstractmethod

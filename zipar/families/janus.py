@@ -214,7 +214,7 @@ class JanusProModel(FolderFamily):
 
     @property
     def device(self) -> torch.device:
-        return self.net.head_out.weight.device
+        return self.compute_device if self.compute_device is not None else self.net.head_out.weight.device
 
     @property
     def dtype(self) -> torch.dtype:

@@ -91,7 +91,7 @@ class LlamaGenModel(Family):
 
     @property
     def device(self) -> torch.device:
-        return self.gpt.output.weight.device
+        return self.compute_device if self.compute_device is not None else self.gpt.output.weight.device
 
     @property
     def dtype(self) -> torch.dtype:
@@ -201,7 +201,7 @@ class LlamaGenModel(Family):
         feats = feats * mask[..., None]
         if guidance:
             # The unconditional branch reads the learned null caption through the same mask.
-            feats = torch.cat([feats, self.gpt.null_caption(n).to(feats.dtype)])
+            feats = torch.cat([feats, self.gpt.null_caption(n).to(feats.device, feats.dtype)])
             mask = torch.cat([mask, mask])
         return self.gpt.caption_prefix(feats), mask
 

@@ -62,7 +62,7 @@ class VisualTokenGenerator(nn.Module):
         return self.lm.embed_tokens(ids)
 
     def embed_codes(self, codes: torch.Tensor) -> torch.Tensor:
-        return self.lm.embed_tokens(self.code_ids[codes])
+        return self.lm.embed_tokens(self.code_ids.to(codes.device)[codes])  # a no-op unless a host offloaded the buffer
 
     def image_logits(self, hidden: torch.Tensor) -> torch.Tensor:
         return self.image_head(hidden).float()
@@ -127,7 +127,7 @@ class VisualTokenModel(FolderFamily):
 
     @property
     def device(self) -> torch.device:
-        return self.net.image_head.weight.device
+        return self.compute_device if self.compute_device is not None else self.net.image_head.weight.device
 
     @property
     def dtype(self) -> torch.dtype:

@@ -17,6 +17,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..core.cache import CachePool, SlotCache, new_cache
+from .castable import CastsWeights
 from .fused import fused_linear
 from ..errors import ZipARError
 from ..io.block_counts import check_block_counts
@@ -84,7 +85,7 @@ class LlamaConfig:
             raise ZipARError(f"{where}: the language model config lacks {exc.args[0]!r}; is this the model's own config?") from None
 
 
-class RMSNorm(nn.Module):
+class RMSNorm(CastsWeights, nn.Module):
     def __init__(self, dim: int, eps: float):
         super().__init__()
         self.weight = nn.Parameter(torch.ones(dim))
@@ -94,10 +95,10 @@ class RMSNorm(nn.Module):
         # as transformers does: statistics in fp32, the weight applied in the input's dtype
         h = x.float()
         h = h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + self.eps)
-        return self.weight * h.to(x.dtype)
+        return self.weights_at(x)[0] * h.to(x.dtype)
 
 
-class HeadNorm(nn.Module):
+class HeadNorm(CastsWeights, nn.Module):
     """Chameleon's query/key norm: statistics over each head's vector, a gain and bias per head and channel."""
 
     def __init__(self, heads: int, head_dim: int, eps: float = 1e-5):
@@ -107,7 +108,8 @@ class HeadNorm(nn.Module):
         self.eps = eps
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # [..., heads, head_dim]
-        return F.layer_norm(x, x.shape[-1:], eps=self.eps) * self.weight + self.bias
+        weight, bias = self.weights_at(x)
+        return F.layer_norm(x, x.shape[-1:], eps=self.eps) * weight + bias
 
 
 class Attention(nn.Module):
@@ -216,9 +218,11 @@ class LlamaLM(nn.Module):
         self.norm = RMSNorm(cfg.hidden, cfg.rms_eps)
         self.register_buffer("inv_freq", rope_inv_freq(cfg), persistent=False)
 
+    compute_device: torch.device | None = None  # set by ``Family.place`` when a host may keep weights elsewhere
+
     @property
     def device(self) -> torch.device:
-        return self.embed_tokens.weight.device
+        return self.compute_device if self.compute_device is not None else self.embed_tokens.weight.device
 
     @property
     def dtype(self) -> torch.dtype:

@@ -16,6 +16,7 @@ from torch import nn
 
 from ..core.cache import CachePool, SlotCache, new_cache
 from ..errors import ZipARError
+from .castable import CastsWeights
 from .fused import fused_linear
 
 # (width -> heads) of the published GPT-B/L/XL/XXL/1B/3B/XXXL/7B configs.
@@ -87,7 +88,7 @@ def infer_gpt_config(sd: dict[str, torch.Tensor], n_head: int | None = None) -> 
     raise ZipARError("LlamaGen GPT checkpoint has neither a class table nor a caption projection (cls_embedding.*).")
 
 
-class RMSNorm(nn.Module):
+class RMSNorm(CastsWeights, nn.Module):
     def __init__(self, dim: int, eps: float):
         super().__init__()
         self.eps = eps
@@ -95,7 +96,7 @@ class RMSNorm(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         xf = x.float()
-        return (xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + self.eps)).type_as(x) * self.weight
+        return (xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + self.eps)).type_as(x) * self.weights_at(x)[0]
 
 
 class Attention(nn.Module):
@@ -178,6 +179,8 @@ class CaptionEmbedder(nn.Module):
 
 
 class LlamaGenGPT(nn.Module):
+    compute_device: torch.device | None = None  # set by ``Family.place`` when a host may keep weights elsewhere
+
     def __init__(self, cfg: GPTConfig):
         super().__init__()
         self.config = cfg
@@ -208,7 +211,8 @@ class LlamaGenGPT(nn.Module):
     # -- transformer --------------------------------------------------------------------
     def new_cache(self, rows: int, slots: int, pool: CachePool | None = None) -> SlotCache:
         cfg, w = self.config, self.output.weight
-        return new_cache(pool, cfg.n_layer, rows, cfg.n_kv_head, slots, cfg.head_dim, w.device, w.dtype)
+        device = self.compute_device if self.compute_device is not None else w.device
+        return new_cache(pool, cfg.n_layer, rows, cfg.n_kv_head, slots, cfg.head_dim, device, w.dtype)
 
     def hidden(self, h, rope, mask, cache=None, slots=None, kv_len=0):
         """Run the blocks; with a cache, k/v of the inputs are written at ``slots`` first."""

@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import ZipARError
+from .castable import CastsWeights
 
 WEIGHT_DTYPES: dict[str, torch.dtype | None] = {
     "default": None,  # the compute precision
@@ -33,7 +34,7 @@ def weight_dtype(name: str) -> torch.dtype | None:
     return WEIGHT_DTYPES[name]
 
 
-class StoredLinear(nn.Module):
+class StoredLinear(CastsWeights, nn.Module):
     """``F.linear`` with a weight kept in ``weight.dtype`` (and, for fp8, a scale per output row)."""
 
     def __init__(self, weight: torch.Tensor, scale: torch.Tensor | None, bias: torch.Tensor | None):
@@ -60,7 +61,10 @@ class StoredLinear(nn.Module):
         return w if self.scale is None else w * self.scale.to(dtype)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.linear(x, self.dequantized(x.dtype), self.bias)
+        weight, bias = self.weights_at(x, x.dtype)  # on x's device (and dtype) only when a host asks
+        scale = self.buffer_at("scale", x)
+        w = weight.to(x.dtype)
+        return F.linear(x, w if scale is None else w * scale.to(x.dtype), bias)
 
 
 def store_linears(module: nn.Module, dtype: torch.dtype) -> int:
