@@ -37,7 +37,10 @@ def load_ar(path: str, runs_on, precision: str, weight_dtype: str) -> memory.Loa
         api.release_plans()
         cache.AR_MODELS.forget(patcher)
 
-    return memory.Loaded(model, memory.manage(model.networks(), model.dtype, runs_on, release))
+    def moved(patcher) -> None:  # weights at new addresses: compiled steps (CUDA graphs) must be rebuilt
+        release_compiled(model)
+
+    return memory.Loaded(model, memory.manage(model.networks(), model.dtype, runs_on, release, moved))
 
 
 def load_vq(path: str, name: str, runs_on, precision: str) -> VQHandle:

@@ -90,11 +90,13 @@ def offload_device(runs_on: torch.device) -> torch.device:
 
 
 def manage(networks: list[nn.Module], dtype: torch.dtype, runs_on: torch.device,
-           on_release: Callable[[object], None]) -> object | None:
+           on_release: Callable[[object], None], on_moved: Callable[[object], None] | None = None) -> object | None:
     """A ComfyUI ModelPatcher for ``networks`` (None outside ComfyUI).
 
     ``on_release(patcher)`` runs whenever ComfyUI detaches the model (offloads or unloads it):
-    the caller drops what it keeps for the model."""
+    the caller drops what it keeps for the model. ``on_moved(patcher)`` runs whenever ComfyUI has
+    moved weights onto the device (a first load, a reload, more layers after streaming): anything
+    that captured the weights' addresses (CUDA graphs of compiled steps) is stale then."""
     comfy = _comfy()
     if comfy is None:
         return None
@@ -108,7 +110,9 @@ def manage(networks: list[nn.Module], dtype: torch.dtype, runs_on: torch.device,
         except Exception:  # never let our bookkeeping break ComfyUI's unloading
             log.exception("ZipAR: releasing a model's caches failed")
 
-    patcher.add_callback(_on_detach(mp), detached)
+    patcher.add_callback(_callback_name(mp, "ON_DETACH"), detached)
+    if on_moved is not None:
+        patcher.add_callback(_callback_name(mp, "ON_LOAD"), lambda patcher, *_: on_moved(patcher))
     weakref.finalize(patcher.model, return_freed_memory)
     return patcher
 
@@ -126,11 +130,11 @@ def return_freed_memory() -> None:
         pass
 
 
-def _on_detach(mp) -> str:
+def _callback_name(mp, which: str) -> str:
     extension = getattr(mp, "CallbacksMP", None)
-    if extension is None:  # where ComfyUI keeps the name (comfy.patcher_extension, imported by model_patcher)
+    if extension is None:  # where ComfyUI keeps the names (comfy.patcher_extension, imported by model_patcher)
         extension = host.comfy_module("comfy.patcher_extension").CallbacksMP
-    return extension.ON_DETACH
+    return getattr(extension, which)
 
 
 def load(patchers: list, memory_required: int = 0, full: bool = False) -> None:

@@ -32,6 +32,7 @@ spec.loader.exec_module(module)
 N = module.NODE_CLASS_MAPPINGS
 api = sys.modules["zipar_pack.zipar.api"]
 SamplingOptions = sys.modules["zipar_pack.zipar.core.sampling"].SamplingOptions
+static_step = sys.modules["zipar_pack.zipar.core.static_step"]
 
 
 def run(name, *args, **kwargs):
@@ -51,7 +52,9 @@ loaded = [type(m.model.model).__name__ for m in mm.current_loaded_models if m.mo
 mm.unload_all_models()  # "Unload models": ComfyUI detaches ours, we drop what we keep
 slot_after_unload = module.nodes.cache.AR_MODELS.value
 
+kept = static_step.state_of(model.model)  # as compiled steps would be
 patcher.patch_model(device_to=torch.device("cpu"), lowvram_model_memory=1)  # low-VRAM: every layer streams
+steps_dropped_on_load = static_step._STATE.get(model.model) is not kept
 castable = [m for m in modules if hasattr(m, "comfy_cast_weights")]
 streaming = [m for m in castable if m.comfy_cast_weights]
 grid = tuple(tokens.tokens.shape[1:])
@@ -76,6 +79,7 @@ print(json.dumps({
     "castable": len(castable),
     "loaded_by_comfy": loaded,
     "slot_after_unload": slot_after_unload is not None,
+    "steps_dropped_on_load": steps_dropped_on_load,
     "low_vram": low_vram,
     "streaming": len(streaming),
     "same_tokens_streamed": bool(torch.equal(streamed, tokens.tokens)),

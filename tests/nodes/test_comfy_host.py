@@ -256,6 +256,7 @@ def test_comfyuis_own_patcher_loads_and_streams_our_models(server):
     assert got["castable"] == got["leaves_with_weights"]  # every layer with weights can stay in system memory
     assert got["loaded_by_comfy"] == ["Held", "Held"]  # the VQ and the AR model, in ComfyUI's loaded list
     assert not got["slot_after_unload"]  # unloading dropped our own reference
+    assert got["steps_dropped_on_load"]  # weights moved onto the device: compiled steps are rebuilt
     assert got["low_vram"] and got["streaming"] == got["castable"] == got["fp8_streaming"]
     assert got["same_tokens_streamed"] and got["fp8_same_tokens_streamed"]
 

@@ -23,7 +23,7 @@ from zipar.nets.castable import CastsWeights
 
 N = nodes.NODE_CLASS_MAPPINGS
 SIZE = 64
-ON_DETACH = "on_detach_after"  # the name ComfyUI's CallbacksMP gives it
+ON_DETACH, ON_LOAD = "on_detach_after", "on_load_after"  # the names ComfyUI's CallbacksMP gives them
 
 
 def run(name, *args, **kwargs):
@@ -42,7 +42,7 @@ def models_dir(tmp_path_factory):
 @pytest.fixture
 def manager(monkeypatch):
     """comfy.model_management / model_patcher / ops / utils stand-ins that record what the nodes ask."""
-    state = types.SimpleNamespace(events=[], loaded=[])
+    state = types.SimpleNamespace(events=[], loaded=[], move_weights=False)
 
     class ModelPatcher:
         def __init__(self, model, load_device, offload_device, size=0, weight_inplace_update=False):
@@ -61,6 +61,10 @@ def manager(monkeypatch):
     def load_models_gpu(models, memory_required=0, force_patch_weights=False, minimum_memory_required=None,
                         force_full_load=False):
         state.events.append(("load", list(models), memory_required, force_full_load))
+        for m in models:
+            if state.move_weights:  # as when ComfyUI brings an offloaded or streamed model onto the card
+                for callback in m.callbacks.get(ON_LOAD, []):
+                    callback(m, m.load_device, 0, False, True)
         state.loaded += [weakref.ref(m) for m in models]  # ComfyUI holds them weakly too
 
     def unload_all_models():
@@ -83,7 +87,7 @@ def manager(monkeypatch):
     mm.throw_exception_if_processing_interrupted = lambda: None
     mp = types.ModuleType("comfy.model_patcher")
     mp.ModelPatcher = ModelPatcher
-    mp.CallbacksMP = types.SimpleNamespace(ON_DETACH=ON_DETACH)
+    mp.CallbacksMP = types.SimpleNamespace(ON_DETACH=ON_DETACH, ON_LOAD=ON_LOAD)
     ops = types.ModuleType("comfy.ops")
     ops.disable_weight_init = types.SimpleNamespace(**{
         name: type(name, (getattr(nn, name),), {"comfy_cast_weights": False, "weight_function": [],
@@ -174,6 +178,17 @@ def test_letting_go_releases_caches_and_a_rerun_reloads_the_same_image(models_di
     model, vq, cond = load_c2i()  # the next run reads it again
     assert cache.AR_MODELS.loads == loads + 1
     assert torch.equal(sample(model, cond, vq)[0].tokens, first)
+
+
+def test_weights_moved_onto_the_device_drop_the_compiled_steps(models_dir, manager):
+    model, vq, cond = load_c2i()
+    sample(model, cond, vq)
+    kept = static_step.state_of(model.model)  # steps captured with the weights where they are now
+    sample(model, cond, vq)  # ComfyUI had it loaded already: nothing moved, the steps stay
+    assert static_step._STATE.get(model.model) is kept
+    manager.move_weights = True
+    sample(model, cond, vq)  # reloaded after an offload: the steps saw the old addresses
+    assert static_step._STATE.get(model.model) is not kept and cache.AR_MODELS.value is not None
 
 
 def test_streamed_models_run_eager_under_auto(models_dir, manager, monkeypatch):
