@@ -117,7 +117,7 @@ class ZipARTextPrompt:
                 "aspect_ratio": (list(ASPECT_RATIOS), {
                     "default": "1:1",
                     "tooltip": "Width:height. Emu3-Gen draws any of these at the same token area (720 x 720 at 1:1, "
-                               "1280 x 720-ish at 16:9). Lumina-mGPT picks the nearest shape of its official list "
+                               "960 x 544 at 16:9). Lumina-mGPT picks the nearest shape of its official list "
                                "(1024 x 576 at 16:9 for a 768 model). Janus-Pro draws 1:1 only.",
                 }),
             },
@@ -169,6 +169,7 @@ class ZipARTextEncodeT5:
                                "words); the text is lower-cased as in LlamaGen's own sampler.",
                 }),
                 "text_encoder": (host.list_text_encoders(), {
+                    "default": host.list_text_encoders()[0],
                     "tooltip": "The google/flan-t5-xl folder under ComfyUI/models/text_encoders (any folder with "
                                "a config.json is listed).",
                 }),

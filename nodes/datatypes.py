@@ -53,6 +53,7 @@ class Tokens:
     vocab_size: int  # codebook size the ids index into (the AR model's or the VQ's)
     labels: list[str] = field(default_factory=list)
     report: str = ""
+    vq_hint: str = ""  # which VQ decodes them (the model family's), for mismatch messages
 
     @property
     def grid(self) -> tuple[int, int]:

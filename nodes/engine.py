@@ -14,6 +14,7 @@ if "." in (__package__ or ""):
     from ..zipar.demo import demo_files
     from ..zipar.errors import ConditionMismatch, ZipARError, memory_guard
     from ..zipar.families.base import Condition
+    from ..zipar.io.kind import model_kind
     from ..zipar.families.base import ASPECT_RATIOS
     from ..zipar.core.sampling import SamplingOptions
     from ..zipar.core.static_step import COMPILE_MODES, free_caches as free_compiled_caches, release as release_compiled
@@ -22,6 +23,7 @@ else:  # nodes/ imported as a top-level package: tests, scripts
     from zipar.demo import demo_files
     from zipar.errors import ConditionMismatch, ZipARError, memory_guard
     from zipar.families.base import Condition
+    from zipar.io.kind import model_kind
     from zipar.families.base import ASPECT_RATIOS
     from zipar.core.sampling import SamplingOptions
     from zipar.core.static_step import COMPILE_MODES, free_caches as free_compiled_caches, release as release_compiled
@@ -37,4 +39,4 @@ def text_encoder_class():
 
 
 __all__ = ["api", "demo_files", "ASPECT_RATIOS", "ZipARError", "ConditionMismatch", "Condition", "SamplingOptions",
-           "text_encoder_class", "memory_guard"]
+           "text_encoder_class", "memory_guard", "model_kind"]

@@ -161,9 +161,30 @@ def _walk_files(base: str) -> list[str]:
     return names
 
 
-def list_models() -> list[str]:
+def list_models(kind: str | None = None) -> list[str]:
     """Checkpoint files and model folders under models/zipar (relative names, '/' separated),
-    folders under models/Janus-Pro, then the shipped demo files."""
+    folders under models/Janus-Pro, then the shipped demo files. ``kind`` ("ar" or "vq"): only
+    those the AR model or VQ loader can read, told apart without loading weights (``io.kind``)."""
+    names = _all_models()
+    if kind is None:
+        return names
+    from .engine import model_kind
+
+    def readable(name: str) -> bool:
+        path = _listed_path(name)
+        return path is None or kind in model_kind(path)
+
+    return [n for n in names if readable(n)]
+
+
+def _listed_path(name: str) -> str | None:
+    try:
+        return model_path(name)
+    except ZipARError:
+        return None
+
+
+def _all_models() -> list[str]:
     builtins = [n for n in builtin_models()]
     folders = list(model_folders())
 
@@ -235,9 +256,15 @@ def model_path(name: str) -> str:
     return path
 
 
+# What the text-encoder list shows when there is nothing to pick: where to put what (a real
+# folder can never have this name, and picking it fails with the same advice).
+NO_TEXT_ENCODER = "(none found: download google/flan-t5-xl into models/text_encoders/flan-t5-xl)"
+
+
 def list_text_encoders() -> list[str]:
-    """Folders under models/text_encoders holding a Hugging Face model (a config.json), two levels deep."""
-    return sorted(_config_folders(TEXT_ENCODER_FOLDER))
+    """Folders under models/text_encoders holding a Hugging Face model (a config.json), two levels
+    deep; on a bare install one entry that says what to download and where."""
+    return sorted(_config_folders(TEXT_ENCODER_FOLDER)) or [NO_TEXT_ENCODER]
 
 
 def text_encoder_path(name: str) -> str:

@@ -65,9 +65,11 @@ class ZipARLoadARModel:
 
     @classmethod
     def INPUT_TYPES(cls):
+        names = host.list_models("ar")
         return {
             "required": {
-                "ar_model": (host.list_models(), {
+                "ar_model": (names, {
+                    **({"default": names[0]} if names else {}),
                     "tooltip": "The AR model: a checkpoint (.pt, .pth or .safetensors) in ComfyUI/models/zipar, e.g. "
                                "c2i_L_384.pt (ImageNet classes) or t2i_XL_stage2_512.pt (text prompts), or a model "
                                "folder shown by its name: Janus-Pro-1B / -7B, Emu3-Gen-hf, Lumina-mGPT-7B-768 (text "
@@ -128,9 +130,11 @@ class ZipARLoadVQ:
 
     @classmethod
     def INPUT_TYPES(cls):
+        names = host.list_models("vq")
         return {
             "required": {
-                "vq_model": (host.list_models(), {
+                "vq_model": (names, {
+                    **({"default": names[0]} if names else {}),
                     "tooltip": "The VQ tokenizer in ComfyUI/models/zipar. Use the one released with the AR "
                                "model: vq_ds16_c2i.pt for c2i_*.pt, vq_ds16_t2i.pt for t2i_*.pt; for Janus-Pro and "
                                "Emu3-Gen-hf the model folder itself (its VQ is read); for the original BAAI/Emu3-Gen "

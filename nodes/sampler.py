@@ -147,4 +147,4 @@ class ZipARSampler:
                               callback=on_pass, compile=str(compile))
         report = f"window {int(window)}: {result.report()}"
         log.info("ZipAR Sampler %s: %s", "+".join(result.labels[:4]), report)
-        return (Tokens(result.tokens, int(ar.vocab_size), list(result.labels), report), report)
+        return (Tokens(result.tokens, int(ar.vocab_size), list(result.labels), report, ar.vq_hint), report)

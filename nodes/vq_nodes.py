@@ -17,7 +17,7 @@ def check_codebook(tokens: Tokens, vq) -> None:
     if tokens.vocab_size != vq.codebook_size:
         raise ZipARError(
             f"these tokens index a codebook of {tokens.vocab_size} codes but the VQ has {vq.codebook_size}; use the "
-            "VQ released with the AR model (vq_ds16_c2i.pt for c2i models, vq_ds16_t2i.pt for t2i)."
+            f"VQ released with the AR model: {tokens.vq_hint or 'the one named in its download page'}."
         )
 
 

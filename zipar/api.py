@@ -169,7 +169,7 @@ def check_pair(model: Family, vq: VQ) -> None:
     if model.vocab_size != vq.codebook_size:
         raise ZipARError(
             f"the AR model predicts {model.vocab_size} codes but the VQ has a codebook of {vq.codebook_size}; "
-            "use the VQ released with the model (vq_ds16_c2i.pt for c2i models, vq_ds16_t2i.pt for t2i)."
+            f"use the VQ released with the model: {model.vq_hint}."
         )
 
 

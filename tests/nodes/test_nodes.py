@@ -117,10 +117,15 @@ def test_imagenet_classes():
 
 
 def test_model_lists_come_from_the_models_folder(models_dir):
-    listed = N["ZipARLoadARModel"].INPUT_TYPES()["required"]["ar_model"][0]
-    assert listed == ["c2i_L_384.pt", "t2i_XL_stage2_512.pt", "vq_ds16_c2i.pt", "vq_ds16_t2i.pt",
-                      "zipar-demo/demo_c2i_64.safetensors", "zipar-demo/demo_vq.safetensors"]
-    assert N["ZipARTextEncodeT5"].INPUT_TYPES()["required"]["text_encoder"][0] == ["flan-t5-xl"]
+    ar = N["ZipARLoadARModel"].INPUT_TYPES()["required"]["ar_model"]
+    vq = N["ZipARLoadVQ"].INPUT_TYPES()["required"]["vq_model"]
+    # each loader lists what it can read (told apart by the files' key names, no weights loaded)
+    assert ar[0] == ["c2i_L_384.pt", "t2i_XL_stage2_512.pt", "zipar-demo/demo_c2i_64.safetensors"]
+    assert vq[0] == ["vq_ds16_c2i.pt", "vq_ds16_t2i.pt", "zipar-demo/demo_vq.safetensors"]
+    assert ar[1]["default"] == "c2i_L_384.pt" and vq[1]["default"] == "vq_ds16_c2i.pt"  # never "undefined"
+    assert host.list_models() == sorted(ar[0][:2] + vq[0][:2]) + ar[0][2:] + vq[0][2:]  # unfiltered: all
+    t5 = N["ZipARTextEncodeT5"].INPUT_TYPES()["required"]["text_encoder"]
+    assert t5[0] == ["flan-t5-xl"] and t5[1]["default"] == "flan-t5-xl"
     with pytest.raises(ZipARError, match="not found"):
         host.model_path("missing.pt")
 
@@ -128,15 +133,25 @@ def test_model_lists_come_from_the_models_folder(models_dir):
 def test_demo_files_are_listed_with_an_empty_models_folder(tmp_path, monkeypatch):
     """A fresh install: nothing in models/zipar, the demo workflow still finds its two files."""
     monkeypatch.setattr(host, "_models_dir_override", str(tmp_path))
-    listed = N["ZipARLoadVQ"].INPUT_TYPES()["required"]["vq_model"][0]
+    assert N["ZipARLoadARModel"].INPUT_TYPES()["required"]["ar_model"][0] == ["zipar-demo/demo_c2i_64.safetensors"]
+    listed = host.list_models()
     assert listed == ["zipar-demo/demo_c2i_64.safetensors", "zipar-demo/demo_vq.safetensors"]
+    assert N["ZipARLoadVQ"].INPUT_TYPES()["required"]["vq_model"][0] == listed[1:]
+    # a bare install's text-encoder list says what to put where, and picking it says it again
+    (hint,) = N["ZipARTextEncodeT5"].INPUT_TYPES()["required"]["text_encoder"][0]
+    assert "google/flan-t5-xl" in hint and "models/text_encoders/flan-t5-xl" in hint
+    with pytest.raises(ZipARError, match="download google/flan-t5-xl into ComfyUI/models/text_encoders/flan-t5-xl"):
+        host.text_encoder_path(hint)
     assert Path(host.model_path(listed[1])).samefile(REPO / "zipar" / "assets" / "demo" / "demo_vq.safetensors")
     # a user's file of the same relative name wins over the shipped one
     own = tmp_path / "zipar" / "zipar-demo" / "demo_vq.safetensors"
     own.parent.mkdir(parents=True)
     own.write_bytes(b"")
     assert Path(host.model_path("zipar-demo/demo_vq.safetensors")) == own
+    assert host.list_models().count("zipar-demo/demo_vq.safetensors") == 1
+    # an unreadable file cannot be told apart: both loaders offer it, and the loader says what is wrong
     assert N["ZipARLoadVQ"].INPUT_TYPES()["required"]["vq_model"][0].count("zipar-demo/demo_vq.safetensors") == 1
+    assert "zipar-demo/demo_vq.safetensors" in N["ZipARLoadARModel"].INPUT_TYPES()["required"]["ar_model"][0]
 
 
 def test_demo_workflow_nodes_draw_the_asked_digit(tmp_path, monkeypatch):
@@ -248,6 +263,16 @@ def test_engine_errors_reach_the_user_as_one_message(models_dir):
     other = Tokens(torch.zeros(1, 4, 4, dtype=torch.long), vocab_size=16384)
     with pytest.raises(ZipARError, match="codebook of 16384 codes but the VQ has 64"):
         run("ZipARVQDecode", vq, other)
+    # the mismatch names the VQ of the family that drew the tokens
+    demo = run("ZipARLoadARModel", "zipar-demo/demo_c2i_64.safetensors", 0, "fp32", "default")[0]
+    demo_tokens = sample(demo, run("ZipARClassID", 3)[0], window=2)[0]
+    assert "demo_vq.safetensors" in demo_tokens.vq_hint
+    with pytest.raises(ZipARError, match="the AR model predicts .* use the VQ released with the model: the demo's "
+                                         "demo_vq.safetensors"):
+        sample(demo, run("ZipARClassID", 3)[0], vq)
+    with pytest.raises(ZipARError, match="LlamaGen's vq_ds16_c2i.pt for c2i models"):
+        run("ZipARVQDecode", run("ZipARLoadVQ", "zipar-demo/demo_vq.safetensors", "fp32", "default")[0],
+            sample(model, cond, vq)[0])
     bad = Tokens(torch.full((1, 4, 4), 99), vocab_size=64)  # ids beyond the codebook: the engine's check
     with pytest.raises(ZipARError, match="out of range"):
         run("ZipARVQDecode", vq, bad)

@@ -35,11 +35,16 @@ def sample(model, cond, vq, **overrides):
 
 
 def test_folders_are_listed_by_name_without_their_shards(models_dir):
-    listed = N["ZipARLoadARModel"].INPUT_TYPES()["required"]["ar_model"][0]
+    listed = host.list_models()
     assert "Janus-Pro/Janus-Pro-1B" in listed and "Emu3-Gen-hf" in listed  # models/Janus-Pro and models/zipar
     assert "Lumina-mGPT-7B-768" in listed and "chameleon-vqgan/vqgan.ckpt" in listed  # .ckpt: Meta's VQGAN
     assert not any(n.endswith("model.safetensors") for n in listed)
-    assert N["ZipARLoadVQ"].INPUT_TYPES()["required"]["vq_model"][0] == listed
+    ar = N["ZipARLoadARModel"].INPUT_TYPES()["required"]["ar_model"][0]
+    vq = N["ZipARLoadVQ"].INPUT_TYPES()["required"]["vq_model"][0]
+    # folders by their configs: Janus-Pro and Emu3-Gen-hf hold both parts, Lumina-mGPT only the language model
+    assert {"Janus-Pro/Janus-Pro-1B", "Emu3-Gen-hf", "Lumina-mGPT-7B-768"} <= set(ar)
+    assert {"Janus-Pro/Janus-Pro-1B", "Emu3-Gen-hf", "chameleon-vqgan/vqgan.ckpt"} <= set(vq)
+    assert "chameleon-vqgan/vqgan.ckpt" not in ar and "Lumina-mGPT-7B-768" not in vq
 
 
 def test_janus_pro_end_to_end(models_dir):

@@ -166,6 +166,7 @@ class Family(ABC):
     row0_first: ClassVar[bool]  # row 1 waits for row 0 (LlamaGen's official ZipAR) or follows the window rule
     defaults: ClassVar[SamplingDefaults]
     hint: ClassVar[str] = ""  # which published files this family reads (for "unknown file" messages)
+    vq_hint: ClassVar[str] = "the VQ released with the model"  # which VQ to pair it with, for mismatch messages
 
     vocab_size: int  # image codes the loop samples from
     source_path: str

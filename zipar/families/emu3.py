@@ -146,6 +146,8 @@ class Emu3GenModel(VisualTokenModel):
     row0_first = True  # no official ZipAR code for Emu3: the paper's rule (LlamaGen's), row 0 first
     closing = ("eof", "eoi", "eos")
     defaults = DEFAULTS
+    vq_hint = ("the Emu3-Gen-hf folder itself (its VQ is read from it), or the BAAI/Emu3-VisionTokenizer folder "
+               "for the original BAAI/Emu3-Gen")
     hint = "Emu3-Gen folders (BAAI/Emu3-Gen-hf with its VQ, or BAAI/Emu3-Gen with BAAI/Emu3-VisionTokenizer as the VQ)"
 
     def __init__(self, net: VisualTokenGenerator, tokenizer, special: dict[str, int], source_path: str, fmt: str,

@@ -192,6 +192,7 @@ class JanusProModel(FolderFamily):
     reads = "prompt"
     row0_first = True  # no official ZipAR code for Janus-Pro: the paper's rule (LlamaGen's), row 0 first
     defaults = DEFAULTS
+    vq_hint = "the Janus-Pro model folder itself (its VQ is read from it)"
     hint = ("Janus-Pro folders (deepseek-community/Janus-Pro-1B/-7B or deepseek-ai/Janus-Pro-1B/-7B, "
             "their own VQ inside)")
 

@@ -68,6 +68,12 @@ class LlamaGenModel(Family):
     defaults = SamplingDefaults(cfg=4.0, temperature=1.0, top_k=0, top_p=1.0)
     hint = HINT
 
+    @property
+    def vq_hint(self) -> str:
+        if self.source_path and Path(self.source_path).name.startswith("demo_"):
+            return "the demo's demo_vq.safetensors (zipar-demo/demo_vq.safetensors in ComfyUI)"
+        return "LlamaGen's vq_ds16_c2i.pt for c2i models, vq_ds16_t2i.pt for t2i models"
+
     def __init__(self, gpt: LlamaGenGPT, source_path: str = ""):
         self.gpt = gpt
         self.config = gpt.config

@@ -140,6 +140,7 @@ class LuminaMGPTModel(VisualTokenModel):
     row0_first = False  # ZipAR's official Lumina-mGPT code starts row 1 once row 0 is `window` tokens ahead
     closing = ("eoi", "eot")
     defaults = DEFAULTS
+    vq_hint = "Meta's Chameleon VQGAN: vqgan.ckpt with vqgan.yaml beside it, or the folder holding both"
     hint = ("Lumina-mGPT folders (Alpha-VLLM/Lumina-mGPT-7B-512/-768/-768-Omni/-1024, with Meta's Chameleon VQGAN "
             "vqgan.ckpt + vqgan.yaml as the VQ)")
 
