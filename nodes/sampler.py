@@ -100,9 +100,10 @@ class ZipARSampler:
                 }),
                 "preview": ("BOOLEAN", {
                     "default": True,
-                    "tooltip": "Show the grid filling in while sampling (flat colours per token, no decoding; at "
-                               "most 5 frames a second). Off saves a little time. ZIPAR_PREVIEW=0 turns it off "
-                               "everywhere.",
+                    "tooltip": "Show the grid filling in while sampling: one flat colour per token, the colour "
+                               "the connected VQ decodes it to (fitted once per VQ; without the vq input, colours "
+                               "from the model's embeddings), at most 5 frames a second. ZIPAR_PREVIEW=0 turns it "
+                               "off everywhere.",
                 }),
                 "compile": (list(COMPILE_MODES), {
                     "default": "auto",
@@ -137,7 +138,7 @@ class ZipARSampler:
             compile = "off"  # layers stream in from system memory each pass: nothing for a graph to save
         total = api.expected_passes(grid, int(window), ar.row0_first)
         pbar = host.progress_bar(total)
-        frames = TokenPreview(ar) if previews_enabled(preview) else None
+        frames = TokenPreview(ar, vq=engine_vq(vq) if vq is not None else None) if previews_enabled(preview) else None
 
         def on_pass(progress):
             host.throw_if_interrupted()  # the queue's cancel stops sampling within one pass

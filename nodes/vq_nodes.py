@@ -1,8 +1,11 @@
 """VQ Decode (tokens -> IMAGE) and VQ Encode (IMAGE -> tokens)."""
 from __future__ import annotations
 
+from contextlib import contextmanager
+
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from . import host, memory
 from .datatypes import TOKENS, VQ, Tokens, engine_vq, vq_patcher
@@ -19,6 +22,38 @@ def check_codebook(tokens: Tokens, vq) -> None:
             f"these tokens index a codebook of {tokens.vocab_size} codes but the VQ has {vq.codebook_size}; use the "
             f"VQ released with the AR model: {tokens.vq_hint or 'the one named in its download page'}."
         )
+
+
+def decoder_stages(vq) -> list[nn.Module]:
+    """The decoder's stages in order (its blocks, level by level), for progress within one decode:
+    a large decoder (Emu3's) takes many seconds per image on a CPU."""
+    decoder = next((m for name, m in vq.named_modules() if name.split(".")[-1] == "decoder"), None) \
+        if isinstance(vq, nn.Module) else None
+    stages: list[nn.Module] = []
+
+    def walk(module: nn.Module, depth: int) -> None:
+        for child in module.children():
+            if isinstance(child, nn.ModuleList):
+                stages.extend(child)
+            elif depth == 0 and any(isinstance(c, nn.ModuleList) for c in child.children()):
+                walk(child, 1)  # a block that wraps its levels in a list (Emu3's up_block)
+            else:
+                stages.append(child)
+
+    if decoder is not None:
+        walk(decoder, 0)
+    return stages
+
+
+@contextmanager
+def stage_progress(stages: list[nn.Module], on_stage):
+    """Call ``on_stage()`` after each stage runs (cancel is checked there too)."""
+    hooks = [s.register_forward_hook(lambda *_: on_stage()) for s in stages]
+    try:
+        yield
+    finally:
+        for h in hooks:
+            h.remove()
 
 
 class ZipARVQDecode:
@@ -45,13 +80,26 @@ class ZipARVQDecode:
         api.check_token_grids(tuple(grids.shape))
         free_compiled_caches()  # the language model's kept cache must not sit beside the decoder
         memory.load([patcher], api.decode_bytes(vq, min(CHUNK, grids.shape[0]), tuple(grids.shape[1:])), full=True)
-        pbar = host.progress_bar(grids.shape[0])
+        stages = decoder_stages(vq)
+        chunks = -(-grids.shape[0] // CHUNK)
+        total = chunks * max(1, len(stages))  # the bar moves stage by stage, not only per chunk
+        pbar = host.progress_bar(total)
+        done = 0
+
+        def stage_done() -> None:
+            nonlocal done
+            host.throw_if_interrupted()  # cancel acts within one stage
+            done = min(done + 1, total)
+            pbar.update_absolute(done, total)
+
         out = []
-        for start in range(0, grids.shape[0], CHUNK):
-            host.throw_if_interrupted()
-            images = api.decode_tokens(vq, grids[start:start + CHUNK])  # [n, 3, h, w] float32 in [0, 1]
-            out.append(images.permute(0, 2, 3, 1).to(host.intermediate_device(), torch.float32))
-            pbar.update_absolute(min(start + CHUNK, grids.shape[0]), grids.shape[0])
+        with stage_progress(stages, stage_done):
+            for index, start in enumerate(range(0, grids.shape[0], CHUNK)):
+                host.throw_if_interrupted()
+                images = api.decode_tokens(vq, grids[start:start + CHUNK])  # [n, 3, h, w] float32 in [0, 1]
+                out.append(images.permute(0, 2, 3, 1).to(host.intermediate_device(), torch.float32))
+                done = (index + 1) * max(1, len(stages))
+                pbar.update_absolute(done, total)
         return (torch.cat(out).contiguous(),)
 
 

@@ -382,6 +382,24 @@ def test_cancel_stops_within_one_pass(models_dir, fake_comfy):
     assert [u[0] for u in fake_comfy.bars[-1].updates] == [1, 2, 3, 4, 5]
 
 
+def test_vq_decode_reports_progress_stage_by_stage(models_dir, fake_comfy):
+    from nodes.vq_nodes import CHUNK, decoder_stages
+
+    model, vq, cond = c2i(models_dir)
+    tokens = sample(model, cond, vq, batch_size=CHUNK + 1, preview=False)[0]  # two decoder calls
+    stages = len(decoder_stages(vq.vq))
+    assert stages >= 5  # conv_in, the middle blocks, each level, the output norm and conv
+    run("ZipARVQDecode", vq, tokens)
+    bar = fake_comfy.bars[-1]
+    values = [u[0] for u in bar.updates]
+    assert bar.total == 2 * stages and values[-1] == 2 * stages and values == sorted(values)
+    assert len([v for v in values if v < stages]) >= stages - 1  # the bar moves within one decoder call
+    fake_comfy.interrupt_after, fake_comfy.checks = 3, 0
+    with pytest.raises(Interrupted):  # cancel acts within a few stages, not after the whole batch
+        run("ZipARVQDecode", vq, tokens)
+    assert fake_comfy.bars[-1].updates[-1][0] < stages
+
+
 def test_default_device_is_comfyuis(models_dir, fake_comfy):
     assert host.torch_device("default") == torch.device("cpu")
 

@@ -46,6 +46,9 @@ class VQ(Protocol):
         """Float images [B, 3, H, W] in [0, 1] -> long codebook ids [B, H/ds, W/ds]."""
         ...
 
+    # Optional: ``code_vectors() -> [codes, dim]``, what the decoder reads per code. With it the
+    # nodes' live preview draws each code in the colour the decoder gives it (``nodes/preview``).
+
 
 @dataclass(frozen=True)
 class VQFormat:

@@ -337,6 +337,10 @@ class Emu3VQ(nn.Module):
         std = torch.tensor(self.std, dtype=torch.float32, device=device).view(1, 3, 1, 1)
         return mean, std
 
+    def code_vectors(self) -> torch.Tensor:
+        """[codes, dim] the codebook the decoder reads (for preview colours)."""
+        return self.vq.quantize.embedding.weight
+
     @torch.no_grad()
     def decode_codes(self, codes: torch.Tensor) -> torch.Tensor:
         """[B, h, w] codebook ids -> float32 images [B, 3, h*ds, w*ds] in [0, 1]."""

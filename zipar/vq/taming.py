@@ -295,6 +295,10 @@ class TamingVQ(nn.Module):
     def dtype(self) -> torch.dtype:
         return self.quantize.embedding.weight.dtype
 
+    def code_vectors(self) -> torch.Tensor:
+        """[codes, dim] what the decoder reads for each code (for preview colours)."""
+        return self.quantize.codebook()
+
     @torch.no_grad()
     def decode_codes(self, codes: torch.Tensor) -> torch.Tensor:
         """[B, h, w] codebook ids -> float32 images [B, 3, h*ds, w*ds] in [0, 1]."""
