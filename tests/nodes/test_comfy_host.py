@@ -309,3 +309,80 @@ def test_twenty_runs_do_not_grow_the_server(server):
         after.append(rss_bytes(server.proc.pid))
     print("server RSS after each run (MB):", [round(a / 1e6) for a in after])
     assert after[19] <= after[1] * 1.05, [round(a / 1e6) for a in after]
+
+
+# ---------------------------------------------------------------------------- what the artist sees (browser)
+
+PAGE_CHECK = REPO / "tests" / "helpers" / "page_check.mjs"
+
+
+def browser_env() -> dict | None:
+    """node, chromium and playwright-core, as ../shared/comfyhost's setup.sh (COMFYHOST_WITH_BROWSER=1) installs them."""
+    import shutil
+
+    core = os.environ.get("PLAYWRIGHT_CORE_DIR") or str(Path(os.environ.get("COMFY_HOME", Path(COMFYUI_PATH).parent))
+                                                       / "node" / "node_modules" / "playwright-core")
+    chromium = os.environ.get("CHROMIUM") or shutil.which("chromium")
+    if not (shutil.which("node") and chromium and Path(core).is_dir()):
+        return None
+    return {**os.environ, "PLAYWRIGHT_CORE_DIR": core, "CHROMIUM": chromium}
+
+
+def page_check(server, workflow: Path, png: Path, *extra: str) -> dict:
+    env = browser_env()
+    if env is None:
+        pytest.skip("needs node, chromium and playwright-core (comfyhost setup.sh with COMFYHOST_WITH_BROWSER=1)")
+    done = subprocess.run(["node", str(PAGE_CHECK), str(workflow), str(png), *extra], env={**env, "COMFYUI_URL": server.url},
+                          capture_output=True, text=True, timeout=RUN_TIMEOUT + 180)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+@pytest.mark.parametrize("name", WORKFLOW_NAMES)
+def test_the_page_runs_each_workflow_with_its_previews_unobstructed(server, name, tmp_path):
+    """Loaded and run in the real page; after the run (previews shown, nodes at their real sizes)
+    no node box overlaps another, and every sampler shows its preview. Screenshots go to
+    $PAGE_CHECK_SCREENSHOTS (the docs' are made this way) or a temporary folder."""
+    if name.startswith(("llamagen_t2i", "janus", "emu3")) and not has_transformers():
+        pytest.skip("the tiny flan-t5 folder needs transformers to be written")
+    shots = Path(os.environ.get("PAGE_CHECK_SCREENSHOTS") or tmp_path)
+    ui = load_json(REPO / "workflows" / f"{name}.json")
+    for node in ui["nodes"]:  # a seed of its own: ComfyUI would not rerun a sampler another workflow ran already
+        if node["type"] == "ZipARSampler":
+            node["widgets_values"][1] = 1 + WORKFLOW_NAMES.index(name)
+    path = tmp_path / f"{name}.json"
+    path.write_text(json.dumps(ui))
+    got = page_check(server, path, shots / f"{name}.png")
+    samplers = [n for n in got["nodes"] if n["type"] == "ZipARSampler"]
+    assert samplers and all(n["images"] > 0 for n in samplers), "a sampler shows no preview after the run"
+    assert all(n["size"][1] > 400 for n in samplers)  # the preview grew the node, as measured
+    boxes = {n["id"]: (n["pos"][0], n["pos"][1] - 30, n["pos"][0] + n["size"][0], n["pos"][1] + n["size"][1])
+             for n in got["nodes"]}
+    titles = {n["id"]: n["title"] for n in got["nodes"]}
+    for a in boxes:
+        for b in boxes:
+            if a < b:
+                x0, y0, x1, y1 = boxes[a]
+                u0, v0, u1, v1 = boxes[b]
+                assert not (x0 < u1 and u0 < x1 and y0 < v1 and v0 < y1), f"{titles[a]} overlaps {titles[b]}"
+    assert [g["title"] for g in got["groups"]][:2] == ["Models", "ZipAR"]
+
+
+def test_a_missing_model_file_is_named_with_its_download_before_run(server, tmp_path):
+    ui = load_json(REPO / "workflows" / "llamagen_c2i_zipar.json")
+    loader = next(n for n in ui["nodes"] if n["type"] == "ZipARLoadARModel")
+    url = "https://huggingface.co/FoundationVision/LlamaGen/resolve/main/c2i_L_256.pt"
+    loader["widgets_values"][0] = "c2i_L_256.pt"  # as on an install without that file
+    loader["properties"]["models"] = [{"name": "c2i_L_256.pt", "url": url, "directory": "zipar"}]
+    path = tmp_path / "missing.json"
+    path.write_text(json.dumps(ui))
+    dialog = page_check(server, path, tmp_path / "missing.png", "--load-only")["dialog"]
+    assert "Missing Models" in dialog and "zipar / c2i_L_256.pt" in dialog
+
+
+def test_the_template_list_has_each_workflow_once_with_a_thumbnail(server):
+    listed = server.get("/workflow_templates")
+    assert sorted(listed[PACK_FOLDER]) == sorted(WORKFLOW_NAMES)  # once each: no second folder scanned
+    for name in WORKFLOW_NAMES:
+        thumb = server.get(f"/api/workflow_templates/{PACK_FOLDER}/{name}.jpg")
+        assert thumb[:3] == b"\xff\xd8\xff", f"{name}.jpg is not served"

@@ -2,6 +2,9 @@
 keep widget values in the declared ranges, and the UI and API copies agree."""
 from __future__ import annotations
 
+import itertools
+import sys
+
 import pytest
 
 import nodes
@@ -9,6 +12,9 @@ from helpers.workflow_tools import (
     FRONTEND_ONLY, FRONTEND_WIDGETS, REPO, SEED_CONTROLS, WORKFLOW_NAMES, all_definitions, check_widget_value, core_definitions,
     input_specs, load_json, map_widget_values, socket_inputs, types_match, ui_to_api, widget_inputs,
 )
+
+sys.path.insert(0, str(REPO / "tools"))
+from make_workflows import DOWNLOADS as FILE_DOWNLOADS, FOLDER_DOWNLOADS, SHIPPED  # noqa: E402
 
 # Core node types the workflows may use; core_nodes.json holds their /object_info entries
 # from the real host (ComfyUI a125cd84), which tests/nodes/test_comfy_host.py re-checks live.
@@ -37,10 +43,67 @@ def api_files():
 def test_the_shipped_set():
     assert [p.stem for p in ui_files()] == sorted(WORKFLOW_NAMES)
     assert [p.stem for p in api_files()] == sorted(WORKFLOW_NAMES)
-    examples = sorted((REPO / "example_workflows").glob("*.json"))
-    assert [p.stem for p in examples] == sorted(WORKFLOW_NAMES)
-    for ui, example in zip(ui_files(), examples):
-        assert ui.read_bytes() == example.read_bytes(), f"example_workflows/{example.name} differs from workflows/"
+    # ComfyUI's template browser scans example_workflows/, workflows/ ... and would list a second copy
+    other = ("example_workflows", "example", "examples", "workflow")
+    assert not any((REPO / name).exists() for name in other), "ship the templates once, in workflows/"
+    from PIL import Image
+
+    for name in WORKFLOW_NAMES:  # each template card has its thumbnail beside it
+        with Image.open(REPO / "workflows" / f"{name}.jpg") as thumb:
+            assert thumb.format == "JPEG" and thumb.size == (512, 320)
+
+
+def boxes(ui: dict) -> dict[int, tuple]:
+    """(x0, y0, x1, y1) of every node on the canvas: its title bar, and a sampler's live preview
+    (which grows the node from 300 to 526 px in ComfyUI's page; tests/nodes/test_comfy_host.py measures it)."""
+    out = {}
+    for n in ui["nodes"]:
+        (x, y), (w, h) = n["pos"], n["size"]
+        out[n["id"]] = (x, y - 30, x + w, y + h + (240 if n["type"] == "ZipARSampler" else 0))
+    return out
+
+
+def overlaps(a, b) -> bool:
+    return a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3]
+
+
+@pytest.mark.parametrize("path", ui_files(), ids=lambda p: p.stem)
+def test_layout_leaves_room_for_previews_and_reads_left_to_right(path):
+    ui = load_json(path)
+    box = boxes(ui)
+    by_id = {n["id"]: n for n in ui["nodes"]}
+    for a, b in itertools.combinations(box, 2):
+        assert not overlaps(box[a], box[b]), f"{by_id[a]['title']} overlaps {by_id[b]['title']}"
+    groups = {g["title"]: g["bounding"] for g in ui["groups"]}
+    assert {"Models", "ZipAR"} < set(groups) and len(groups) == 3
+    assert ("Compare" in groups) == any(n["type"] == "ImageStitch" for n in ui["nodes"])
+    rects = {t: (x, y, x + w, y + h) for t, (x, y, w, h) in groups.items()}
+    for a, b in itertools.combinations(rects, 2):
+        assert not overlaps(rects[a], rects[b]), f"groups {a} and {b} overlap"
+    for node_id, (x0, y0, x1, y1) in box.items():  # every node sits inside exactly one group
+        inside = [t for t, (gx0, gy0, gx1, gy1) in rects.items() if gx0 <= x0 and gy0 <= y0 and x1 <= gx1 and y1 <= gy1]
+        assert len(inside) == 1, f"{by_id[node_id]['title']} is in {inside}"
+    assert rects["Models"][0] < rects["ZipAR"][0]  # loaders on the left, then the samplers
+
+
+@pytest.mark.parametrize("path", ui_files(), ids=lambda p: p.stem)
+def test_every_model_says_where_to_download_it(path):
+    """Files carry the frontend's missing-models entry; folders (which that dialog cannot match) and
+    Meta's VQGAN (licence-gated) have their download location in the workflow's note."""
+    ui = load_json(path)
+    note = next(n for n in ui["nodes"] if n["type"] == "Note")["widgets_values"][0]
+    for node in ui["nodes"]:
+        if node["type"] not in ("ZipARLoadARModel", "ZipARLoadVQ", "ZipARTextEncodeT5"):
+            continue
+        name = node["widgets_values"][0 if node["type"] != "ZipARTextEncodeT5" else 1]
+        entries = node["properties"].get("models", [])
+        if name in SHIPPED:
+            assert not entries
+        elif name in FILE_DOWNLOADS:
+            assert entries == [{"name": name, "url": FILE_DOWNLOADS[name], "directory": "zipar"}]
+            assert entries[0]["url"].startswith("https://huggingface.co/") and entries[0]["url"].endswith("/" + name)
+        else:
+            assert not entries and FOLDER_DOWNLOADS[name] in note, f"{name}: no download location in the note"
 
 
 def test_core_types_are_recorded():
