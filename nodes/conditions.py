@@ -4,7 +4,7 @@ from __future__ import annotations
 import os
 from functools import lru_cache
 
-from . import cache, host
+from . import cache, host, memory
 from .datatypes import CONDITION
 from .engine import ASPECT_RATIOS, ZipARError, api, text_encoder_class
 
@@ -150,8 +150,8 @@ class ZipARTextPrompt:
 class ZipARTextEncodeT5:
     DESCRIPTION = (
         "Encodes a text prompt with flan-t5-xl for a LlamaGen text-to-image model (t2i_*.pt). The encoder folder "
-        "goes in ComfyUI/models/text_encoders (e.g. text_encoders/flan-t5-xl with its config.json). The encoder "
-        "stays loaded for the next prompt."
+        "goes in ComfyUI/models/text_encoders (e.g. text_encoders/flan-t5-xl with its config.json). ComfyUI's "
+        "memory manager keeps it loaded for the next prompt and offloads it when other models need the room."
     )
     CATEGORY = CATEGORY
     RETURN_TYPES = (CONDITION,)
@@ -193,5 +193,14 @@ class ZipARTextEncodeT5:
         dev = host.torch_device(device)
         dtype = api.resolve_dtype(precision, dev)
         key = (*cache.file_key(folder), str(dtype), str(dev))
-        encoder = cache.TEXT_ENCODERS.get(key, lambda: text_encoder_class()(folder, device=dev, dtype=dtype))
-        return (encoder.condition([str(prompt)]),)
+        loaded = cache.TEXT_ENCODERS.get(key, lambda: load_t5(folder, dev, dtype))
+        memory.load([loaded.patcher], full=True)  # ComfyUI brings it onto its device, making room first
+        return (loaded.model.condition([str(prompt)]),)
+
+
+def load_t5(folder: str, runs_on, dtype) -> memory.Loaded:
+    """The encoder, read onto ComfyUI's offload device and handed to its memory manager (whole:
+    transformers' T5 norms read their weights directly)."""
+    encoder = text_encoder_class()(folder, device=memory.offload_device(runs_on), dtype=dtype)
+    encoder.device = runs_on  # token ids go where it runs; ComfyUI moves the weights there first
+    return memory.Loaded(encoder, memory.manage([encoder.model], dtype, runs_on, cache.TEXT_ENCODERS.forget))

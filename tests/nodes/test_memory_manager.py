@@ -191,6 +191,18 @@ def test_weights_moved_onto_the_device_drop_the_compiled_steps(models_dir, manag
     assert static_step._STATE.get(model.model) is not kept and cache.AR_MODELS.value is not None
 
 
+def test_the_text_encoder_is_managed_too(models_dir, manager):
+    pytest.importorskip("transformers")
+    manager.events.clear()
+    (cond,) = run("ZipARTextEncodeT5", "a red fox", "flan-t5-xl", "auto", "default")
+    kind, patchers, _, full = manager.events[0]
+    encoder = cache.TEXT_ENCODERS.value
+    assert kind == "load" and patchers == [encoder.patcher] and full  # whole: T5's norms read their weights
+    assert list(encoder.patcher.model.parts) == [encoder.model.model] and cond.caption_features is not None
+    manager.mm.unload_all_models()
+    assert cache.TEXT_ENCODERS.value is None
+
+
 def test_streamed_models_run_eager_under_auto(models_dir, manager, monkeypatch):
     model, vq, cond = load_c2i()
     model.patcher.model.model_lowvram = True  # ComfyUI left some layers in system memory
