@@ -35,6 +35,7 @@ class OneSlot:
         self.loads = 0  # how often the disk was read (tests check the cache with it)
 
     def get(self, key: Hashable, load: Callable[[], object]):
+        release_let_go()
         if self.value is not None and self.key == key:
             return self.value
         self.clear()
@@ -44,9 +45,14 @@ class OneSlot:
         return value
 
     def forget(self, patcher) -> None:
-        """Drop the held model if it is the one behind ``patcher`` (no collection here: this runs
-        inside ComfyUI's unloading, which collects afterwards)."""
+        """Let go of the held model if it is the one behind ``patcher``: ComfyUI unloaded it.
+
+        Not at once: this runs inside ComfyUI's unloading loop, and if ours were the last reference
+        the model would be freed there, and ComfyUI's finalizer on it would edit the list of loaded
+        models that loop is walking (found in the real host: an IndexError that stopped its worker).
+        The model waits in ``_let_go`` until ComfyUI has dropped it from that list."""
         if patcher is not None and getattr(self.value, "patcher", None) is patcher:
+            _let_go.append(self.value)
             self.key = self.value = None
 
     def clear(self) -> None:
@@ -56,6 +62,27 @@ class OneSlot:
             gc.collect()
             host.soft_empty_cache()
 
+
+_let_go: list = []  # models ComfyUI unloaded, kept until it no longer lists them as loaded
+
+
+def release_let_go() -> None:
+    """Drop the unloaded models that ComfyUI no longer lists (its finalizer on each is detached by
+    then, so freeing them touches nothing of its). Runs when our nodes run and after each garbage
+    collection, which ComfyUI starts after "Unload models" / "Free model and node cache"."""
+    if not _let_go:
+        return
+    mm = host.comfy_module("comfy.model_management")
+    listed = {id(m.model) for m in getattr(mm, "current_loaded_models", [])} if mm is not None else set()
+    _let_go[:] = [value for value in _let_go if id(getattr(value, "patcher", None)) in listed]
+
+
+def _after_collection(phase: str, info: dict) -> None:
+    if phase == "stop" and _let_go:
+        release_let_go()
+
+
+gc.callbacks.append(_after_collection)
 
 AR_MODELS = OneSlot("AR model")
 VQ_MODELS = OneSlot("VQ")

@@ -22,7 +22,7 @@ import torch
 from dataclasses import dataclass
 
 from .conditions import caption_condition, class_condition
-from .core.loop import GenerationResult, expected_passes, generate, request_bytes
+from .core.loop import GenerationResult, check_memory, expected_passes, generate, request_bytes
 from .core.plan import build_plan
 from .core.sampling import SamplingOptions
 from .errors import ZipARError, memory_guard
@@ -40,7 +40,7 @@ __all__ = [
     "load_ar_model", "load_vq", "prepare", "Request", "generate", "decode_tokens", "class_condition",
     "caption_condition", "prompt_condition", "grid_for", "default_image_size", "check_pair", "save_images",
     "SamplingOptions", "GenerationResult", "resolve_device", "resolve_dtype", "expected_passes", "WEIGHT_DTYPES",
-    "request_bytes", "decode_bytes", "release_plans",
+    "request_bytes", "check_memory", "decode_bytes", "release_plans",
 ]
 
 

@@ -76,6 +76,11 @@ def build_parser() -> argparse.ArgumentParser:
     from .demo import add_arguments as add_demo_arguments
 
     add_demo_arguments(sub.add_parser("demo", help="the shipped digits model: a classes x windows contact sheet"))
+
+    from .bulk import add_arguments as add_sample_arguments
+
+    add_sample_arguments(sub.add_parser("sample", help="bulk sampling for evaluation: sharded, resumable, the same "
+                                                       "images on 1 process or under torchrun"))
     return parser
 
 
@@ -90,6 +95,10 @@ def main(argv: list[str] | None = None) -> int:
             from .demo import run_demo
 
             print(run_demo(args, log=lambda line: print(line, file=sys.stderr))["out"])
+        elif args.command == "sample":
+            from .bulk import run as run_sample
+
+            return run_sample(args)
     except ConditionMismatch as exc:
         print(f"error: {exc}; {CONDITION_FLAGS[exc.needs]}.", file=sys.stderr)
         return 2

@@ -190,8 +190,11 @@ def test_every_node_is_listed_without_import_failure(server):
         assert info[name]["output"] == list(cls.RETURN_TYPES) and info[name]["category"] == "ZipAR"
     log = server.log_path.read_text(errors="replace")
     assert not [line for line in log.splitlines() if "IMPORT FAILED" in line and PACK_FOLDER in line]
-    files = info["ZipARLoadARModel"]["input"]["required"]["ar_model"][0]
-    assert {"c2i_L_384.pt", "vq_ds16_c2i.pt"} <= set(files)  # models/zipar through extra_model_paths.yaml
+    ar = info["ZipARLoadARModel"]["input"]["required"]["ar_model"]
+    vq = info["ZipARLoadVQ"]["input"]["required"]["vq_model"]
+    assert "c2i_L_384.pt" in ar[0] and "vq_ds16_c2i.pt" in vq[0]  # models/zipar through extra_model_paths.yaml
+    assert "vq_ds16_c2i.pt" not in ar[0] and "c2i_L_384.pt" not in vq[0]  # each loader lists what it reads
+    assert ar[1]["default"] in ar[0] and vq[1]["default"] in vq[0]
     for name, recorded in core_definitions().items():  # the core nodes the workflows rely on
         assert name in info, f"core node {name} is missing from this ComfyUI"
         assert info[name]["input"] == recorded["input"] and info[name]["output"] == recorded["output"], name

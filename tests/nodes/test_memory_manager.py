@@ -42,7 +42,7 @@ def models_dir(tmp_path_factory):
 @pytest.fixture
 def manager(monkeypatch):
     """comfy.model_management / model_patcher / ops / utils stand-ins that record what the nodes ask."""
-    state = types.SimpleNamespace(events=[], loaded=[], move_weights=False)
+    state = types.SimpleNamespace(events=[], move_weights=False, in_loop=lambda: None)
 
     class ModelPatcher:
         def __init__(self, model, load_device, offload_device, size=0, weight_inplace_update=False):
@@ -58,6 +58,14 @@ def manager(monkeypatch):
                 callback(self, unpatch_all)
             return self.model
 
+    class LoadedModel:  # ComfyUI's entry in current_loaded_models: the patcher, held weakly
+        def __init__(self, patcher):
+            self.ref = weakref.ref(patcher)
+
+        @property
+        def model(self):
+            return self.ref()
+
     def load_models_gpu(models, memory_required=0, force_patch_weights=False, minimum_memory_required=None,
                         force_full_load=False):
         state.events.append(("load", list(models), memory_required, force_full_load))
@@ -65,13 +73,15 @@ def manager(monkeypatch):
             if state.move_weights:  # as when ComfyUI brings an offloaded or streamed model onto the card
                 for callback in m.callbacks.get(ON_LOAD, []):
                     callback(m, m.load_device, 0, False, True)
-        state.loaded += [weakref.ref(m) for m in models]  # ComfyUI holds them weakly too
+            if not any(entry.model is m for entry in mm.current_loaded_models):
+                mm.current_loaded_models.append(LoadedModel(m))
 
-    def unload_all_models():
-        for ref in state.loaded:
-            if ref() is not None:
-                ref().detach()
-        state.loaded.clear()
+    def unload_all_models():  # as free_memory: detach each listed model, pop them after the loop
+        for entry in list(mm.current_loaded_models):
+            if entry.model is not None:
+                entry.model.detach()
+            state.in_loop()  # e.g. an automatic garbage collection inside ComfyUI's loop
+        mm.current_loaded_models.clear()
 
     class ProgressBar:
         def __init__(self, total, node_id=None):
@@ -82,6 +92,7 @@ def manager(monkeypatch):
 
     mm = types.ModuleType("comfy.model_management")
     mm.load_models_gpu, mm.unload_all_models = load_models_gpu, unload_all_models
+    mm.current_loaded_models = []
     mm.get_torch_device = mm.unet_offload_device = mm.intermediate_device = lambda: torch.device("cpu")
     mm.soft_empty_cache = lambda *a, **k: None
     mm.throw_exception_if_processing_interrupted = lambda: None
@@ -159,8 +170,14 @@ def test_letting_go_releases_caches_and_a_rerun_reloads_the_same_image(models_di
     static_step.state_of(model.model)  # as a compiled run would have left
     assert model.model in static_step._STATE and build_plan.cache_info().currsize > 0
     loads = cache.AR_MODELS.loads
+    kept_in_loop = []
+    manager.in_loop = lambda: kept_in_loop.append(cache.release_let_go() or len(cache._let_go))
     manager.mm.unload_all_models()  # "Unload models" / POST /free
     assert cache.AR_MODELS.value is None and cache.VQ_MODELS.value is None
+    # nothing is freed while ComfyUI still lists it (its loop would see its list change under it) ...
+    assert kept_in_loop and all(kept_in_loop)
+    cache.release_let_go()  # ... only afterwards (after its garbage collection, or when a node runs)
+    assert not cache._let_go
     assert model.model not in static_step._STATE and build_plan.cache_info().currsize == 0
     # the node cache still holds the old handle: it samples again without reading the disk ...
     assert torch.equal(sample(model, cond, vq)[0].tokens, first) and cache.AR_MODELS.loads == loads

@@ -98,6 +98,7 @@ def generate(
     row0_first: bool | None = None,
     compile: str = "off",
     compile_backend: str | None = None,
+    first_image: int = 0,
 ) -> GenerationResult:
     """Generate ``len(cond) * batch`` token grids with ZipAR (window < width) or NTP.
 
@@ -108,6 +109,10 @@ def generate(
     through torch.compile; CUDA graphs on CUDA) or 'auto' (on for CUDA, off on the CPU).
     ``compile_backend`` is for tests: a torch.compile backend name, or 'none' for the
     bucketed step uncompiled. A seed gives the same tokens in every mode.
+
+    ``first_image``: the index of this call's first image in a larger job. An image's random
+    draws are keyed by (seed, its index, cell), so image i of a job is the same whether it is
+    drawn alone, in any batch or by any process (bulk sampling, ``zipar.bulk``).
     """
     height, width = grid
     options.validate()
@@ -127,12 +132,13 @@ def generate(
                       "lower the batch size or the image size"):
         try:
             return _generate(model, cond, grid, window, options, seed, batch, callback, trace, bool(row0_first),
-                             static, compile_backend)
+                             static, compile_backend, _as_int(first_image, "first_image"))
         except CompileFailed as exc:
             if compile != "auto":
                 raise
             log.warning("ZipAR: %s Running eager instead (compile=auto).", exc)
-            return _generate(model, cond, grid, window, options, seed, batch, callback, trace, bool(row0_first))
+            return _generate(model, cond, grid, window, options, seed, batch, callback, trace, bool(row0_first),
+                             first_image=_as_int(first_image, "first_image"))
 
 
 def request_bytes(model: Family, images: int, grid: tuple[int, int], guidance: bool) -> int:
@@ -157,14 +163,14 @@ def check_memory(model: Family, conditions: int, batch: int, grid: tuple[int, in
 
 
 def _generate(model, cond, grid, window, options, seed, batch, callback, trace, row0_first, static=False,
-              backend=None) -> GenerationResult:
+              backend=None, first_image=0) -> GenerationResult:
     height, width = grid
     plan = build_plan(height, width, window, str(model.device), row0_first)
     cond = cond.repeat(batch)
     images = len(cond)
     device = model.device
     seed_t = seed_tensor(seed, device)
-    image_keys = torch.arange(images, device=device)  # an image's draws depend on its index, not its batch
+    image_keys = torch.arange(first_image, first_image + images, device=device)  # index in the job, not the batch
 
     if device.type == "cuda":
         torch.cuda.synchronize(device)
@@ -189,7 +195,8 @@ def _generate(model, cond, grid, window, options, seed, batch, callback, trace, 
         def report(s, buffer):
             _report(callback, plan, s, buffer[:, :height * width], grid)
 
-        run = run_static(model, session, plan, images, options, seed_t, backend, first_tokens, report, trace)
+        run = run_static(model, session, plan, images, options, seed_t, backend, first_tokens, report, trace,
+                         image_keys)
         extra = dict(compiled=backend != "none", compile_seconds=run.compile_seconds, graphs_built=run.graphs_built)
         return _finish(model, cond, plan, run.tokens, grid, window, start, extra)
     tokens = torch.zeros(images, height * width, dtype=torch.long, device=device)

@@ -244,7 +244,8 @@ class StaticRun:
 
 
 def run_static(model, session, plan: Plan, images: int, options: SamplingOptions, seed_t: torch.Tensor,
-               backend: str | None, first_tokens: Callable, report: Callable, trace=None) -> StaticRun:
+               backend: str | None, first_tokens: Callable, report: Callable, trace=None,
+               image_keys: torch.Tensor | None = None) -> StaticRun:
     """Every pass after the prefix through the bucketed step (the prefix pass is the caller's).
 
     ``seed_t`` from ``rng.seed_tensor``; ``first_tokens(buffer)`` writes cell 0 of every image,
@@ -260,7 +261,8 @@ def run_static(model, session, plan: Plan, images: int, options: SamplingOptions
     prefix = session.prefix
     P = prefix.length
     prefix_mask = prefix.visible[:, None, None, :]
-    image_keys = torch.arange(images, device=device)
+    if image_keys is None:
+        image_keys = torch.arange(images, device=device)
     params = options.as_tensors(device)
     first_tokens(tokens)
     report(0, tokens)
