@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import gc
 import os
-import sys
 from typing import Callable, Hashable
 
 from . import host
@@ -73,7 +72,7 @@ def release_let_go() -> None:
     collection, which ComfyUI starts after "Unload models" / "Free model and node cache"."""
     if not _let_go:
         return
-    mm = sys.modules.get("comfy.model_management")  # no import here: this also runs inside a garbage collection
+    mm = host.comfy_module("comfy.model_management")
     listed = {id(m.model) for m in getattr(mm, "current_loaded_models", [])} if mm is not None else set()
     _let_go[:] = [value for value in _let_go if id(getattr(value, "patcher", None)) in listed]
 
