@@ -262,6 +262,10 @@ def finish(out: Path, settings: Settings, shards: int) -> dict:
 def job_conditions(model_reads: str, classes: str | None, per_class: int, prompts_file: str | None,
                    num_classes: int | None) -> tuple:
     """The per-image list: each class (or prompt) ``per_class`` times in a row."""
+    if model_reads == "class_ids" and prompts_file:
+        raise ZipARError("this is a class-to-image model: give --classes, not --prompts.")
+    if model_reads != "class_ids" and classes:
+        raise ZipARError("this model draws from text: give --prompts FILE (one prompt per line), not --classes.")
     if prompts_file:
         lines = [line.strip() for line in Path(prompts_file).read_text(encoding="utf-8").splitlines() if line.strip()]
         if not lines:

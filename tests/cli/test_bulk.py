@@ -105,3 +105,8 @@ def test_other_settings_in_the_same_folder_are_refused(files, tmp_path, capsys):
     assert "holds samples of other settings (window differ)" in capsys.readouterr().err
     assert written(out) == before
     assert main(args(files, out, batch=1)) == 0  # the batch is not a setting: nothing to redo
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("a red fox\n")
+    flags = [a for a in args(files, tmp_path / "other") if a not in ("--classes", "1,4,7")]
+    assert main(flags + ["--prompts", str(prompts)]) == 2
+    assert "class-to-image model: give --classes, not --prompts" in capsys.readouterr().err
