@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from bench.decode import device_name
+from bench.decode import device_name, write_report
 
 ROOT = Path(__file__).resolve().parents[1]
 DEMO = ROOT / "zipar" / "assets" / "demo"
@@ -65,8 +65,7 @@ def main(argv: list[str] | None = None) -> int:
               "same_images": bool(np.array_equal(arrays[0], arrays[1])), "rows": rows,
               "speedup": round(rows[1]["images_per_second"] / rows[0]["images_per_second"], 3)}
     print(json.dumps({k: report[k] for k in ("same_images", "speedup")}))
-    if args.json:
-        Path(args.json).write_text(json.dumps(report, indent=1) + "\n")
+    write_report(report, args.json)
     return 0
 
 

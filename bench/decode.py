@@ -123,6 +123,15 @@ def device_name(device: torch.device) -> str:
     return f"cpu ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
 
 
+def write_report(report: dict, json_path: str | None, markdown_path: str | None = None,
+                 table: str | None = None) -> None:
+    """The JSON report and its markdown table, each written atomically when asked for."""
+    if json_path:
+        outputs.write_text(json_path, json.dumps(report, indent=2))
+    if markdown_path and table is not None:
+        outputs.write_text(markdown_path, table)
+
+
 def peak_memory_mb(device: torch.device) -> float:
     if device.type == "cuda":
         return torch.cuda.max_memory_allocated(device) / 2**20
@@ -368,10 +377,7 @@ def main(argv: list[str] | None = None) -> int:
     report = run(args)
     table = markdown(report)
     print(table)
-    if args.json:
-        outputs.write_text(args.json, json.dumps(report, indent=2))
-    if args.markdown:
-        outputs.write_text(args.markdown, table)
+    write_report(report, args.json, args.markdown, table)
     return 0
 
 

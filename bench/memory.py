@@ -28,10 +28,9 @@ import time
 import torch
 
 from bench import chat_models
-from bench.decode import device_name
+from bench.decode import device_name, write_report
 from zipar.core.loop import generate
 from zipar.core.sampling import SamplingOptions
-from zipar.io import outputs
 from zipar.nets.stored import WEIGHT_DTYPES, parameter_bytes
 
 MODELS = {"janus-pro-7b": 384, "lumina-mgpt-7b": 768, "emu3-gen": 720}  # the published sizes
@@ -165,10 +164,7 @@ def main(argv: list[str] | None = None) -> int:
               "torch": torch.__version__, "rows": rows}
     table = markdown(report)
     print(table)
-    if args.json:
-        outputs.write_text(args.json, json.dumps(report, indent=2))
-    if args.markdown:
-        outputs.write_text(args.markdown, table)
+    write_report(report, args.json, args.markdown, table)
     return 0
 
 

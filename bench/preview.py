@@ -18,7 +18,7 @@ import time
 import torch
 
 import nodes
-from bench.decode import device_name
+from bench.decode import device_name, write_report
 from nodes import preview
 from nodes.datatypes import engine_vq
 
@@ -78,9 +78,7 @@ def main(argv: list[str] | None = None) -> int:
     report = {"benchmark": "preview", "date": datetime.date.today().isoformat(), "device": device_name(torch.device("cpu")),
               "torch": torch.__version__, "threads": torch.get_num_threads(), "model": "zipar-demo/demo_c2i_64",
               "vq_palette_fit_seconds": round(fit_seconds, 4), "rows": rows}
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(report, f, indent=1)
+    write_report(report, args.json)
     return 0
 
 

@@ -170,18 +170,13 @@ def list_models(kind: str | None = None) -> list[str]:
         return names
     from .engine import model_kind
 
+    folders, builtins = model_folders(), builtin_models()  # scanned once, not once per name
+
     def readable(name: str) -> bool:
-        path = _listed_path(name)
+        path = _resolve(name, folders, builtins)
         return path is None or kind in model_kind(path)
 
     return [n for n in names if readable(n)]
-
-
-def _listed_path(name: str) -> str | None:
-    try:
-        return model_path(name)
-    except ZipARError:
-        return None
 
 
 def _all_models() -> list[str]:
@@ -238,16 +233,7 @@ def _inside(base: str, name: str) -> str | None:
 def model_path(name: str) -> str:
     """Full path of a file listed by :func:`list_models`, or a clear error."""
     name = checked_name(name, "model", "pick a file from the list (model files go in ComfyUI/models/zipar)")
-    fp = comfy_module("folder_paths")
-    if fp is not None:
-        path = fp.get_full_path(MODEL_FOLDER, name)
-    else:
-        candidates = (_inside(base, name) for base in _folder_paths(MODEL_FOLDER))
-        path = next((p for p in candidates if p and os.path.isfile(p)), None)
-    if not path:
-        path = model_folders().get(name)
-    if not path:
-        path = builtin_models().get(name)  # a user's own file of the same name wins
+    path = _resolve(name, model_folders(), builtin_models())
     if not path:
         raise ZipARError(
             f"model file {name!r} not found in {', '.join(_folder_paths(MODEL_FOLDER))}; put the checkpoint "
@@ -259,6 +245,18 @@ def model_path(name: str) -> str:
 # What the text-encoder list shows when there is nothing to pick: where to put what (a real
 # folder can never have this name, and picking it fails with the same advice).
 NO_TEXT_ENCODER = "(none found: download google/flan-t5-xl into models/text_encoders/flan-t5-xl)"
+
+
+def _resolve(name: str, folders: dict[str, str], builtins: dict[str, str]) -> str | None:
+    """A checked name's file in the models folders, else its model folder, else the shipped file of
+    that name (a user's own file of the same name wins)."""
+    fp = comfy_module("folder_paths")
+    if fp is not None:
+        path = fp.get_full_path(MODEL_FOLDER, name)
+    else:
+        candidates = (_inside(base, name) for base in _folder_paths(MODEL_FOLDER))
+        path = next((p for p in candidates if p and os.path.isfile(p)), None)
+    return path or folders.get(name) or builtins.get(name)
 
 
 def list_text_encoders() -> list[str]:

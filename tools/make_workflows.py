@@ -73,16 +73,18 @@ class N:
     size: tuple[int, int] = (320, 130)
 
 
-def c2i_loaders(x=MODELS_X, y=TOP):
+def models_column(ar_model: str, vq_model: str, condition: tuple[str, list, int], precision: str = "auto") -> list[N]:
+    """The Models group: Load AR Model, Load VQ and the condition node (type, widgets, height), top down."""
+    kind, widgets, height = condition
     return [
-        N(1, "ZipARLoadARModel", ["c2i_L_384.pt", 0, "auto", "default", "default"], (x, y), size=(320, 154)),
-        N(2, "ZipARLoadVQ", ["vq_ds16_c2i.pt", "fp32", "default"], (x, y + 190), size=(320, 110)),
-        N(3, "ZipARImageNetClass", ["207: golden retriever"], (x, y + 340), size=(320, 60)),
+        N(1, "ZipARLoadARModel", [ar_model, 0, precision, "default", "default"], (MODELS_X, TOP), size=(320, 154)),
+        N(2, "ZipARLoadVQ", [vq_model, "fp32", "default"], (MODELS_X, TOP + 190), size=(320, 110)),
+        N(3, kind, widgets, (MODELS_X, TOP + 340), size=(320, height)),
     ]
 
 
-def below_sampler(y: int) -> int:
-    return y + PREVIEW_ROOM
+def c2i_loaders():
+    return models_column("c2i_L_384.pt", "vq_ds16_c2i.pt", ("ZipARImageNetClass", ["207: golden retriever"], 60))
 
 
 def sampler(id_, pos, window, title=None, cfg=4.0, top_k=2000, model=1, cond=3, vq=2):
@@ -184,11 +186,8 @@ def t2i_zipar():
              "ComfyUI/models/zipar, and google/flan-t5-xl (" + FOLDER_DOWNLOADS["flan-t5-xl"] + ") as the folder "
              "ComfyUI/models/text_encoders/flan-t5-xl. 512x512 = a 32x32 grid: window 8 takes 304 passes instead of "
              "1024.\n\n" + SAMPLER_HELP + "\n\nLlamaGen's own settings for prompts: cfg 7.5, top_k 1000."),
-        [N(1, "ZipARLoadARModel", ["t2i_XL_stage2_512.pt", 0, "auto", "default", "default"], (MODELS_X, TOP),
-           size=(320, 154)),
-         N(2, "ZipARLoadVQ", ["vq_ds16_t2i.pt", "fp32", "default"], (MODELS_X, TOP + 190), size=(320, 110)),
-         N(3, "ZipARTextEncodeT5", ["a photo of a red fox in the snow", "flan-t5-xl", "auto", "default"],
-           (MODELS_X, TOP + 340), size=(320, 220))])
+        models_column("t2i_XL_stage2_512.pt", "vq_ds16_t2i.pt",
+                      ("ZipARTextEncodeT5", ["a photo of a red fox in the snow", "flan-t5-xl", "auto", "default"], 220)))
 
 
 def demo_sampler(id_, pos, window, title):
@@ -205,20 +204,13 @@ def demo_zipar():
              "to draw. Top row: next-token prediction (window 16 = the grid width, 256 passes); bottom row: ZipAR "
              "window 8 (144 passes), same seed. Smaller windows are faster and, on this small model, less legible: "
              "see the quality table in docs/benchmarks.md.\n\n" + SAMPLER_HELP),
-        [N(1, "ZipARLoadARModel", ["zipar-demo/demo_c2i_64.safetensors", 0, "fp32", "default", "default"],
-           (MODELS_X, TOP), size=(320, 154)),
-         N(2, "ZipARLoadVQ", ["zipar-demo/demo_vq.safetensors", "fp32", "default"], (MODELS_X, TOP + 190),
-           size=(320, 110)),
-         N(3, "ZipARClassID", [3], (MODELS_X, TOP + 340), size=(320, 60))],
+        models_column("zipar-demo/demo_c2i_64.safetensors", "zipar-demo/demo_vq.safetensors",
+                      ("ZipARClassID", [3], 60), precision="fp32"),
         direction="down")
 
 
-def chat_loaders(model, vq, prompt, ratio="1:1", negative="", image_size=0):
-    return [
-        N(1, "ZipARLoadARModel", [model, image_size, "auto", "default", "default"], (MODELS_X, TOP), size=(320, 154)),
-        N(2, "ZipARLoadVQ", [vq, "fp32", "default"], (MODELS_X, TOP + 190), size=(320, 110)),
-        N(3, "ZipARTextPrompt", [prompt, ratio, negative, True], (MODELS_X, TOP + 340), size=(320, 240)),
-    ]
+def chat_loaders(model, vq, prompt, ratio="1:1"):
+    return models_column(model, vq, ("ZipARTextPrompt", [prompt, ratio, "", True], 240))
 
 
 def chat_sampler(id_, pos, window, title, cfg, top_k):
