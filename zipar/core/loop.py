@@ -20,6 +20,7 @@ from .rng import seed_tensor
 from .sampling import SamplingOptions, sample_cells
 from .plan import Plan, build_plan
 from .schedule import PREFIX, num_passes
+from .speculative import DEFAULT_DRAFT_LENGTH, check_draft_length, run_speculative
 from .static_step import CompileFailed, resolve_compile, run_static, state_of
 
 log = logging.getLogger("zipar")
@@ -48,10 +49,24 @@ class GenerationResult:
     compiled: bool = False  # ran through the compiled, bucketed step (``static_step.py``)
     compile_seconds: float = 0.0  # first calls of the steps built in this run (0 once they are kept)
     graphs_built: int = 0
+    speculative: bool = False  # passes verified in spans with drafts (``speculative.py``)
+    draft_length: int = 0
+    drafts_accepted: int = 0  # drafted tokens kept, summed over the images
 
     @property
     def next_token_passes(self) -> int:
         return self.grid[0] * self.grid[1]
+
+    @property
+    def tokens_per_pass(self) -> float:
+        """Tokens of one image per forward pass: 1 for next-token prediction."""
+        return self.next_token_passes / self.forward_passes
+
+    @property
+    def accepted_per_pass(self) -> float:
+        """Drafted tokens kept per forward pass and image (speculative mode; 0 otherwise)."""
+        images = max(int(self.tokens.shape[0]), 1)
+        return self.drafts_accepted / images / max(self.forward_passes - 1, 1)
 
     def stats(self) -> dict:
         return {
@@ -66,6 +81,10 @@ class GenerationResult:
             "compiled": self.compiled,
             "compile_seconds": round(self.compile_seconds, 3),
             "graphs_built": self.graphs_built,
+            "speculative": self.speculative,
+            "draft_length": self.draft_length,
+            "tokens_per_pass": round(self.tokens_per_pass, 3),
+            "accepted_per_pass": round(self.accepted_per_pass, 3),
         }
 
     def report(self) -> str:
@@ -75,8 +94,11 @@ class GenerationResult:
             head = f"{self.forward_passes} forward passes (next-token prediction)"
         else:
             head = f"{self.forward_passes} forward passes instead of {self.next_token_passes} (-{saved:.0f}%)"
+        if self.speculative:
+            head += (f", {self.tokens_per_pass:.2f} tokens per pass ({self.accepted_per_pass:.2f} drafts accepted "
+                     f"per pass, draft length {self.draft_length})")
         tail = f", compiled ({self.graphs_built} new steps, {self.compile_seconds:.1f} s to build)" \
-            if self.graphs_built else ""
+            if self.graphs_built and self.compiled else ""
         return f"{head}, {self.seconds:.1f} s{tail}"
 
 
@@ -99,6 +121,8 @@ def generate(
     compile: str = "off",
     compile_backend: str | None = None,
     first_image: int = 0,
+    speculative: bool = False,
+    draft_length: int = DEFAULT_DRAFT_LENGTH,
 ) -> GenerationResult:
     """Generate ``len(cond) * batch`` token grids with ZipAR (window < width) or NTP.
 
@@ -113,6 +137,11 @@ def generate(
     ``first_image``: the index of this call's first image in a larger job. An image's random
     draws are keyed by (seed, its index, cell), so image i of a job is the same whether it is
     drawn alone, in any batch or by any process (bulk sampling, ``zipar.bulk``).
+
+    ``speculative``: verify up to ``draft_length`` further passes per forward with drafts
+    (``speculative.py``): the same distribution (greedy: the same tokens) in fewer forwards. It
+    always runs the bucketed step, compiled when ``compile`` says so. Its images depend on the
+    seed and on the batch they are drawn in.
     """
     height, width = grid
     options.validate()
@@ -122,6 +151,7 @@ def generate(
     if len(cond) == 0:
         raise ZipARError("nothing to generate: the condition is empty (give at least one class id or prompt).")
     window = _as_int(window, "window")
+    spec = check_draft_length(draft_length) if speculative else 0
     if row0_first is None:
         row0_first = model.row0_first
     static = resolve_compile(compile, model.device) or compile_backend is not None
@@ -132,13 +162,13 @@ def generate(
                       "lower the batch size or the image size"):
         try:
             return _generate(model, cond, grid, window, options, seed, batch, callback, trace, bool(row0_first),
-                             static, compile_backend, _as_int(first_image, "first_image"))
+                             static, compile_backend, _as_int(first_image, "first_image"), spec)
         except CompileFailed as exc:
             if compile != "auto":
                 raise
             log.warning("ZipAR: %s Running eager instead (compile=auto).", exc)
             return _generate(model, cond, grid, window, options, seed, batch, callback, trace, bool(row0_first),
-                             first_image=_as_int(first_image, "first_image"))
+                             first_image=_as_int(first_image, "first_image"), draft_length=spec)
 
 
 def request_bytes(model: Family, images: int, grid: tuple[int, int], guidance: bool) -> int:
@@ -163,7 +193,7 @@ def check_memory(model: Family, conditions: int, batch: int, grid: tuple[int, in
 
 
 def _generate(model, cond, grid, window, options, seed, batch, callback, trace, row0_first, static=False,
-              backend=None, first_image=0) -> GenerationResult:
+              backend=None, first_image=0, draft_length=0) -> GenerationResult:
     height, width = grid
     plan = build_plan(height, width, window, str(model.device), row0_first)
     cond = cond.repeat(batch)
@@ -175,7 +205,7 @@ def _generate(model, cond, grid, window, options, seed, batch, callback, trace, 
     if device.type == "cuda":
         torch.cuda.synchronize(device)
     start = time.perf_counter()
-    session = model.start(cond, grid, options.guidance, state_of(model).pool) if static else \
+    session = model.start(cond, grid, options.guidance, state_of(model).pool) if static or draft_length else \
         model.start(cond, grid, options.guidance)
     session.prepare(plan)  # sessions that need per-pass layouts take them from the plan here, once
     prefix = session.prefix
@@ -188,12 +218,21 @@ def _generate(model, cond, grid, window, options, seed, batch, callback, trace, 
     if trace is not None:
         trace(0, torch.zeros(1, dtype=torch.long), first)
     extra = {}
-    if static:
+    if static or draft_length:
         def first_tokens(buffer):
             buffer[:, 0] = sample_cells(first, options, options, seed_t, image_keys, plan.emits[:1])[:, 0]
 
         def report(s, buffer):
             _report(callback, plan, s, buffer[:, :height * width], grid)
+
+    if draft_length:  # the bucketed step, uncompiled unless compile asks for it
+        run = run_speculative(model, session, plan, images, options, seed_t, backend if static else "none",
+                              first_tokens, report, trace, image_keys, draft_length)
+        extra = dict(compiled=static and backend != "none", compile_seconds=run.compile_seconds,
+                     graphs_built=run.graphs_built, speculative=True, draft_length=draft_length,
+                     drafts_accepted=run.drafts_accepted)
+        return _finish(model, cond, plan, run.tokens, grid, window, start, extra, forwards=1 + run.forwards)
+    if static:
 
         run = run_static(model, session, plan, images, options, seed_t, backend, first_tokens, report, trace,
                          image_keys)
@@ -218,12 +257,13 @@ def _generate(model, cond, grid, window, options, seed, batch, callback, trace, 
     return _finish(model, cond, plan, tokens, grid, window, start, extra)
 
 
-def _finish(model, cond, plan, tokens, grid, window, start, extra) -> GenerationResult:
+def _finish(model, cond, plan, tokens, grid, window, start, extra, forwards: int | None = None) -> GenerationResult:
     device = model.device
     if device.type == "cuda":
         torch.cuda.synchronize(device)
     seconds = time.perf_counter() - start
-    return GenerationResult(tokens.reshape(-1, *grid).cpu(), plan.schedule.num_passes, seconds, tuple(grid), window,
+    passes = plan.schedule.num_passes if forwards is None else forwards
+    return GenerationResult(tokens.reshape(-1, *grid).cpu(), passes, seconds, tuple(grid), window,
                             str(device), str(model.dtype).removeprefix("torch."), list(cond.labels), **extra)
 
 

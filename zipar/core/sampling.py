@@ -106,12 +106,33 @@ def draw(logits: torch.Tensor, u: torch.Tensor, temperature=1.0, top_k=0, top_p=
     The token is the first whose cumulative probability exceeds ``u`` times the total, so a
     token of probability 0 is never picked.
     """
+    return invert_cdf(probabilities(logits, temperature, top_k, top_p, filtered), u)
+
+
+def probabilities(logits: torch.Tensor, temperature=1.0, top_k=0, top_p=1.0, filtered: bool = True) -> torch.Tensor:
+    """Guided logits [..., V] -> the distribution a token is drawn from (temperature, then the filters)."""
     x = logits.float() / temperature
     if filtered:
         x = filter_logits(x, top_k, top_p)
-    cdf = x.softmax(dim=-1).cumsum(dim=-1)
+    return x.softmax(dim=-1)
+
+
+def invert_cdf(weights: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+    """Non-negative weights [..., V] (need not sum to 1), uniforms [...] -> the first index whose
+    cumulative weight exceeds ``u`` times the total; an index of weight 0 is never picked."""
+    cdf = weights.cumsum(dim=-1)
     below = cdf <= u[..., None] * cdf[..., -1:]
-    return below.sum(dim=-1).clamp(max=logits.shape[-1] - 1)
+    return below.sum(dim=-1).clamp(max=weights.shape[-1] - 1)
+
+
+def target_probs(logits: torch.Tensor, opts: SamplingOptions, params: SamplingTensors | SamplingOptions) -> torch.Tensor:
+    """Raw logits [rows, m, V] -> what each cell's token must be distributed as [images, m, V]
+    (guidance, temperature, filters). Greedy: the guided logits (only their arg-max counts)."""
+    if opts.guidance:
+        logits = combine_guidance(logits, params.cfg)
+    if opts.greedy:
+        return logits
+    return probabilities(logits, params.temperature, params.top_k, params.top_p, opts.mode == "filtered")
 
 
 def sample_cells(logits: torch.Tensor, opts: SamplingOptions, params: SamplingTensors | SamplingOptions,

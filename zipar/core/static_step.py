@@ -31,7 +31,7 @@ from ..errors import ZipARError
 from .cache import CachePool
 from .plan import Plan
 from .row_ends import expand_pass
-from .sampling import SamplingOptions, SamplingTensors, sample_cells
+from .sampling import SamplingOptions, SamplingTensors, sample_cells, target_probs
 
 class CompileFailed(ZipARError):
     """torch.compile could not build a step (the eager loop gives the same images)."""
@@ -63,17 +63,57 @@ class StaticTables:
     input predicts each emitted cell, and the emitted cells (``dummy`` for padding).
     """
 
-    rows: dict[int, torch.Tensor]  # bucket -> [passes in it, 1 + 6 * bucket] long
+    rows: dict[int, torch.Tensor]  # bucket -> [passes in it, 7 * bucket] long
     where: tuple[tuple[int, int], ...]  # per pass (0: the prefix, unused): (bucket, row in its table)
     emits: tuple[int, ...]  # per pass: real emitted cells (the rest of its row is padding)
     slot_order: torch.Tensor  # [image_slots + 1] long: raster order of each physical slot; the scratch slot last
     slot_fill: torch.Tensor  # [image_slots + 1] long: first pass that writes each slot
     image_slots: int
     dummy: int  # the cell padded emits write (H * W)
+    segments: tuple["Segment", ...] = ()  # per pass (0: None): its unpadded fields, for spans of passes
+    rewrites: tuple[bool, ...] = ()  # per pass: it writes a slot an earlier pass wrote (a stand-in's real token)
 
     @property
     def buckets(self) -> list[int]:
         return sorted(self.rows)
+
+    def span_row(self, first: int, last: int) -> tuple[int, list[int], int]:
+        """Passes ``first..last`` as one padded row (speculative decoding verifies several passes
+        in one forward): (bucket, row, emitted cells). Each input keeps its own pass number, so it
+        sees exactly what it sees in its own pass; queries are renumbered into the joined inputs."""
+        joined = Segment([], [], [], [], [], [], [])
+        for s in range(first, last + 1):
+            seg = self.segments[s]
+            base = len(joined.sources)
+            joined.passes.extend(seg.passes)
+            joined.sources.extend(seg.sources)
+            joined.offsets.extend(seg.offsets)
+            joined.order.extend(seg.order)
+            joined.row_end.extend(seg.row_end)
+            joined.queries.extend(q + base for q in seg.queries)
+            joined.emits.extend(seg.emits)
+        bucket = bucket_for(max(len(joined.sources), len(joined.emits)))
+        return bucket, joined.padded(bucket, self.image_slots, self.dummy), len(joined.emits)
+
+
+@dataclass
+class Segment:
+    """One pass's inputs and emits, unpadded (host lists)."""
+
+    passes: list[int]  # per input: the pass it belongs to (what it may see follows from it)
+    sources: list[int]
+    offsets: list[int]
+    order: list[int]
+    row_end: list[int]
+    queries: list[int]
+    emits: list[int]
+
+    def padded(self, bucket: int, image_slots: int, dummy: int) -> list[int]:
+        pad, pad_m = bucket - len(self.sources), bucket - len(self.emits)
+        last = self.passes[-1]
+        return (self.passes + [last] * pad + self.sources + [0] * pad + self.offsets + [image_slots] * pad
+                + self.order + [-1] * pad + self.row_end + [0] * pad + self.queries + [0] * pad_m
+                + self.emits + [dummy] * pad_m)
 
 
 def static_tables(plan: Plan, row_ends: bool) -> StaticTables:
@@ -103,6 +143,8 @@ def _build_tables(plan: Plan, row_ends: bool) -> StaticTables:
     rows: dict[int, list[list[int]]] = {}
     where: list[tuple[int, int]] = [(0, 0)]
     emits_count = [1]
+    segments: list[Segment | None] = [None]
+    rewrites = [False]
     for s, sp in enumerate(sched.passes[1:], start=1):
         cells = [f.cell for f in sp.feeds]
         sources = [f.source for f in sp.feeds]
@@ -117,12 +159,12 @@ def _build_tables(plan: Plan, row_ends: bool) -> StaticTables:
             offsets, row_end = list(cells), [0] * len(cells)
         n, m = len(offsets), len(sp.emits)
         b = bucket_for(max(n, m))
-        pad, pad_m = b - n, b - m
-        row = ([s] + sources + [0] * pad + offsets + [image_slots] * pad + offsets + [-1] * pad
-               + row_end + [0] * pad + queries + [0] * pad_m + list(sp.emits) + [dummy] * pad_m)
+        seg = Segment([s] * n, sources, offsets, list(offsets), row_end, queries, list(sp.emits))
+        segments.append(seg)
+        rewrites.append(any(slot_fill[o] < s for o in offsets))
         table = rows.setdefault(b, [])
         where.append((b, len(table)))
-        table.append(row)
+        table.append(seg.padded(b, image_slots, dummy))
         emits_count.append(m)
 
     device = plan.device
@@ -131,33 +173,40 @@ def _build_tables(plan: Plan, row_ends: bool) -> StaticTables:
         return torch.tensor(values, dtype=torch.long, device=device)
 
     return StaticTables({b: tensor(t) for b, t in rows.items()}, tuple(where), tuple(emits_count),
-                        tensor(slot_order), tensor(slot_fill), image_slots, dummy)
+                        tensor(slot_order), tensor(slot_fill), image_slots, dummy, tuple(segments), tuple(rewrites))
 
 
 # ----------------------------------------------------------------------------- the step
 
-def make_step(bucket: int, prefix_len: int, image_slots: int, opts: SamplingOptions) -> Callable:
+def make_step(bucket: int, prefix_len: int, image_slots: int, opts: SamplingOptions,
+              speculative: bool = False) -> Callable:
     """The pass function for one bucket; ``opts`` only chooses code paths (guidance, greedy,
-    filtering), its numbers arrive as tensors."""
+    filtering), its numbers arrive as tensors.
+
+    A speculative step (``speculative.py``) runs the same forward but returns the target
+    distribution of every emitted cell instead of drawing: the drafts are verified outside."""
     slots = image_slots + 1
 
     def step(session, tokens, row, slot_order, slot_fill, prefix_mask, seed, image_keys, cfg, temperature, top_k,
              top_p):
-        s = row[0]
-        src, off, order, row_end, queries, emits = row[1:].view(6, bucket).unbind(0)
+        passes, src, off, order, row_end, queries, emits = row.view(7, bucket).unbind(0)
         ids = tokens.index_select(1, src)
         if opts.guidance:
             ids = torch.cat([ids, ids])
         h = session.embed(ids, row_end.bool())
         ids_of_slots = torch.arange(slots, device=tokens.device)
-        # a query sees a slot at or before it in raster order once written; padding sees only the scratch slot
-        image = ((slot_order[None, :] <= order[:, None]) & (slot_fill[None, :] <= s)) | (ids_of_slots[None, :] == off[:, None])
+        # an input sees a slot at or before it in raster order once a pass up to its own has written it;
+        # padding sees only the scratch slot
+        image = (((slot_order[None, :] <= order[:, None]) & (slot_fill[None, :] <= passes[:, None]))
+                 | (ids_of_slots[None, :] == off[:, None]))
         n = ids.shape[0]
         mask = torch.cat([prefix_mask.expand(n, 1, bucket, prefix_len), image[None, None].expand(n, 1, bucket, slots)],
                          dim=-1)
         hidden = session.run(h, off, mask, prefix_len + slots)
         logits = session.logits(hidden.index_select(1, queries))
         params = SamplingTensors(cfg, temperature, top_k, top_p)
+        if speculative:
+            return logits, target_probs(logits, opts, params)
         drawn = sample_cells(logits, opts, params, seed, image_keys, emits)
         tokens.index_copy_(1, emits, drawn)
         return logits
@@ -165,7 +214,7 @@ def make_step(bucket: int, prefix_len: int, image_slots: int, opts: SamplingOpti
     # Dynamo keeps compiled graphs per code object and stops at a small limit of variants
     # (failing outright under fullgraph=True); a code object per step gives every bucket and
     # shape its own cache, which goes away with the step when a model is released.
-    name = f"zipar_step_b{bucket}"
+    name = f"zipar_{'verify' if speculative else 'step'}_b{bucket}"
     return types.FunctionType(step.__code__.replace(co_name=name), step.__globals__, name, step.__defaults__,
                               step.__closure__)
 
@@ -243,6 +292,70 @@ class StaticRun:
     graphs_built: int
 
 
+class Steps:
+    """Calls a model's bucketed steps for one request, building (and timing) the ones it lacks.
+
+    The plain loop and speculative decoding share it, so both run the same compiled step, with
+    the same buckets, and a failed build is reported the same way."""
+
+    def __init__(self, model, session, images: int, options: SamplingOptions, backend: str | None,
+                 image_slots: int, speculative: bool = False):
+        self.model, self.session, self.options, self.backend = model, session, options, backend
+        self.state = state_of(model)
+        self.device = model.device
+        self.cuda = self.device.type == "cuda"
+        self.compiler = _compiler(backend, self.device)
+        prefix = session.prefix
+        self.prefix_len = prefix.length
+        self.prefix_mask = prefix.visible[:, None, None, :]
+        self.image_slots = image_slots
+        self.speculative = speculative
+        self.key = (self.prefix_len, image_slots, prefix.visible.shape[0], images, model.dtype, options.mode,
+                    options.guidance, backend, speculative)
+        self.params = options.as_tensors(self.device)
+        self.compile_seconds, self.built = 0.0, 0
+
+    def __call__(self, bucket: int, row: torch.Tensor, tokens, tables: "StaticTables", seed_t, image_keys):
+        key = (bucket,) + self.key
+        fn = self.state.steps.get(key)
+        fresh = fn is None
+        if fresh:
+            fn = self.state.steps[key] = self.compiler(make_step(bucket, self.prefix_len, self.image_slots,
+                                                                 self.options, self.speculative))
+            self.built += 1
+            if self.cuda:
+                torch.cuda.synchronize(self.device)
+            t0 = time.perf_counter()
+        if self.cuda and self.backend is None:
+            torch.compiler.cudagraph_mark_step_begin()
+        p = self.params
+        try:
+            out = fn(self.session, tokens, row, tables.slot_order, tables.slot_fill, self.prefix_mask, seed_t,
+                     image_keys, p.cfg, p.temperature, p.top_k, p.top_p)
+        except torch._dynamo.exc.TorchDynamoException as exc:  # tracing or the backend failed, not the model
+            if not fresh:
+                raise
+            self.state.steps.pop(key, None)
+            inner = getattr(exc, "inner_exception", None) or exc  # the backend's own error, when it raised one
+            reason = f"{type(inner).__name__}: {(str(inner).strip().splitlines() or [''])[0][:300]}"
+            self.state.failed = reason
+            raise CompileFailed(f"torch.compile could not build the decode step ({reason}); set compile to off: the "
+                                "eager loop gives the same images.") from exc
+        if fresh:
+            if self.cuda:
+                torch.cuda.synchronize(self.device)
+            self.compile_seconds += time.perf_counter() - t0
+        return out
+
+
+def checked_tables(plan: Plan, session) -> StaticTables:
+    tables = static_tables(plan, session.row_ends)
+    if session.image_slots != tables.image_slots:
+        raise ZipARError(f"internal: the session lays out {session.image_slots} image slots, the plan "
+                         f"{tables.image_slots}.")
+    return tables
+
+
 def run_static(model, session, plan: Plan, images: int, options: SamplingOptions, seed_t: torch.Tensor,
                backend: str | None, first_tokens: Callable, report: Callable, trace=None,
                image_keys: torch.Tensor | None = None) -> StaticRun:
@@ -251,56 +364,19 @@ def run_static(model, session, plan: Plan, images: int, options: SamplingOptions
     ``seed_t`` from ``rng.seed_tensor``; ``first_tokens(buffer)`` writes cell 0 of every image,
     ``report(pass, buffer)`` is called after every pass (progress, previews, cancel)."""
     device = model.device
-    tables = static_tables(plan, session.row_ends)
-    if session.image_slots != tables.image_slots:
-        raise ZipARError(f"internal: the session lays out {session.image_slots} image slots, the plan "
-                         f"{tables.image_slots}.")
-    state = state_of(model)
+    tables = checked_tables(plan, session)
     height, width = plan.schedule.height, plan.schedule.width
-    tokens = state.tokens(images, height * width + 1, device)
-    prefix = session.prefix
-    P = prefix.length
-    prefix_mask = prefix.visible[:, None, None, :]
+    tokens = state_of(model).tokens(images, height * width + 1, device)
     if image_keys is None:
         image_keys = torch.arange(images, device=device)
-    params = options.as_tensors(device)
     first_tokens(tokens)
     report(0, tokens)
-    compiler = _compiler(backend, device)
-    cuda = device.type == "cuda"
-    compile_seconds, built = 0.0, 0
+    steps = Steps(model, session, images, options, backend, tables.image_slots)
     for s in range(1, plan.num_passes):
         bucket, row = tables.where[s]
-        key = (bucket, P, tables.image_slots, prefix.visible.shape[0], images, model.dtype, options.mode,
-               options.guidance, backend)
-        fn = state.steps.get(key)
-        fresh = fn is None
-        if fresh:
-            fn = state.steps[key] = compiler(make_step(bucket, P, tables.image_slots, options))
-            built += 1
-            if cuda:
-                torch.cuda.synchronize(device)
-            t0 = time.perf_counter()
-        if cuda and backend is None:
-            torch.compiler.cudagraph_mark_step_begin()
-        try:
-            logits = fn(session, tokens, tables.rows[bucket][row], tables.slot_order, tables.slot_fill, prefix_mask,
-                        seed_t, image_keys, params.cfg, params.temperature, params.top_k, params.top_p)
-        except torch._dynamo.exc.TorchDynamoException as exc:  # tracing or the backend failed, not the model
-            if not fresh:
-                raise
-            state.steps.pop(key, None)
-            inner = getattr(exc, "inner_exception", None) or exc  # the backend's own error, when it raised one
-            reason = f"{type(inner).__name__}: {(str(inner).strip().splitlines() or [''])[0][:300]}"
-            state.failed = reason
-            raise CompileFailed(f"torch.compile could not build the decode step ({reason}); set compile to off: the "
-                                "eager loop gives the same images.") from exc
-        if fresh:
-            if cuda:
-                torch.cuda.synchronize(device)
-            compile_seconds += time.perf_counter() - t0
+        logits = steps(bucket, tables.rows[bucket][row], tokens, tables, seed_t, image_keys)
         if trace is not None:
             m = tables.emits[s]
             trace(s, plan.pass_tensors(s).emits, logits[:, :m])
         report(s, tokens)
-    return StaticRun(tokens[:, :height * width].clone(), compile_seconds, built)
+    return StaticRun(tokens[:, :height * width].clone(), steps.compile_seconds, steps.built)

@@ -1,0 +1,250 @@
+"""Speculative Jacobi decoding: the plan's own tokens (greedy) and distribution (sampling), in
+fewer forwards, with every logit used to accept a token equal to an uncached forward."""
+from __future__ import annotations
+
+import itertools
+
+import pytest
+import torch
+
+from helpers.four_families import FAMILIES
+from helpers.reference import replay_logits
+from helpers.tiny_gpt import make_tiny_gpt
+from zipar.conditions import class_condition
+from zipar.core import speculative, static_step
+from zipar.core.loop import expected_passes, generate
+from zipar.core.plan import build_plan
+from zipar.core.sampling import SamplingOptions, probabilities
+from zipar.core.schedule import build_schedule
+from zipar.core.static_step import static_tables
+from zipar.errors import ZipARError
+from zipar.families.llamagen import LlamaGenModel
+
+GRID = (5, 6)
+
+
+def tiny(seed: int = 1, **overrides) -> LlamaGenModel:
+    return LlamaGenModel(make_tiny_gpt("c2i", seed=seed, **overrides))
+
+
+# ----------------------------------------------------------------------------- greedy: the same tokens
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_greedy_tokens_equal_the_plan_for_every_family(four_families, family):
+    """NTP and ZipAR greedy tokens, token for token; a forward saves passes exactly when it
+    commits more than one planned pass (every draft of a pass accepted)."""
+    model, cond, grid = four_families[family]
+    static_step.release(model)
+    saved = 0
+    for cfg, window, draft_length in itertools.product((1.0, 3.0), (grid[1], 2, 1), (1, 3, 8)):
+        opts = SamplingOptions(cfg=cfg, greedy=True)
+        plain = generate(model, cond, grid, window, opts)
+        steps = []
+        spec = generate(model, cond, grid, window, opts, speculative=True, draft_length=draft_length,
+                        callback=lambda p: steps.append(p.step))
+        assert torch.equal(spec.tokens, plain.tokens), (cfg, window, draft_length)
+        jumps = [b - a for a, b in zip(steps, steps[1:])]
+        assert steps[-1] == plain.forward_passes and all(1 <= j <= draft_length + 1 for j in jumps)
+        assert spec.forward_passes == plain.forward_passes - sum(j - 1 for j in jumps)
+        assert spec.speculative and spec.draft_length == draft_length
+        saved += plain.forward_passes - spec.forward_passes
+    assert saved > 0, "no pass was ever saved: the check would be vacuous"
+    static_step.release(model)
+
+
+@pytest.mark.parametrize("row0_first", [True, False], ids=["row0-first", "row1-by-window"])
+@pytest.mark.parametrize("window", [GRID[1], 3, 1])
+def test_greedy_saves_passes_and_counts_them(window, row0_first):
+    model = tiny()
+    cond = class_condition([3, 7])
+    opts = SamplingOptions(cfg=1.0, greedy=True)
+    plain = generate(model, cond, GRID, window, opts, row0_first=row0_first)
+    forwards = []
+    spec = generate(model, cond, GRID, window, opts, row0_first=row0_first, speculative=True, draft_length=4,
+                    trace=lambda s, cells, logits: forwards.append(s))
+    assert torch.equal(spec.tokens, plain.tokens)
+    assert plain.forward_passes == expected_passes(GRID, window, row0_first)
+    assert spec.forward_passes < plain.forward_passes
+    assert sorted(forwards) == list(range(plain.forward_passes))  # every planned pass is committed once
+    stats = spec.stats()
+    assert stats["speculative"] and stats["tokens_per_pass"] == round(30 / spec.forward_passes, 3)
+    assert spec.drafts_accepted > 0 and "drafts accepted per pass" in spec.report()
+
+
+# ----------------------------------------------------------------------------- every logit, uncached
+
+@pytest.mark.parametrize("row0_first", [True, False], ids=["row0-first", "row1-by-window"])
+@pytest.mark.parametrize("window", [GRID[1], 4, 2, 1])
+@pytest.mark.parametrize("cfg", [1.0, 3.0])
+def test_logits_that_accept_tokens_equal_an_uncached_forward(window, row0_first, cfg):
+    """The logits used to accept (or draw) each token are an uncached forward over exactly the
+    context the plan gives that token, although drafts, refused drafts and stand-ins shared the
+    forwards."""
+    model = tiny()
+    cond = class_condition([3, 7])
+    seen = {}
+
+    def trace(step, cells, logits):
+        for j, cell in enumerate(cells.tolist()):
+            assert cell not in seen
+            seen[cell] = logits[:, j].clone()
+
+    result = generate(model, cond, GRID, window, SamplingOptions(cfg=cfg, temperature=1.0, top_k=30), seed=5,
+                      trace=trace, row0_first=row0_first, speculative=True, draft_length=3)
+    expected = replay_logits(model, cond, cfg != 1.0, build_schedule(*GRID, window, row0_first), result.tokens)
+    assert sorted(seen) == sorted(expected) == list(range(30))
+    for cell in seen:
+        torch.testing.assert_close(seen[cell], expected[cell], rtol=1e-4, atol=1e-4, msg=f"cell {cell}")
+    assert result.forward_passes < expected_passes(GRID, window, row0_first) or window == 1
+
+
+def test_a_pass_that_replaces_a_stand_in_only_starts_a_span():
+    """Passes that write over a stand-in are exactly those that feed a cell fed before; at full
+    window there are none."""
+    for window, row0_first in ((2, True), (1, False), (3, True)):
+        plan = build_plan(*GRID, window, "cpu", row0_first)
+        tables = static_tables(plan, False)
+        fed_before, expected = set(), []
+        for p in plan.schedule.passes:
+            cells = {f.cell for f in p.feeds}
+            expected.append(bool(cells & fed_before))
+            fed_before |= cells
+        assert list(tables.rewrites) == expected and any(expected)
+    assert not any(static_tables(build_plan(*GRID, GRID[1], "cpu", True), True).rewrites)
+
+
+# ----------------------------------------------------------------------------- the distribution
+
+def exact_distribution(model, cls: int, grid, window: int, row0_first: bool, opts: SamplingOptions) -> torch.Tensor:
+    """[V ** 6] probability of every grid of six cells (raster order, base V) under the plan's own sampling,
+    from uncached forwards: the product over cells of the sampled distribution given the context
+    the plan gives each cell."""
+    vocab = model.gpt.config.vocab_size
+    grids = torch.tensor(list(itertools.product(range(vocab), repeat=6)), dtype=torch.long)
+    n = grids.shape[0]
+    cond = class_condition([cls] * n)
+    logits = replay_logits(model, cond, True, build_schedule(*grid, window, row0_first), grids.view(n, *grid))
+    prob = torch.ones(n, dtype=torch.float64)
+    for cell in range(6):
+        c, u = logits[cell].float().chunk(2)
+        guided = u + opts.cfg * (c - u)
+        p = probabilities(guided, opts.temperature, opts.top_k, opts.top_p)
+        prob *= p.gather(-1, grids[:, cell:cell + 1])[:, 0].double()
+    assert abs(float(prob.sum()) - 1.0) < 1e-6
+    return prob
+
+
+def chi_square_p(counts: torch.Tensor, prob: torch.Tensor, draws: int) -> float:
+    """p-value of Pearson's test, outcomes expected fewer than 5 times pooled into one bin."""
+    expected = prob * draws
+    big = expected >= 5
+    obs = torch.cat([counts[big].double(), counts[~big].double().sum()[None]])
+    exp = torch.cat([expected[big], expected[~big].sum()[None]])
+    stat = float(((obs - exp) ** 2 / exp).sum())
+    df = len(obs) - 1
+    return float(torch.special.gammaincc(torch.tensor(df / 2.0, dtype=torch.float64),
+                                         torch.tensor(stat / 2.0, dtype=torch.float64)))
+
+
+def speculative_counts(model, cls, grid, window, row0_first, opts, draws=20000, batch=25):
+    vocab = model.gpt.config.vocab_size
+    weights = vocab ** torch.arange(5, -1, -1)
+    counts = torch.zeros(vocab ** 6, dtype=torch.long)
+    forwards = 0
+    for seed in range(draws // batch):
+        r = generate(model, class_condition([cls]), grid, window, opts, seed=seed, batch=batch,
+                     row0_first=row0_first, speculative=True, draft_length=3)
+        counts += torch.bincount((r.tokens.view(batch, 6) * weights).sum(1), minlength=vocab ** 6)
+        forwards += r.forward_passes
+    return counts, forwards / (draws // batch)
+
+
+DIST_OPTS = SamplingOptions(cfg=2.0, temperature=0.7, top_k=3)
+# (grid, window, row0_first): next-token prediction on 2x3, and ZipAR on 3x2 at window 1 (row 2
+# starts beside row 1 on a stand-in, which its real token later replaces): 5 planned passes
+DIST_CASES = {"ntp": ((2, 3), 3, True), "zipar-1": ((3, 2), 1, True)}
+
+
+@pytest.fixture(scope="module")
+def dist_model():
+    return tiny(seed=4, vocab_size=4)
+
+
+@pytest.mark.parametrize("case", DIST_CASES)
+def test_speculative_samples_follow_the_plans_distribution(dist_model, case):
+    """20,000 images in batches of 25, fixed seeds, against the enumerated distribution."""
+    grid, window, row0_first = DIST_CASES[case]
+    prob = exact_distribution(dist_model, 3, grid, window, row0_first, DIST_OPTS)
+    counts, forwards = speculative_counts(dist_model, 3, grid, window, row0_first, DIST_OPTS)
+    assert forwards < expected_passes(grid, window, row0_first)  # whole passes of drafts were accepted
+    assert chi_square_p(counts, prob, int(counts.sum())) > 1e-3
+
+
+def test_a_broken_acceptance_rule_is_caught(dist_model, monkeypatch):
+    """The test above must be able to fail: redrawing a refused cell from p instead of the
+    residual max(0, p - q) over-weights the drafts, and the chi-square test sees it."""
+    monkeypatch.setattr(speculative, "redraw_weights", lambda p, q: p)
+    grid, window, row0_first = DIST_CASES["ntp"]
+    prob = exact_distribution(dist_model, 3, grid, window, row0_first, DIST_OPTS)
+    counts, _ = speculative_counts(dist_model, 3, grid, window, row0_first, DIST_OPTS, batch=50)
+    assert chi_square_p(counts, prob, int(counts.sum())) < 1e-3
+
+
+def test_the_plain_sampler_passes_the_same_check(dist_model):
+    """Calibration: the chi-square test accepts the plain (non-speculative) sampler."""
+    grid, window, row0_first = DIST_CASES["zipar-1"]
+    prob = exact_distribution(dist_model, 3, grid, window, row0_first, DIST_OPTS)
+    weights = 4 ** torch.arange(5, -1, -1)
+    r = generate(dist_model, class_condition([3]), grid, window, DIST_OPTS, seed=1, batch=20000,
+                 row0_first=row0_first)
+    counts = torch.bincount((r.tokens.view(-1, 6) * weights).sum(1), minlength=4 ** 6)
+    assert chi_square_p(counts, prob, 20000) > 1e-3
+
+
+# ----------------------------------------------------------------------------- seeds, progress, cancel, errors
+
+def test_a_seed_reproduces_the_image_and_another_seed_changes_it():
+    model = tiny()
+    cond = class_condition([3])
+    opts = SamplingOptions(cfg=3.0, temperature=1.0, top_k=40)
+    a = generate(model, cond, GRID, 2, opts, seed=7, speculative=True)
+    b = generate(model, cond, GRID, 2, opts, seed=7, speculative=True)
+    c = generate(model, cond, GRID, 2, opts, seed=8, speculative=True)
+    assert torch.equal(a.tokens, b.tokens) and a.forward_passes == b.forward_passes
+    assert not torch.equal(a.tokens, c.tokens)
+
+
+def test_progress_shows_committed_cells_that_never_change_and_cancel_stops():
+    model = tiny()
+    cond = class_condition([3, 7])
+    plan_passes = expected_passes(GRID, 2)
+    steps, finals = [], {}
+
+    def callback(p):
+        steps.append(p.step)
+        assert p.total == plan_passes
+        for cell in p.filled.flatten().nonzero()[:, 0].tolist():
+            value = p.tokens.view(2, -1)[:, cell].tolist()
+            assert finals.setdefault(cell, value) == value  # a shown cell is final
+
+    result = generate(model, cond, GRID, 2, SamplingOptions(cfg=3.0), seed=2, callback=callback,
+                      speculative=True, draft_length=4)
+    assert steps == sorted(set(steps)) and steps[-1] == plan_passes and len(steps) == result.forward_passes
+    assert len(finals) == 30
+    assert all(finals[c] == result.tokens.view(2, -1)[:, c].tolist() for c in finals)
+
+    class Cancelled(Exception):
+        pass
+
+    def cancel(p):
+        if p.step > 1:
+            raise Cancelled
+
+    with pytest.raises(Cancelled):
+        generate(model, cond, GRID, 2, SamplingOptions(cfg=3.0), callback=cancel, speculative=True)
+
+
+@pytest.mark.parametrize("bad", [0, -1, 65, 2.5, "8"])
+def test_a_bad_draft_length_is_a_clear_error(bad):
+    with pytest.raises(ZipARError, match="draft length"):
+        generate(tiny(), class_condition([3]), GRID, 2, SamplingOptions(), speculative=True, draft_length=bad)

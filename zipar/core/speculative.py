@@ -1,0 +1,206 @@
+"""Speculative Jacobi decoding on top of a ZipAR plan: several passes verified in one forward.
+
+Without it, pass s+1 of a plan must wait for pass s's tokens. Here every pass of the plan
+still happens exactly as planned (same inputs, same slots, same visibility), but a forward
+runs a *span* of consecutive passes at once: the tokens the later passes of the span need
+and do not have yet are drafts, guessed in an earlier forward. Each emitted cell's draft is
+then checked against the distribution the model gives it in this forward, with the
+speculative-sampling rule: keep draft ``x`` (drawn from ``q``) with probability
+``min(1, p(x) / q(x))``; otherwise draw from ``max(0, p - q)`` renormalised. The first pass
+of the span in which any draft is refused ends what the forward commits: its tokens are
+final (kept or redrawn), while later passes were computed from a refused token and are only
+used as the next drafts (Jacobi iteration). A token is therefore always distributed as the
+model's ``p`` given exactly the context its plan gives it: the images follow the plan's own
+distribution (next-token prediction at window >= width, ZipAR at that window otherwise).
+Greedy decoding keeps a draft iff it is the arg-max.
+
+What keeps the cache exact:
+- every input keeps its own pass number, so it sees what it would see in that pass
+  (``StaticTables.span_row``); a slot that a refused draft wrote is first written again
+  by the pass that owns it before any input of a later pass may see it;
+- a pass that overwrites an earlier pass's slot (a stand-in replaced by the real token)
+  only ever starts a span: inputs of earlier passes in the same forward would otherwise see
+  the real token where their pass still had the stand-in.
+
+Drafts: a cell's draft is redrawn each forward from the newest distribution the model gave
+it, coupled to its previous draft (maximal coupling, as in MC-SJD: keep the old token with
+probability ``min(1, q_new(x) / q_old(x))``, else draw from ``max(0, q_new - q_old)``), so a
+draft that the model keeps predicting stays put. A cell entering the draft window for the
+first time copies the token on its left (or above, at a row start): context it may see.
+
+A batch advances together: a forward commits up to the first pass in which any image
+refused a draft. Distributions are unchanged by this, but an image's exact tokens then depend
+on the batch it is drawn in (greedy tokens never do).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+
+from ..errors import ZipARError
+from .plan import Plan
+from .rng import uniforms
+from .sampling import SamplingOptions, invert_cdf
+from .static_step import Steps, checked_tables, state_of
+
+DEFAULT_DRAFT_LENGTH = 8
+MAX_DRAFT_LENGTH = 64
+# uniforms per forward f: stream 1 + 4 * f + purpose (stream 0 is the plain sampler's)
+ACCEPT, REDRAW, KEEP_DRAFT, NEW_DRAFT = range(4)
+
+
+def check_draft_length(draft_length) -> int:
+    import operator
+
+    try:
+        n = operator.index(draft_length)
+    except TypeError:
+        raise ZipARError(f"draft length must be a whole number (got {draft_length!r}).") from None
+    if not 1 <= n <= MAX_DRAFT_LENGTH:
+        raise ZipARError(f"draft length must be between 1 and {MAX_DRAFT_LENGTH} (got {n}); "
+                         f"{DEFAULT_DRAFT_LENGTH} is a good start.")
+    return n
+
+
+@dataclass
+class SpeculativeRun:
+    tokens: torch.Tensor  # [images, H*W] on the device
+    forwards: int  # forwards after the prefix
+    drafts_accepted: int  # drafted tokens kept, summed over the images
+    compile_seconds: float
+    graphs_built: int
+
+
+def accept_rule(p_x: torch.Tensor, q_x: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+    """Keep a draft of probability ``q_x`` under the draft and ``p_x`` under the model with
+    probability min(1, p_x / q_x). (A test swaps this for a broken rule and must see it fail.)"""
+    return u * q_x < p_x
+
+
+def redraw_weights(p: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
+    """What a refused cell is drawn from: the part of ``p`` the draft did not cover."""
+    r = (p - q).clamp_min(0)
+    return torch.where(r.sum(-1, keepdim=True) > 0, r, p)
+
+
+def run_speculative(model, session, plan: Plan, images: int, options: SamplingOptions, seed_t: torch.Tensor,
+                    backend: str | None, first_tokens: Callable, report: Callable, trace=None,
+                    image_keys: torch.Tensor | None = None, draft_length: int = DEFAULT_DRAFT_LENGTH) -> SpeculativeRun:
+    """Every pass after the prefix, in spans verified by the bucketed step (``speculative=True``)."""
+    device = model.device
+    tables = checked_tables(plan, session)
+    height, width = plan.schedule.height, plan.schedule.width
+    cells = height * width
+    tokens = state_of(model).tokens(images, cells + 1, device)
+    if image_keys is None:
+        image_keys = torch.arange(images, device=device)
+    first_tokens(tokens)
+    report(0, tokens)
+    steps = Steps(model, session, images, options, backend, tables.image_slots, speculative=True)
+    greedy = options.greedy
+    last_pass = plan.num_passes - 1
+    segs = tables.segments
+    q_of: dict[int, torch.Tensor] = {}  # draft distribution per drafted cell (sampling only) [images, V]
+    drafted: set[int] = set()
+
+    def new_draft_cell(cell: int) -> None:
+        """A first draft: the token on the left (above, at a row start), as a point mass."""
+        r, c = divmod(cell, width)
+        src = cell - 1 if c > 0 else cell - width
+        tokens[:, cell] = tokens[:, src]
+        drafted.add(cell)
+        if not greedy:
+            q_of[cell] = None  # a point mass on the copied token, built when it is needed
+
+    def q_vector(cell: int, vocab: int) -> torch.Tensor:
+        q = q_of[cell]
+        if q is None:
+            q = torch.zeros(images, vocab, device=device)
+            q.scatter_(1, tokens[:, cell:cell + 1], 1.0)
+        return q
+
+    def fill_drafts(first: int, upto: int) -> None:
+        for s in range(first, min(upto, last_pass) + 1):
+            for cell in segs[s].emits:
+                if cell not in drafted:
+                    new_draft_cell(cell)
+
+    t, forwards = 0, 0
+    accepted_total = torch.zeros((), dtype=torch.long, device=device)
+    fill_drafts(1, draft_length)
+    while t < last_pass:
+        last = min(t + draft_length + 1, last_pass)
+        for s in range(t + 2, last + 1):
+            if tables.rewrites[s]:
+                last = s - 1
+                break
+        bucket, row, m = tables.span_row(t + 1, last)
+        row_t = torch.tensor(row, dtype=torch.long, device=device)
+        forwards += 1
+        raw, target = steps(bucket, row_t, tokens, tables, seed_t, image_keys)
+        target = target[:, :m]
+        span_cells = [c for s in range(t + 1, last + 1) for c in segs[s].emits]
+        pass_of = [s for s in range(t + 1, last + 1) for _ in segs[s].emits]
+        cols = torch.tensor(span_cells, dtype=torch.long, device=device)
+        stream = 1 + 4 * forwards
+        has_draft = [c in drafted for c in span_cells]
+        drafts = tokens[:, cols]
+        if greedy:
+            best = target.argmax(-1)
+            keep = drafts == best
+        else:
+            vocab = target.shape[-1]
+            q = torch.stack([q_vector(c, vocab) if d else torch.zeros(images, vocab, device=device)
+                             for c, d in zip(span_cells, has_draft)], dim=1)  # [images, m, V]
+            p_x = target.gather(-1, drafts[..., None])[..., 0]
+            q_x = q.gather(-1, drafts[..., None])[..., 0]
+            keep = accept_rule(p_x, q_x, uniforms(seed_t, image_keys, cols, stream + ACCEPT))
+        keep = keep & torch.tensor(has_draft, device=device)[None, :]
+        # the first pass with a refused (or undrafted) cell in any image ends what this forward commits
+        refused = (~keep).any(0).tolist()
+        commit = next((pass_of[j] for j in range(m) if refused[j]), last)
+        n_commit = sum(1 for s in pass_of if s <= commit)
+        ends = [j for j in range(m) if pass_of[j] == commit]
+        a, b = ends[0], ends[-1] + 1
+        if greedy:
+            fixed = best[:, a:b]
+        else:
+            weights = redraw_weights(target[:, a:b], q[:, a:b])
+            redrawn = invert_cdf(weights, uniforms(seed_t, image_keys, cols[a:b], stream + REDRAW))
+            fixed = torch.where(keep[:, a:b], drafts[:, a:b], redrawn)
+        tokens[:, cols[a:b]] = fixed
+        accepted_total += keep[:, :b].sum()
+        if trace is not None:
+            for s in range(t + 1, commit + 1):
+                js = [j for j in range(m) if pass_of[j] == s]
+                trace(s, cols[js[0]:js[-1] + 1], raw[:, js[0]:js[-1] + 1])
+        for c in span_cells[:n_commit]:
+            drafted.discard(c)
+            q_of.pop(c, None)
+        # the rest of the span: this forward's distributions become the next drafts
+        if n_commit < m:
+            rest = slice(n_commit, m)
+            rest_cols = cols[rest]
+            if greedy:
+                tokens[:, rest_cols] = best[:, rest]
+            else:
+                q_new = target[:, rest]
+                old = drafts[:, rest]
+                q_old = q[:, rest]
+                had = torch.tensor(has_draft[rest], device=device)[None, :]
+                qn_x = q_new.gather(-1, old[..., None])[..., 0]
+                qo_x = q_old.gather(-1, old[..., None])[..., 0]
+                stay = had & (uniforms(seed_t, image_keys, rest_cols, stream + KEEP_DRAFT) * qo_x < qn_x)
+                weights = torch.where(had[..., None], redraw_weights(q_new, q_old), q_new)
+                moved = invert_cdf(weights, uniforms(seed_t, image_keys, rest_cols, stream + NEW_DRAFT))
+                tokens[:, rest_cols] = torch.where(stay, old, moved)
+                for j, c in enumerate(span_cells[rest]):
+                    q_of[c] = q_new[:, j]
+            drafted.update(span_cells[rest])
+        t = commit
+        report(t, tokens)
+        fill_drafts(t + 1, t + draft_length)
+    return SpeculativeRun(tokens[:, :cells].clone(), forwards, int(accepted_total), steps.compile_seconds,
+                          steps.built)
