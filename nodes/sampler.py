@@ -5,7 +5,8 @@ import logging
 
 from . import host, memory
 from .datatypes import AR_MODEL, CONDITION, TOKENS, VQ, Tokens, engine_vq
-from .engine import COMPILE_MODES, ConditionMismatch, ZipARError, SamplingOptions, api
+from .engine import (COMPILE_MODES, DEFAULT_DRAFT_LENGTH, MAX_DRAFT_LENGTH, ConditionMismatch, SamplingOptions,
+                     ZipARError, api)
 from .preview import TokenPreview, previews_enabled
 
 CATEGORY = "ZipAR"
@@ -112,6 +113,20 @@ class ZipARSampler:
                                "and batch compiles first, later ones start at once. On the CPU auto stays eager. "
                                "on / off force it. The same seed gives the same image either way.",
                 }),
+                "speculative": ("BOOLEAN", {
+                    "default": False, "label_on": "on", "label_off": "off",
+                    "tooltip": "Speculative Jacobi decoding on top of the window: every pass also checks a guess "
+                               "of each row's next tokens and keeps those the model agrees with, by a rule that "
+                               "leaves the images' distribution exactly that of this window (greedy: the very "
+                               "same tokens). Fewer passes at no cost in quality; each pass feeds more tokens, so "
+                               "it pays most on a GPU and at batch size 1 (a batch advances at its slowest "
+                               "image's pace). A seed still gives the same image for the same batch.",
+                }),
+                "draft_length": ("INT", {
+                    "default": DEFAULT_DRAFT_LENGTH, "min": 1, "max": MAX_DRAFT_LENGTH, "step": 1,
+                    "tooltip": "Speculative mode: how many passes ahead each forward guesses (up to this many "
+                               "extra tokens per row). 8 is a good start; longer guesses are rarely all kept.",
+                }),
             },
             "optional": {
                 "vq": (VQ, {"tooltip": "Optional: the VQ you will decode with. Checks that it matches the model "
@@ -120,7 +135,7 @@ class ZipARSampler:
         }
 
     def sample(self, model, condition, window, seed, cfg, temperature, top_k, top_p, batch_size, preview=True, vq=None,
-               compile="auto"):
+               compile="auto", speculative=False, draft_length=DEFAULT_DRAFT_LENGTH):
         ar = model.model
         request = prepare(model, condition, vq)
         grid = request.grid
@@ -145,7 +160,8 @@ class ZipARSampler:
             pbar.update_absolute(progress.step, progress.total, frames(progress) if frames is not None else None)
 
         result = api.generate(ar, condition, grid, int(window), options, seed=int(seed), batch=int(batch_size),
-                              callback=on_pass, compile=str(compile))
-        report = f"window {int(window)}: {result.report()}"
+                              callback=on_pass, compile=str(compile), speculative=bool(speculative),
+                              draft_length=int(draft_length))
+        report = f"window {int(window)}{' + speculative' if result.speculative else ''}: {result.report()}"
         log.info("ZipAR Sampler %s: %s", "+".join(result.labels[:4]), report)
         return (Tokens(result.tokens, int(ar.vocab_size), list(result.labels), report, ar.vq_hint), report)

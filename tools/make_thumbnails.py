@@ -3,7 +3,8 @@
     python tools/make_thumbnails.py
 
 demo_zipar shows what it makes: the shipped demo model drawing the digit 3, next-token
-prediction above ZipAR window 8, same seeds (four images each). The others need multi-GB
+prediction above ZipAR window 8, same seeds (four images each); demo_speculative the same model
+under NTP, ZipAR 12 and ZipAR 12 + speculative, with their pass counts. The others need multi-GB
 downloads, so their cards are schematics of the run itself: each token grid as it stands halfway
 through the ZipAR run (ZipAR's zipper of rows advancing together; next-token prediction at the same
 pass count for comparison), from the engine's own schedule, with the pass counts.
@@ -113,12 +114,40 @@ def demo_card() -> Image.Image:
     return card
 
 
+def speculative_card() -> Image.Image:
+    """The demo_speculative run itself: NTP, ZipAR 12 and ZipAR 12 + speculative, one image each,
+    with the forward passes each took."""
+    from zipar import api
+    from zipar.conditions import class_condition
+    from zipar.core.sampling import SamplingOptions
+    from zipar.demo import demo_files
+
+    files = demo_files()
+    model = api.load_ar_model(files["ar_model"], "cpu", "fp32")
+    vq = api.load_vq(files["vq_model"], "cpu", "fp32")
+    cond = class_condition([3])
+    grid = api.prepare(model, cond, None, vq).grid
+    card = Image.new("RGB", SIZE, BG)
+    draw = ImageDraw.Draw(card)
+    draw.text((16, 12), "Demo: speculative decoding", fill=INK, font=font(24))
+    for i, (window, spec, label) in enumerate([(grid[1], False, "NTP"), (12, False, "ZipAR 12"),
+                                               (12, True, "ZipAR 12 + spec.")]):
+        result = api.generate(model, cond, grid, window, SamplingOptions(cfg=2.0, top_k=0), seed=0, speculative=spec)
+        pixels = (api.decode_tokens(vq, result.tokens)[0].permute(1, 2, 0).clamp(0, 1).numpy() * 255).round()
+        art = Image.fromarray(pixels.astype(np.uint8)).resize((144, 144), Image.NEAREST)
+        x = 16 + i * 164
+        card.paste(art, (x, 64))
+        draw.text((x, 218), f"{label}\n{result.forward_passes} passes", fill=INK, font=font(14))
+    return card
+
+
 def main() -> None:
     torch.manual_seed(0)
     demo_card().save(OUT / "demo_zipar.jpg", quality=90)
+    speculative_card().save(OUT / "demo_speculative.jpg", quality=90)
     for name, spec in SCHEMATICS.items():
         schematic(*spec).save(OUT / f"{name}.jpg", quality=90)
-    print(f"wrote {1 + len(SCHEMATICS)} thumbnails to {OUT}")
+    print(f"wrote {2 + len(SCHEMATICS)} thumbnails to {OUT}")
 
 
 if __name__ == "__main__":

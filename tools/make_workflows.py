@@ -88,7 +88,7 @@ def c2i_loaders():
 
 
 def sampler(id_, pos, window, title=None, cfg=4.0, top_k=2000, model=1, cond=3, vq=2):
-    return N(id_, "ZipARSampler", [window, 0, "fixed", cfg, 1.0, top_k, 1.0, 1, True, "auto"], pos,
+    return N(id_, "ZipARSampler", [window, 0, "fixed", cfg, 1.0, top_k, 1.0, 1, True, "auto", False, 8], pos,
              {"model": (model, 0), "condition": (cond, 0), "vq": (vq, 0)}, title, size=(320, SAMPLER_H))
 
 
@@ -190,8 +190,8 @@ def t2i_zipar():
                       ("ZipARTextEncodeT5", ["a photo of a red fox in the snow", "flan-t5-xl", "auto", "default"], 220)))
 
 
-def demo_sampler(id_, pos, window, title):
-    return N(id_, "ZipARSampler", [window, 0, "fixed", 2.0, 1.0, 0, 1.0, 4, True, "auto"], pos,
+def demo_sampler(id_, pos, window, title, batch=4, speculative=False):
+    return N(id_, "ZipARSampler", [window, 0, "fixed", 2.0, 1.0, 0, 1.0, batch, True, "auto", speculative, 8], pos,
              {"model": (1, 0), "condition": (3, 0), "vq": (2, 0)}, title, size=(320, SAMPLER_H))
 
 
@@ -209,12 +209,40 @@ def demo_zipar():
         direction="down")
 
 
+def demo_speculative():
+    """Three columns, same seed: NTP, ZipAR window 12, ZipAR window 12 + speculative."""
+    columns = [(16, False, "Next-token prediction (window 16)"), (12, False, "ZipAR (window 12)"),
+               (12, True, "ZipAR (window 12) + speculative")]
+    nodes = [*models_column("zipar-demo/demo_c2i_64.safetensors", "zipar-demo/demo_vq.safetensors",
+                            ("ZipARClassID", [3], 60), precision="fp32")]
+    row2 = TOP + PREVIEW_ROOM
+    for i, (w, spec, title) in enumerate(columns):
+        x = ZIPAR_X + 360 * i
+        nodes.append(demo_sampler(10 + i, (x, TOP), w, title, batch=1, speculative=spec))
+        nodes.append(decode(20 + i, (x, row2 + GROUP_PAD * 2), 10 + i))
+        nodes.append(report(40 + i, (x, row2 + GROUP_PAD * 2 + 100), 10 + i, f"Report: {title}", size=(320, 120)))
+    for i in (1, 2):
+        nodes.append(N(30 + i, "ImageStitch", ["right", True, 8, "white"], (ZIPAR_X + 360 * i, row2 + 370),
+                       {"image1": (20 if i == 1 else 31, 0), "image2": (20 + i, 0)}, size=(270, 150)))
+    nodes.append(N(50, "SaveImage", ["zipar_demo_speculative"], (ZIPAR_X, row2 + 570), {"images": (32, 0)},
+                   size=(1000, 360)))
+    nodes.append(note(60, (MODELS_X, NOTE_Y - 260), "Speculative decoding on the digit model shipped with the pack "
+                      "(no downloads; 16x16 tokens). Same seed, left to right: next-token prediction (256 passes), "
+                      "ZipAR window 12 (200 passes), and ZipAR window 12 + speculative, which also checks guesses of "
+                      "the next passes in every pass and keeps the tokens the model agrees with. The third image "
+                      "follows exactly the distribution of the second (with temperature 0, greedy, it is the very "
+                      "same image) in fewer passes: its report says how many and how many guessed tokens were "
+                      "kept per pass. Each pass feeds more tokens, so the saving in seconds is largest on a GPU. "
+                      "See the speculative table in docs/benchmarks.md.\n\n" + SAMPLER_HELP, size=(330, 640)))
+    return nodes
+
+
 def chat_loaders(model, vq, prompt, ratio="1:1"):
     return models_column(model, vq, ("ZipARTextPrompt", [prompt, ratio, "", True], 240))
 
 
 def chat_sampler(id_, pos, window, title, cfg, top_k):
-    return N(id_, "ZipARSampler", [window, 0, "fixed", cfg, 1.0, top_k, 1.0, 1, True, "auto"], pos,
+    return N(id_, "ZipARSampler", [window, 0, "fixed", cfg, 1.0, top_k, 1.0, 1, True, "auto", False, 8], pos,
              {"model": (1, 0), "condition": (3, 0), "vq": (2, 0)}, title, size=(320, SAMPLER_H))
 
 
@@ -289,6 +317,7 @@ WORKFLOWS = {
     "janus_pro_ntp_vs_zipar": janus_pro_ntp_vs_zipar,
     "emu3_gen_zipar": emu3_gen_zipar,
     "demo_zipar": demo_zipar,
+    "demo_speculative": demo_speculative,
     "llamagen_c2i_zipar": c2i_zipar,
     "llamagen_c2i_ntp_vs_zipar": c2i_ntp_vs_zipar,
     "llamagen_c2i_window_sweep": c2i_window_sweep,

@@ -13,6 +13,7 @@ from .io import outputs
 from .errors import ConditionMismatch, ZipARError
 from .families.base import Condition
 from .core.sampling import SamplingOptions
+from .core.speculative import DEFAULT_DRAFT_LENGTH
 
 OVERWRITE_HINT = "pass --overwrite"
 # How a command-line user gives each kind of condition the engine may ask for (ConditionMismatch.needs).
@@ -60,6 +61,11 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--compile", choices=["auto", "off", "on"], default="auto",
                      help="the compiled, bucketed decode step (CUDA graphs on a GPU): auto = on for CUDA, off on the "
                           "CPU; the first image of a size compiles first. The same seed gives the same image either way")
+    gen.add_argument("--speculative", action="store_true",
+                     help="speculative Jacobi decoding on top of the window: each pass also verifies drafts of the "
+                          "next passes; same distribution (greedy: same tokens), fewer passes")
+    gen.add_argument("--draft-length", type=int, default=DEFAULT_DRAFT_LENGTH,
+                     help=f"--speculative: passes drafted ahead per forward (default {DEFAULT_DRAFT_LENGTH})")
     gen.add_argument("--device", default="auto", help="cpu, cuda, cuda:1 ... (default: cuda if available)")
     gen.add_argument("--out", help="output PNG; several images become out_0.png, out_1.png, ...")
     gen.add_argument("--tokens-out", help="write the token grids as int64 .npy [images, H, W]")
@@ -143,7 +149,7 @@ def run_generate(args: argparse.Namespace) -> None:
     top_k = args.top_k if args.top_k is not None else defaults.top_k
     options = SamplingOptions(cfg, args.temperature, top_k, args.top_p, args.greedy)
     result = api.generate(model, cond, grid, args.window, options, seed=args.seed, batch=args.batch,
-                          compile=args.compile)
+                          compile=args.compile, speculative=args.speculative, draft_length=args.draft_length)
     print(f"{model.describe()}: {result.report()}", file=sys.stderr)
     by_label = {}
     for out in planned:

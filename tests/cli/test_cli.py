@@ -130,6 +130,22 @@ def test_compile_switch_gives_the_same_image(files, tmp_path, capsys, monkeypatc
         main([str(a) for a in base_args(files, tmp_path, "--class-id", 1, "--compile", "yes")])
 
 
+def test_speculative_flag_gives_the_same_greedy_tokens_in_fewer_passes(files, tmp_path, capsys):
+    for name, extra in (("plain", []), ("spec", ["--speculative", "--draft-length", 3])):
+        code, _, err = run(base_args(files, tmp_path, "--class-id", 1, 2, "--window", 4, "--greedy", *extra,
+                                     "--tokens-out", tmp_path / f"{name}.npy", "--stats-json", tmp_path / f"{name}.json"),
+                           capsys)
+        assert code == 0, err
+    assert np.array_equal(np.load(tmp_path / "plain.npy"), np.load(tmp_path / "spec.npy"))
+    plain, spec = (json.loads((tmp_path / f"{m}.json").read_text()) for m in ("plain", "spec"))
+    assert plain["speculative"] is False and spec["speculative"] is True and spec["draft_length"] == 3
+    assert spec["forward_passes"] <= plain["forward_passes"] == 16
+    assert spec["tokens_per_pass"] == round(16 / spec["forward_passes"], 3)
+    code, _, err = run(base_args(files, tmp_path, "--class-id", 1, "--speculative", "--draft-length", 0,
+                                 "--tokens-out", tmp_path / "x.npy"), capsys)
+    assert code == 2 and "draft length must be between 1 and 64" in err
+
+
 def test_weight_dtype_keeps_the_layers_in_8_bits(files, tmp_path, capsys, monkeypatch):
     from zipar import api
     from zipar.nets.stored import StoredLinear

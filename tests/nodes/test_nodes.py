@@ -207,6 +207,23 @@ def test_same_seed_same_image_and_window_is_checked_against_the_grid(models_dir)
     assert torch.equal(greedy.tokens, greedy2.tokens)  # temperature 0 = greedy: the seed does not matter
 
 
+def test_speculative_sampler_gives_the_windows_greedy_tokens_and_reports_acceptance(models_dir):
+    req = N["ZipARSampler"].INPUT_TYPES()["required"]
+    assert req["speculative"][0] == "BOOLEAN" and req["speculative"][1]["default"] is False
+    assert req["draft_length"][1]["min"] == 1 and req["draft_length"][1]["default"] == 8
+    model, vq, cond = c2i(models_dir)
+    for window in (4, 2):
+        plain, plain_report = sample(model, cond, vq, temperature=0.0, window=window)
+        spec, report = sample(model, cond, vq, temperature=0.0, window=window, speculative=True, draft_length=3)
+        assert torch.equal(spec.tokens, plain.tokens)
+        assert report.startswith(f"window {window} + speculative: ") and "drafts accepted per pass" in report
+    a, _ = sample(model, cond, vq, seed=3, speculative=True)
+    b, _ = sample(model, cond, vq, seed=3, speculative=True)
+    assert torch.equal(a.tokens, b.tokens)
+    with pytest.raises(ZipARError, match="draft length"):
+        sample(model, cond, vq, speculative=True, draft_length=0)
+
+
 def test_image_size_from_the_file_name(models_dir):
     (model,) = run("ZipARLoadARModel", "c2i_L_384.pt", 0, "auto", "default")
     assert model.image_size == 384
