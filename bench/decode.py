@@ -43,7 +43,7 @@ from bench import chat_models
 from zipar.io import outputs
 from zipar.api import resolve_device, resolve_dtype
 from zipar.conditions import class_condition
-from zipar.core.loop import generate
+from zipar.core.loop import expected_passes, generate
 from zipar.nets.llamagen_gpt import GPTConfig, LlamaGenGPT
 from zipar.families.llamagen import LlamaGenModel
 from zipar.core.rng import seed_tensor
@@ -238,14 +238,18 @@ def run(args: argparse.Namespace) -> dict:
     for compile_mode in modes:
         for window in windows:
             results.append(time_window(model, cond, grid, window, opts, compile_mode, args.repeats, device, extra))
+            if args.speculative:
+                results.append(time_window(model, cond, grid, window, opts, compile_mode, args.repeats, device, extra,
+                                           args.draft_length))
     release(device)
     ntp = results[0]  # the first mode's NTP: the plain loop is compared with it
     for r in results:
-        base = next(x for x in results if x["compile"] == r["compile"])
+        base = next(x for x in results if x["compile"] == r["compile"] and not x.get("speculative"))
         r["latency_ratio"] = r["median_s"] / base["median_s"]
         r["pass_ratio"] = r["forward_passes"] / base["forward_passes"]
         r["latency_over_pass_ratio"] = r["latency_ratio"] / r["pass_ratio"]
-        eager = next((x for x in results if x["compile"] == "off" and x["window"] == r["window"]), None)
+        eager = next((x for x in results if x["compile"] == "off" and x["window"] == r["window"]
+                      and x.get("speculative") == r.get("speculative")), None)
         if r["compile"] == "on" and eager is not None:
             r["speedup_over_eager"] = eager["median_s"] / r["median_s"]
     report = {
@@ -278,31 +282,41 @@ def run(args: argparse.Namespace) -> dict:
 
 
 def time_window(model, cond, grid, window: int, opts: SamplingOptions, compile_mode: str, repeats: int,
-                device: torch.device, extra: dict) -> dict:
-    """One window in one mode: a first call (compilation included when compiled), then ``repeats`` timed runs."""
+                device: torch.device, extra: dict, draft_length: int = 0) -> dict:
+    """One window in one mode: a first call (compilation included when compiled), then ``repeats`` timed runs.
+
+    ``draft_length`` > 0: speculative decoding; its pass count depends on the seed (which drafts the
+    model accepts), so the row gives the mean over the runs and each pass's time at that mean."""
     width = grid[1]
     release(device)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
+    spec = dict(speculative=True, draft_length=draft_length) if draft_length else {}
     start = time.perf_counter()
-    first = generate(model, cond, grid, window, opts, seed=0, compile=compile_mode)  # warm-up (plan, compiled steps)
+    first = generate(model, cond, grid, window, opts, seed=0, compile=compile_mode, **spec)  # warm-up (plan, steps)
     first_call = time.perf_counter() - start
-    runs = [generate(model, cond, grid, window, opts, seed=r, compile=compile_mode) for r in range(repeats)]
+    runs = [generate(model, cond, grid, window, opts, seed=r, compile=compile_mode, **spec) for r in range(repeats)]
     secs = [r.seconds for r in runs]
     med = statistics.median(secs)
     images = len(cond)
-    passes = runs[0].forward_passes
+    passes = statistics.mean(r.forward_passes for r in runs)
+    mode = "NTP" if window >= width else "ZipAR"
     row = {
-        "window": window, "mode": "NTP" if window >= width else "ZipAR", "compile": compile_mode,
+        "window": window, "mode": mode + ("+spec" if draft_length else ""), "compile": compile_mode,
         "forward_passes": passes, "median_s": med, "min_s": min(secs), "max_s": max(secs),
         "ms_per_pass": 1000 * med / passes, "images_per_s": images / med,
         "tokens_per_s": images * grid[0] * grid[1] / med, "peak_memory_mb": round(peak_memory_mb(device), 1),
         "first_call_s": first_call, "compile_seconds": first.compile_seconds, "graphs_built": first.graphs_built,
         "graphs_built_after_first_call": sum(r.graphs_built for r in runs),
     }
+    if draft_length:
+        row |= {"speculative": True, "draft_length": draft_length, "planned_passes": expected_passes(grid, window,
+                                                                                                     model.row0_first),
+                "accepted_per_pass": statistics.mean(r.accepted_per_pass for r in runs)}
     if "floor_ms_per_pass" in extra:
         row["ms_per_pass_over_floor"] = row["ms_per_pass"] / extra["floor_ms_per_pass"]
-    print(f"window {window:>3} compile {compile_mode}: {passes} passes, median {med:.3f} s, first call "
+    print(f"window {window:>3} compile {compile_mode}{' speculative' if draft_length else ''}: {passes} passes, "
+          f"median {med:.3f} s, first call "
           f"{first_call:.2f} s", file=sys.stderr)
     return row
 
@@ -318,7 +332,7 @@ def markdown(report: dict) -> str:
              "ratio / pass ratio | first call s | peak MB |" + (" ms/pass / floor |" if floor else ""),
              "|---|---|---|---|---|---|---|---|---|---|---|" + ("---|" if floor else "")]
     for r in report["results"]:
-        lines.append(f"| {r['mode']} | {r.get('compile', 'off')} | {r['window']} | {r['forward_passes']} | {r['median_s']:.3f} | "
+        lines.append(f"| {r['mode']} | {r.get('compile', 'off')} | {r['window']} | {r['forward_passes']:g} | {r['median_s']:.3f} | "
                      f"{r['ms_per_pass']:.2f} | {r['latency_ratio']:.3f} | {r['pass_ratio']:.3f} | "
                      f"{r['latency_over_pass_ratio']:.3f} | {r.get('first_call_s', 0):.2f} | {r['peak_memory_mb']:.0f} |"
                      + (f" {r['ms_per_pass_over_floor']:.2f} |" if floor else ""))
@@ -362,6 +376,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--compile", choices=["off", "on", "both"], default="off",
                    help="time the eager loop, the compiled bucketed step, or both side by side")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
+    p.add_argument("--speculative", action="store_true",
+                   help="also time every window with speculative decoding (rows NTP+spec / ZipAR+spec)")
+    p.add_argument("--draft-length", type=int, default=8, help="--speculative: passes drafted ahead")
     p.add_argument("--no-vq", action="store_true", help="skip the VQ decode timing")
     p.add_argument("--json", help="write the report here")
     p.add_argument("--markdown", help="write the markdown table here")

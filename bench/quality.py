@@ -128,21 +128,42 @@ def nll_entry(nll: np.ndarray) -> dict:
 
 
 @torch.no_grad()
-def sample(model, vq, classes: list[int], per_class: int, grid, window: int, options, seed: int, chunk: int):
+def sample(model, vq, classes: list[int], per_class: int, grid, window: int, options, seed: int, chunk: int,
+           draft_length: int = 0):
     """per_class images of every class, generated in calls of up to ``chunk`` images (all classes,
-    class-major); call c uses seed + c, so every window sees the same seeds."""
-    per_call = max(1, chunk // len(classes))
-    tokens, labels, seconds = [], [], 0.0
-    for c, start in enumerate(range(0, per_class, per_call)):
-        n = min(per_call, per_class - start)
-        r = api.generate(model, api.class_condition(classes), grid, window, options, seed=seed + c, batch=n)
-        tokens.append(r.tokens.flatten(1))
-        labels += [k for k in classes for _ in range(n)]  # class-major, as Condition.repeat orders them
-        seconds += r.seconds
-    tokens = torch.cat(tokens)
+    class-major); call c uses seed + c, so every window sees the same seeds.
+
+    ``draft_length`` > 0: speculative decoding, one image per call (a batch advances at its slowest
+    image's pace, so single images give each image's own pass count); image i of class k then
+    uses seed + i * len(classes) + k. Also returns the forward passes per image and the drafted
+    tokens accepted per pass (0 without speculation)."""
+    tokens, labels, seconds, passes, accepted = [], [], 0.0, [], []
+    if draft_length:
+        for i in range(per_class):
+            for k in classes:
+                r = api.generate(model, api.class_condition([k]), grid, window, options,
+                                 seed=seed + i * len(classes) + k, speculative=True, draft_length=draft_length)
+                tokens.append(r.tokens.flatten(1))
+                labels.append(k)
+                seconds += r.seconds
+                passes.append(r.forward_passes)
+                accepted.append(r.accepted_per_pass)
+        order = np.argsort(np.array(labels), kind="stable")  # class-major, as the batched calls
+        tokens = torch.cat(tokens)[torch.as_tensor(order)]
+        labels = list(np.array(labels)[order])
+    else:
+        per_call = max(1, chunk // len(classes))
+        for c, start in enumerate(range(0, per_class, per_call)):
+            n = min(per_call, per_class - start)
+            r = api.generate(model, api.class_condition(classes), grid, window, options, seed=seed + c, batch=n)
+            tokens.append(r.tokens.flatten(1))
+            labels += [k for k in classes for _ in range(n)]  # class-major, as Condition.repeat orders them
+            seconds += r.seconds
+            passes.append(r.forward_passes)
+        tokens = torch.cat(tokens)
     images = torch.cat([api.decode_tokens(vq, tokens[i:i + 200].view(-1, *grid).to(model.device)).cpu()
                         for i in range(0, len(tokens), 200)])
-    return tokens, np.array(labels), images, seconds
+    return tokens, np.array(labels), images, seconds, float(np.mean(passes)), float(np.mean(accepted or [0.0]))
 
 
 # -- report ---------------------------------------------------------------------------------------
@@ -208,20 +229,27 @@ def run(args) -> dict:
     print(json.dumps(real), file=sys.stderr)
     print(json.dumps(vqrow), file=sys.stderr)
 
-    runs = [(w, args.seed, "", model, "default") for w in windows]
+    runs = [(w, args.seed, "", model, "default", 0) for w in windows]
     if args.noise_seed is not None:
-        runs.insert(1 if windows and windows[0] >= grid[1] else 0, (grid[1], args.noise_seed, " (seed set B)", model, "default"))
+        runs.insert(1 if windows and windows[0] >= grid[1] else 0,
+                    (grid[1], args.noise_seed, " (seed set B)", model, "default", 0))
     for wd in [w for w in args.weight_dtypes.split(",") if w and w != "default"]:
         # the same seeds with the decoder layers' weights kept in ``wd``; NLL is still judged by the default model
         narrow = api.load_ar_model(ar_path, device, args.precision, wd)
-        runs += [(w, args.seed, f" [{wd} weights]", narrow, wd) for w in windows]
-    for window, seed, tag, gen_model, wd in runs:
-        tokens, labels, images, seconds = sample(gen_model, vq, classes, args.samples_per_class, grid, window, options, seed,
-                                                 args.chunk)
+        runs += [(w, args.seed, f" [{wd} weights]", narrow, wd, 0) for w in windows]
+    spec_windows = [int(w) for w in args.speculative.split(",") if w]
+    runs += [(w, args.seed, " + speculative", model, "default", args.draft_length) for w in spec_windows]
+    for window, seed, tag, gen_model, wd, draft_length in runs:
+        tokens, labels, images, seconds, passes, accepted = sample(
+            gen_model, vq, classes, args.samples_per_class, grid, window, options, seed, args.chunk, draft_length)
         ntp = window >= grid[1]
         row = {"name": ("NTP" if ntp else f"window {window}") + tag, "kind": "generated", "window": window, "seed": seed,
-               "weight_dtype": wd, "forward_passes": expected_passes(grid, window), "images": len(labels),
+               "weight_dtype": wd, "forward_passes": round(passes, 1), "images": len(labels),
                "seconds": round(seconds, 2)}
+        if draft_length:
+            row |= {"speculative": True, "draft_length": draft_length, "planned_passes": expected_passes(grid, window),
+                    "accepted_per_pass": round(accepted, 3), "tokens_per_pass": round(grid[0] * grid[1] / passes, 3),
+                    "passes_vs_ntp": round(grid[0] * grid[1] / passes, 3)}
         row |= score(judge, images, labels, ref_stats, args.bootstrap, rng)
         row |= nll_entry(token_nll(model, tokens, torch.as_tensor(labels), grid))
         rows.append(row)
@@ -234,7 +262,8 @@ def run(args) -> dict:
     if ntp_row is not None:
         for r in gen_rows:
             r["within_noise_of_ntp"] = within_noise(r, ntp_row)
-        own = [r for r in gen_rows if r["seed"] == args.seed and r.get("weight_dtype", "default") == "default"]
+        own = [r for r in gen_rows if r["seed"] == args.seed and r.get("weight_dtype", "default") == "default"
+               and not r.get("speculative")]
         ok = sorted(r["window"] for r in own if all(r["within_noise_of_ntp"].values()))
         # smallest window such that it and every larger window tested stay within noise
         tested = sorted({r["window"] for r in own})
@@ -264,8 +293,9 @@ def plot(report: dict, path: str) -> None:
     """Three panels (accuracy, FD, NLL) against forward passes, drawn with PIL."""
     from PIL import Image, ImageDraw
 
-    gen = sorted((r for r in report["rows"] if r["kind"] == "generated" and r["seed"] == report["sampling"]["seed"]),
-                 key=lambda r: r["forward_passes"])
+    gen = sorted((r for r in report["rows"] if r["kind"] == "generated" and r["seed"] == report["sampling"]["seed"]
+                  and not r.get("speculative")), key=lambda r: r["forward_passes"])
+    spec = [r for r in report["rows"] if r.get("speculative")]
     extra = [r for r in report["rows"] if r["kind"] == "generated" and r["seed"] != report["sampling"]["seed"]]
     refs = [r for r in report["rows"] if r["kind"] == "reference"]
     panels = [("accuracy", "class accuracy (higher is better)"), ("fd", "Frechet distance (lower is better)"),
@@ -282,7 +312,7 @@ def plot(report: dict, path: str) -> None:
     x0, x1 = 0, max(xs) * 1.05 if xs else 1
     for i, (key, label) in enumerate(panels):
         ox = i * pw
-        vals = [r[key] for r in gen + extra + refs] + [r[key] + 2 * (r[f"{key}_se"] or 0) for r in gen] + \
+        vals = [r[key] for r in gen + extra + refs + spec] + [r[key] + 2 * (r[f"{key}_se"] or 0) for r in gen] + \
                [r[key] - 2 * (r[f"{key}_se"] or 0) for r in gen]
         lo, hi = min(vals), max(vals)
         pad = (hi - lo) * 0.1 or 0.05
@@ -318,18 +348,27 @@ def plot(report: dict, path: str) -> None:
         for r in extra:
             px, py = P(r["forward_passes"], r[key])
             d.rectangle([px - 3, py - 3, px + 3, py + 3], outline=colours["seed set B"])
+        for r in spec:
+            px, py = P(r["forward_passes"], r[key])
+            d.polygon([(px, py - 5), (px - 5, py + 4), (px + 5, py + 4)], fill=(200, 120, 0))
+            if key == "accuracy":
+                d.text((px + 4, py - 14), ("NTP" if r["window"] >= report["grid"][1] else f"w{r['window']}") + "+spec",
+                       fill=(200, 120, 0))
     d.text((10, ph + 40), "x: forward passes per image (16x16 grid: NTP 256; window w: 32 + 14w). Bars: +-2 SE. "
-           "Dashed: references. Grey square: NTP, second seed set.", fill=(60, 60, 60))
+           "Dashed: references. Grey square: NTP, second seed set. Orange triangle: + speculative (mean passes).",
+           fill=(60, 60, 60))
     outputs.write_image(path, img)
 
 
 def table(report: dict) -> str:
-    lines = ["| row | passes | accuracy | FD | NLL/token | s | within noise of NTP |", "|---|---|---|---|---|---|---|"]
+    lines = ["| row | passes | drafts kept / pass | accuracy | FD | NLL/token | s | within noise of NTP |",
+             "|---|---|---|---|---|---|---|---|"]
     for r in report["rows"]:
         wn = r.get("within_noise_of_ntp")
         flag = "" if wn is None else ("yes" if all(wn.values()) else "no (" + ", ".join(k for k, v in wn.items() if not v) + ")")
         fd_se = f" ± {r['fd_se']:.2f}" if r.get("fd_se") else ""
-        lines.append(f"| {r['name']} | {r.get('forward_passes', '')} | {r['accuracy']:.3f} ± {r['accuracy_se']:.3f} | "
+        kept = f"{r['accepted_per_pass']:.2f}" if r.get("speculative") else ""
+        lines.append(f"| {r['name']} | {r.get('forward_passes', '')} | {kept} | {r['accuracy']:.3f} ± {r['accuracy_se']:.3f} | "
                      f"{r['fd']:.2f}{fd_se} | {r['nll']:.3f} ± {r['nll_se']:.3f} | {r.get('seconds', '')} | {flag} |")
     return "\n".join(lines)
 
@@ -352,6 +391,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--weight-dtypes", default="default",
                    help="also sample every window with the decoder weights kept in these dtypes (e.g. "
                         "default,fp8_e4m3fn,fp8_e5m2); the NLL judge stays the default model")
+    p.add_argument("--speculative", default="",
+                   help="windows to also run with speculative decoding (e.g. 16,12,8), one image per call")
+    p.add_argument("--draft-length", type=int, default=8, help="--speculative: passes drafted ahead")
     p.add_argument("--ar-model", help="default: the shipped demo GPT")
     p.add_argument("--vq-model", help="default: the shipped demo VQ")
     p.add_argument("--device", default="cpu")

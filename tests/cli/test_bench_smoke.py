@@ -27,6 +27,20 @@ def test_harness_reports_passes_and_ratios(tmp_path, capsys):
     assert "| ZipAR | off | 8 | 144 |" in (tmp_path / "t.md").read_text()
 
 
+def test_harness_times_speculative_rows_beside_the_plain_ones(tmp_path):
+    out = tmp_path / "bench.json"
+    assert main(["--model", "tiny", "--grid", "16", "--windows", "8", "--repeats", "2", "--no-vq", "--speculative",
+                 "--draft-length", "4", "--device", "cpu", "--precision", "fp32", "--json", str(out)]) == 0
+    rows = {(r["window"], r["mode"]): r for r in json.loads(out.read_text())["results"]}
+    assert sorted(rows) == [(8, "ZipAR"), (8, "ZipAR+spec"), (16, "NTP"), (16, "NTP+spec")]
+    for (window, mode), r in rows.items():
+        if mode.endswith("+spec"):
+            assert r["speculative"] and r["draft_length"] == 4 and r["planned_passes"] == rows[(window, mode[:-5])][
+                "forward_passes"]
+            assert 1 <= r["forward_passes"] <= r["planned_passes"] and r["accepted_per_pass"] >= 0
+            assert r["pass_ratio"] == r["forward_passes"] / rows[(16, "NTP")]["forward_passes"]
+
+
 # -- Janus-Pro and Emu3-Gen (bench/chat_models.py) -------------------------------------------------
 
 import pytest  # noqa: E402

@@ -52,6 +52,21 @@ def test_greedy_tokens_equal_the_plan_for_every_family(four_families, family):
     static_step.release(model)
 
 
+@pytest.mark.parametrize("family", ["llamagen", "emu3"])
+def test_the_compiled_step_verifies_drafts_too(four_families, family):
+    """The speculative forward is the bucketed step itself, traced whole (fullgraph) by
+    torch.compile: the same tokens as the uncompiled step, sampled and greedy."""
+    model, cond, grid = four_families[family]
+    static_step.release(model)
+    for opts in (SamplingOptions(cfg=3.0, greedy=True), SamplingOptions(cfg=3.0, top_k=20)):
+        plain = generate(model, cond, grid, 2, opts, seed=4, speculative=True, draft_length=3)
+        traced = generate(model, cond, grid, 2, opts, seed=4, speculative=True, draft_length=3,
+                          compile_backend="aot_eager")
+        assert torch.equal(plain.tokens, traced.tokens) and traced.compiled and traced.graphs_built >= 1
+        assert traced.forward_passes == plain.forward_passes
+    static_step.release(model)
+
+
 @pytest.mark.parametrize("row0_first", [True, False], ids=["row0-first", "row1-by-window"])
 @pytest.mark.parametrize("window", [GRID[1], 3, 1])
 def test_greedy_saves_passes_and_counts_them(window, row0_first):
@@ -248,3 +263,13 @@ def test_progress_shows_committed_cells_that_never_change_and_cancel_stops():
 def test_a_bad_draft_length_is_a_clear_error(bad):
     with pytest.raises(ZipARError, match="draft length"):
         generate(tiny(), class_condition([3]), GRID, 2, SamplingOptions(), speculative=True, draft_length=bad)
+
+
+def test_uniforms_of_several_streams_equal_one_call_per_stream():
+    from zipar.core.rng import seed_tensor, uniforms, uniforms_streams
+
+    seed = seed_tensor(2**40 + 17, "cpu")
+    images, cells = torch.tensor([0, 5, 9]), torch.tensor([3, 1, 200, 7])
+    many = uniforms_streams(seed, images, cells, [0, 5, 6, 1000])
+    for k, s in enumerate([0, 5, 6, 1000]):
+        assert torch.equal(many[k], uniforms(seed, images, cells, s))

@@ -45,6 +45,7 @@ EXPECTED_IMAGES = {
     "llamagen_c2i_window_sweep": [(384 * 5 + 8 * 4, 384)],
     "llamagen_t2i_zipar": [(512, 512)],
     "demo_zipar": [(64, 64 * 2 + 8)] * 4,  # batch 4, NTP above ZipAR
+    "demo_speculative": [(64 * 3 + 8 * 2, 64)],  # NTP | ZipAR 12 | ZipAR 12 + speculative
     "janus_pro_zipar": [(48, 48)],  # 24x24 codes; the tiny VQ draws 2 px per code (the real one 16)
     "janus_pro_ntp_vs_zipar": [(48 * 2 + 8, 48)],
     "emu3_gen_zipar": [(120 * 8, 68 * 8)],  # 16:9 at 720 x 720 pixels of area: 68 x 120 tokens

@@ -41,7 +41,7 @@ import torch
 
 from ..errors import ZipARError
 from .plan import Plan
-from .rng import uniforms
+from .rng import uniforms_streams
 from .sampling import SamplingOptions, invert_cdf
 from .static_step import Steps, checked_tables, state_of
 
@@ -105,27 +105,34 @@ def run_speculative(model, session, plan: Plan, images: int, options: SamplingOp
     q_of: dict[int, torch.Tensor] = {}  # draft distribution per drafted cell (sampling only) [images, V]
     drafted: set[int] = set()
 
-    def new_draft_cell(cell: int) -> None:
-        """A first draft: the token on the left (above, at a row start), as a point mass."""
-        r, c = divmod(cell, width)
-        src = cell - 1 if c > 0 else cell - width
-        tokens[:, cell] = tokens[:, src]
-        drafted.add(cell)
-        if not greedy:
-            q_of[cell] = None  # a point mass on the copied token, built when it is needed
-
-    def q_vector(cell: int, vocab: int) -> torch.Tensor:
-        q = q_of[cell]
-        if q is None:
-            q = torch.zeros(images, vocab, device=device)
-            q.scatter_(1, tokens[:, cell:cell + 1], 1.0)
-        return q
-
     def fill_drafts(first: int, upto: int) -> None:
+        """First drafts for the cells entering the window: the token on the left (above, at a row
+        start), as a point mass (``q_of`` None), copied in one gather."""
+        new, copy_of = [], {}
         for s in range(first, min(upto, last_pass) + 1):
             for cell in segs[s].emits:
                 if cell not in drafted:
-                    new_draft_cell(cell)
+                    src = cell - 1 if cell % width else cell - width
+                    copy_of[cell] = copy_of.get(src, src)  # a neighbour drafted in this call: its own source
+                    new.append(cell)
+        if new:
+            tokens[:, torch.tensor(new, device=device)] = tokens[:, torch.tensor([copy_of[c] for c in new],
+                                                                                  device=device)]
+            drafted.update(new)
+            if not greedy:
+                q_of.update(dict.fromkeys(new))
+
+    def draft_q(span_cells: list[int], has_draft: list[bool], drafts: torch.Tensor, vocab: int) -> torch.Tensor:
+        """[images, m, V] the distribution each span cell's draft was drawn from (0 for no draft)."""
+        q = torch.zeros(images, len(span_cells), vocab, device=device)
+        point = [j for j, (c, d) in enumerate(zip(span_cells, has_draft)) if d and q_of[c] is None]
+        full = [j for j, (c, d) in enumerate(zip(span_cells, has_draft)) if d and q_of[c] is not None]
+        if point:
+            at = torch.tensor(point, device=device)
+            q[:, at] = torch.nn.functional.one_hot(drafts[:, at], vocab).to(q.dtype)
+        if full:
+            q[:, torch.tensor(full, device=device)] = torch.stack([q_of[span_cells[j]] for j in full], dim=1)
+        return q
 
     t, forwards = 0, 0
     accepted_total = torch.zeros((), dtype=torch.long, device=device)
@@ -143,21 +150,22 @@ def run_speculative(model, session, plan: Plan, images: int, options: SamplingOp
         target = target[:, :m]
         span_cells = [c for s in range(t + 1, last + 1) for c in segs[s].emits]
         pass_of = [s for s in range(t + 1, last + 1) for _ in segs[s].emits]
-        cols = torch.tensor(span_cells, dtype=torch.long, device=device)
-        stream = 1 + 4 * forwards
         has_draft = [c in drafted for c in span_cells]
+        cols, had_all = torch.tensor([span_cells, has_draft], dtype=torch.long, device=device).unbind(0)
+        had_all = had_all.bool()[None, :]
         drafts = tokens[:, cols]
         if greedy:
             best = target.argmax(-1)
             keep = drafts == best
         else:
             vocab = target.shape[-1]
-            q = torch.stack([q_vector(c, vocab) if d else torch.zeros(images, vocab, device=device)
-                             for c, d in zip(span_cells, has_draft)], dim=1)  # [images, m, V]
+            q = draft_q(span_cells, has_draft, drafts, vocab)
             p_x = target.gather(-1, drafts[..., None])[..., 0]
             q_x = q.gather(-1, drafts[..., None])[..., 0]
-            keep = accept_rule(p_x, q_x, uniforms(seed_t, image_keys, cols, stream + ACCEPT))
-        keep = keep & torch.tensor(has_draft, device=device)[None, :]
+            # this forward's uniforms, keyed by (seed, image, cell, 1 + 4 * forward + purpose)
+            u = uniforms_streams(seed_t, image_keys, cols, [1 + 4 * forwards + k for k in range(4)])
+            keep = accept_rule(p_x, q_x, u[ACCEPT])
+        keep = keep & had_all
         # the first pass with a refused (or undrafted) cell in any image ends what this forward commits
         refused = (~keep).any(0).tolist()
         commit = next((pass_of[j] for j in range(m) if refused[j]), last)
@@ -168,7 +176,7 @@ def run_speculative(model, session, plan: Plan, images: int, options: SamplingOp
             fixed = best[:, a:b]
         else:
             weights = redraw_weights(target[:, a:b], q[:, a:b])
-            redrawn = invert_cdf(weights, uniforms(seed_t, image_keys, cols[a:b], stream + REDRAW))
+            redrawn = invert_cdf(weights, u[REDRAW][:, a:b])
             fixed = torch.where(keep[:, a:b], drafts[:, a:b], redrawn)
         tokens[:, cols[a:b]] = fixed
         accepted_total += keep[:, :b].sum()
@@ -186,15 +194,15 @@ def run_speculative(model, session, plan: Plan, images: int, options: SamplingOp
             if greedy:
                 tokens[:, rest_cols] = best[:, rest]
             else:
-                q_new = target[:, rest]
+                q_new = target[:, rest].clone()  # kept as drafts: a captured graph reuses its outputs' memory
                 old = drafts[:, rest]
                 q_old = q[:, rest]
-                had = torch.tensor(has_draft[rest], device=device)[None, :]
+                had = had_all[:, rest]
                 qn_x = q_new.gather(-1, old[..., None])[..., 0]
                 qo_x = q_old.gather(-1, old[..., None])[..., 0]
-                stay = had & (uniforms(seed_t, image_keys, rest_cols, stream + KEEP_DRAFT) * qo_x < qn_x)
+                stay = had & (u[KEEP_DRAFT][:, rest] * qo_x < qn_x)
                 weights = torch.where(had[..., None], redraw_weights(q_new, q_old), q_new)
-                moved = invert_cdf(weights, uniforms(seed_t, image_keys, rest_cols, stream + NEW_DRAFT))
+                moved = invert_cdf(weights, u[NEW_DRAFT][:, rest])
                 tokens[:, rest_cols] = torch.where(stay, old, moved)
                 for j, c in enumerate(span_cells[rest]):
                     q_of[c] = q_new[:, j]
