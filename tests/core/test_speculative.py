@@ -273,3 +273,15 @@ def test_uniforms_of_several_streams_equal_one_call_per_stream():
     many = uniforms_streams(seed, images, cells, [0, 5, 6, 1000])
     for k, s in enumerate([0, 5, 6, 1000]):
         assert torch.equal(many[k], uniforms(seed, images, cells, s))
+
+
+def test_compiled_spans_use_few_shapes(four_families):
+    """Compiled, spans are padded up to a full span's bucket: few graphs however the spans fall."""
+    model, cond, grid = four_families["llamagen"]
+    static_step.release(model)
+    built = 0
+    for window in (grid[1], 3, 1):
+        built += generate(model, cond, grid, window, SamplingOptions(cfg=3.0, top_k=20), seed=1, speculative=True,
+                          draft_length=4, compile_backend="aot_eager").graphs_built
+    assert 1 <= built <= 3  # buckets 8 (a span of 5 passes), 16 and 32 (spans of several rows)
+    static_step.release(model)

@@ -43,7 +43,7 @@ from ..errors import ZipARError
 from .plan import Plan
 from .rng import uniforms_streams
 from .sampling import SamplingOptions, invert_cdf
-from .static_step import Steps, checked_tables, state_of
+from .static_step import Steps, bucket_for, checked_tables, state_of
 
 DEFAULT_DRAFT_LENGTH = 8
 MAX_DRAFT_LENGTH = 64
@@ -101,6 +101,8 @@ def run_speculative(model, session, plan: Plan, images: int, options: SamplingOp
     steps = Steps(model, session, images, options, backend, tables.image_slots, speculative=True)
     greedy = options.greedy
     last_pass = plan.num_passes - 1
+    # compiled: a span is padded to at least one row's full span, so a request builds few shapes
+    min_bucket = 1 if backend == "none" else bucket_for(draft_length + 1)
     segs = tables.segments
     q_of: dict[int, torch.Tensor] = {}  # draft distribution per drafted cell (sampling only) [images, V]
     drafted: set[int] = set()
@@ -143,7 +145,7 @@ def run_speculative(model, session, plan: Plan, images: int, options: SamplingOp
             if tables.rewrites[s]:
                 last = s - 1
                 break
-        bucket, row, m = tables.span_row(t + 1, last)
+        bucket, row, m = tables.span_row(t + 1, last, min_bucket)
         row_t = torch.tensor(row, dtype=torch.long, device=device)
         forwards += 1
         raw, target = steps(bucket, row_t, tokens, tables, seed_t, image_keys)

@@ -77,10 +77,11 @@ class StaticTables:
     def buckets(self) -> list[int]:
         return sorted(self.rows)
 
-    def span_row(self, first: int, last: int) -> tuple[int, list[int], int]:
+    def span_row(self, first: int, last: int, min_bucket: int = 1) -> tuple[int, list[int], int]:
         """Passes ``first..last`` as one padded row (speculative decoding verifies several passes
         in one forward): (bucket, row, emitted cells). Each input keeps its own pass number, so it
-        sees exactly what it sees in its own pass; queries are renumbered into the joined inputs."""
+        sees exactly what it sees in its own pass; queries are renumbered into the joined inputs.
+        ``min_bucket`` pads short spans up (fewer shapes to compile)."""
         joined = Segment([], [], [], [], [], [], [])
         for s in range(first, last + 1):
             seg = self.segments[s]
@@ -92,7 +93,7 @@ class StaticTables:
             joined.row_end.extend(seg.row_end)
             joined.queries.extend(q + base for q in seg.queries)
             joined.emits.extend(seg.emits)
-        bucket = bucket_for(max(len(joined.sources), len(joined.emits)))
+        bucket = max(bucket_for(max(len(joined.sources), len(joined.emits))), min_bucket)
         return bucket, joined.padded(bucket, self.image_slots, self.dummy), len(joined.emits)
 
 
