@@ -11,7 +11,7 @@ from helpers.four_families import FAMILIES
 from helpers.reference import replay_logits
 from helpers.tiny_gpt import make_tiny_gpt
 from zipar.conditions import class_condition
-from zipar.core import speculative, static_step
+from zipar.core import static_step, verify
 from zipar.core.loop import expected_passes, generate
 from zipar.core.plan import build_plan
 from zipar.core.sampling import SamplingOptions, probabilities
@@ -198,7 +198,7 @@ def test_speculative_samples_follow_the_plans_distribution(dist_model, case):
 def test_a_broken_acceptance_rule_is_caught(dist_model, monkeypatch):
     """The test above must be able to fail: redrawing a refused cell from p instead of the
     residual max(0, p - q) over-weights the drafts, and the chi-square test sees it."""
-    monkeypatch.setattr(speculative, "redraw_weights", lambda p, q: p)
+    monkeypatch.setattr(verify, "redraw_weights", lambda p, q: p)
     grid, window, row0_first = DIST_CASES["ntp"]
     prob = exact_distribution(dist_model, 3, grid, window, row0_first, DIST_OPTS)
     counts, _ = speculative_counts(dist_model, 3, grid, window, row0_first, DIST_OPTS, batch=50)

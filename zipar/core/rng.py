@@ -60,10 +60,14 @@ def uniforms(seed: torch.Tensor, images: torch.Tensor, cells: torch.Tensor, stre
     return ((h >> 8).float() + 0.5) * (1.0 / (1 << 24))
 
 
-def uniforms_streams(seed: torch.Tensor, images: torch.Tensor, cells: torch.Tensor, streams: list[int]) -> torch.Tensor:
+def uniforms_streams(seed: torch.Tensor, images: torch.Tensor, cells: torch.Tensor, streams) -> torch.Tensor:
     """[len(streams), N, M]: ``uniforms`` for several streams in one pass of kernels (the same
-    numbers as one call per stream)."""
-    tag = torch.tensor([(_GOLDEN * (s + 1)) & MASK32 for s in streams], dtype=torch.long, device=seed.device)
+    numbers as one call per stream). ``streams``: a list of ints, or an int64 tensor (data inside
+    a compiled step)."""
+    if isinstance(streams, torch.Tensor):
+        tag = (_GOLDEN * (streams + 1)) & MASK32
+    else:
+        tag = torch.tensor([(_GOLDEN * (s + 1)) & MASK32 for s in streams], dtype=torch.long, device=seed.device)
     h = mix32(seed[1] ^ tag)
     h = mix32(h ^ seed[0])  # [S]
     h = mix32(((h[:, None] ^ (images[None, :] & MASK32)) + _GOLDEN) & MASK32)  # [S, N]

@@ -25,8 +25,11 @@ What keeps the cache exact:
 Drafts: a cell's draft is redrawn each forward from the newest distribution the model gave
 it, coupled to its previous draft (maximal coupling, as in MC-SJD: keep the old token with
 probability ``min(1, q_new(x) / q_old(x))``, else draw from ``max(0, q_new - q_old)``), so a
-draft that the model keeps predicting stays put. A cell entering the draft window for the
-first time copies the token on its left (or above, at a row start): context it may see.
+draft that the model keeps predicting stays put. That is the acceptance rule itself, so one
+draw per cell and forward (``verify.py``, inside the compiled step) gives both the token a
+committed cell keeps and the next draft of a cell past the commit. A cell entering the draft
+window for the first time copies the token on its left (or above, at a row start): context
+it may see.
 
 A batch advances together: a forward commits up to the first pass in which any image
 refused a draft. Distributions are unchanged by this, but an image's exact tokens then depend
@@ -34,6 +37,7 @@ on the batch it is drawn in (greedy tokens never do).
 """
 from __future__ import annotations
 
+import operator
 from dataclasses import dataclass
 from typing import Callable
 
@@ -41,19 +45,14 @@ import torch
 
 from ..errors import ZipARError
 from .plan import Plan
-from .rng import uniforms_streams
-from .sampling import SamplingOptions, invert_cdf
+from .sampling import SamplingOptions
 from .static_step import Steps, bucket_for, checked_tables, state_of
 
 DEFAULT_DRAFT_LENGTH = 8
 MAX_DRAFT_LENGTH = 64
-# uniforms per forward f: stream 1 + 4 * f + purpose (stream 0 is the plain sampler's)
-ACCEPT, REDRAW, KEEP_DRAFT, NEW_DRAFT = range(4)
 
 
 def check_draft_length(draft_length) -> int:
-    import operator
-
     try:
         n = operator.index(draft_length)
     except TypeError:
@@ -71,18 +70,6 @@ class SpeculativeRun:
     drafts_accepted: int  # drafted tokens kept, summed over the images
     compile_seconds: float
     graphs_built: int
-
-
-def accept_rule(p_x: torch.Tensor, q_x: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
-    """Keep a draft of probability ``q_x`` under the draft and ``p_x`` under the model with
-    probability min(1, p_x / q_x). (A test swaps this for a broken rule and must see it fail.)"""
-    return u * q_x < p_x
-
-
-def redraw_weights(p: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
-    """What a refused cell is drawn from: the part of ``p`` the draft did not cover."""
-    r = (p - q).clamp_min(0)
-    return torch.where(r.sum(-1, keepdim=True) > 0, r, p)
 
 
 def run_speculative(model, session, plan: Plan, images: int, options: SamplingOptions, seed_t: torch.Tensor,
@@ -104,12 +91,13 @@ def run_speculative(model, session, plan: Plan, images: int, options: SamplingOp
     # compiled: a span is padded to at least one row's full span, so a request builds few shapes
     min_bucket = 1 if backend == "none" else bucket_for(draft_length + 1)
     segs = tables.segments
-    q_of: dict[int, torch.Tensor] = {}  # draft distribution per drafted cell (sampling only) [images, V]
+    vocab = int(model.vocab_size)
+    q_of: dict[int, torch.Tensor | None] = {}  # per drafted cell, sampling: its q [images, V] (None: a copy)
     drafted: set[int] = set()
 
     def fill_drafts(first: int, upto: int) -> None:
         """First drafts for the cells entering the window: the token on the left (above, at a row
-        start), as a point mass (``q_of`` None), copied in one gather."""
+        start), as a point mass, copied in one gather."""
         new, copy_of = [], {}
         for s in range(first, min(upto, last_pass) + 1):
             for cell in segs[s].emits:
@@ -121,96 +109,59 @@ def run_speculative(model, session, plan: Plan, images: int, options: SamplingOp
             tokens[:, torch.tensor(new, device=device)] = tokens[:, torch.tensor([copy_of[c] for c in new],
                                                                                   device=device)]
             drafted.update(new)
-            if not greedy:
-                q_of.update(dict.fromkeys(new))
+            q_of.update(dict.fromkeys(new))
 
-    def draft_q(span_cells: list[int], has_draft: list[bool], drafts: torch.Tensor, vocab: int) -> torch.Tensor:
-        """[images, m, V] the distribution each span cell's draft was drawn from (0 for no draft)."""
-        q = torch.zeros(images, len(span_cells), vocab, device=device)
-        point = [j for j, (c, d) in enumerate(zip(span_cells, has_draft)) if d and q_of[c] is None]
-        full = [j for j, (c, d) in enumerate(zip(span_cells, has_draft)) if d and q_of[c] is not None]
-        if point:
-            at = torch.tensor(point, device=device)
-            q[:, at] = torch.nn.functional.one_hot(drafts[:, at], vocab).to(q.dtype)
+    def draft_q(span_cells: list[int], bucket: int) -> torch.Tensor:
+        """[images, bucket, V]: the distributions the span's drafts came from (point masses are built
+        in the step); greedy needs none."""
+        if greedy:
+            return no_q
+        q = torch.zeros(images, bucket, vocab, device=device)
+        full = [j for j, c in enumerate(span_cells) if q_of.get(c) is not None]
         if full:
             q[:, torch.tensor(full, device=device)] = torch.stack([q_of[span_cells[j]] for j in full], dim=1)
         return q
 
-    t, forwards = 0, 0
-    accepted_total = torch.zeros((), dtype=torch.long, device=device)
+    no_q = torch.zeros(1, 1, 1, device=device)
+    t, forwards, accepted_total = 0, 0, 0
     fill_drafts(1, draft_length)
     while t < last_pass:
         last = min(t + draft_length + 1, last_pass)
         for s in range(t + 2, last + 1):
-            if tables.rewrites[s]:
+            if tables.rewrites[s]:  # it overwrites a stand-in that earlier passes of the span still see
                 last = s - 1
                 break
         bucket, row, m = tables.span_row(t + 1, last, min_bucket)
-        row_t = torch.tensor(row, dtype=torch.long, device=device)
-        forwards += 1
-        raw, target = steps(bucket, row_t, tokens, tables, seed_t, image_keys)
-        target = target[:, :m]
         span_cells = [c for s in range(t + 1, last + 1) for c in segs[s].emits]
         pass_of = [s for s in range(t + 1, last + 1) for _ in segs[s].emits]
-        has_draft = [c in drafted for c in span_cells]
-        cols, had_all = torch.tensor([span_cells, has_draft], dtype=torch.long, device=device).unbind(0)
-        had_all = had_all.bool()[None, :]
-        drafts = tokens[:, cols]
-        if greedy:
-            best = target.argmax(-1)
-            keep = drafts == best
-        else:
-            vocab = target.shape[-1]
-            q = draft_q(span_cells, has_draft, drafts, vocab)
-            p_x = target.gather(-1, drafts[..., None])[..., 0]
-            q_x = q.gather(-1, drafts[..., None])[..., 0]
-            # this forward's uniforms, keyed by (seed, image, cell, 1 + 4 * forward + purpose)
-            u = uniforms_streams(seed_t, image_keys, cols, [1 + 4 * forwards + k for k in range(4)])
-            keep = accept_rule(p_x, q_x, u[ACCEPT])
-        keep = keep & had_all
-        # the first pass with a refused (or undrafted) cell in any image ends what this forward commits
+        pad = [0] * (bucket - m)
+        had = [int(c in drafted) for c in span_cells] + pad
+        point = [int(c in drafted and q_of.get(c) is None) for c in span_cells] + pad
+        forwards += 1
+        row_t = torch.tensor(row + had + point + [forwards] * bucket, dtype=torch.long, device=device)
+        raw, target, keep = steps(bucket, row_t, tokens, tables, seed_t, image_keys, draft_q(span_cells, bucket))
+        # the step wrote every span cell: kept drafts, redrawn tokens, and the next drafts past the commit
+        keep = keep[:, :m].cpu()
         refused = (~keep).any(0).tolist()
+        # the first pass with a refused (or undrafted) cell in any image ends what this forward commits
         commit = next((pass_of[j] for j in range(m) if refused[j]), last)
         n_commit = sum(1 for s in pass_of if s <= commit)
-        ends = [j for j in range(m) if pass_of[j] == commit]
-        a, b = ends[0], ends[-1] + 1
-        if greedy:
-            fixed = best[:, a:b]
-        else:
-            weights = redraw_weights(target[:, a:b], q[:, a:b])
-            redrawn = invert_cdf(weights, u[REDRAW][:, a:b])
-            fixed = torch.where(keep[:, a:b], drafts[:, a:b], redrawn)
-        tokens[:, cols[a:b]] = fixed
-        accepted_total += keep[:, :b].sum()
+        accepted_total += int(keep[:, :n_commit].sum())
         if trace is not None:
+            cols = torch.tensor(span_cells, device=device)
             for s in range(t + 1, commit + 1):
                 js = [j for j in range(m) if pass_of[j] == s]
                 trace(s, cols[js[0]:js[-1] + 1], raw[:, js[0]:js[-1] + 1])
         for c in span_cells[:n_commit]:
             drafted.discard(c)
             q_of.pop(c, None)
-        # the rest of the span: this forward's distributions become the next drafts
-        if n_commit < m:
-            rest = slice(n_commit, m)
-            rest_cols = cols[rest]
-            if greedy:
-                tokens[:, rest_cols] = best[:, rest]
-            else:
-                q_new = target[:, rest].clone()  # kept as drafts: a captured graph reuses its outputs' memory
-                old = drafts[:, rest]
-                q_old = q[:, rest]
-                had = had_all[:, rest]
-                qn_x = q_new.gather(-1, old[..., None])[..., 0]
-                qo_x = q_old.gather(-1, old[..., None])[..., 0]
-                stay = had & (u[KEEP_DRAFT][:, rest] * qo_x < qn_x)
-                weights = torch.where(had[..., None], redraw_weights(q_new, q_old), q_new)
-                moved = invert_cdf(weights, u[NEW_DRAFT][:, rest])
-                tokens[:, rest_cols] = torch.where(stay, old, moved)
-                for j, c in enumerate(span_cells[rest]):
-                    q_of[c] = q_new[:, j]
-            drafted.update(span_cells[rest])
+        if n_commit < m:  # this forward's distributions are the next drafts' q
+            rest = span_cells[n_commit:]
+            if not greedy:
+                kept = target[:, n_commit:m].clone()  # a captured graph reuses its outputs' memory
+                q_of.update((c, kept[:, j]) for j, c in enumerate(rest))
+            drafted.update(rest)
         t = commit
         report(t, tokens)
         fill_drafts(t + 1, t + draft_length)
-    return SpeculativeRun(tokens[:, :cells].clone(), forwards, int(accepted_total), steps.compile_seconds,
-                          steps.built)
+    return SpeculativeRun(tokens[:, :cells].clone(), forwards, accepted_total, steps.compile_seconds, steps.built)

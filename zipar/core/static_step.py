@@ -32,6 +32,7 @@ from .cache import CachePool
 from .plan import Plan
 from .row_ends import expand_pass
 from .sampling import SamplingOptions, SamplingTensors, sample_cells, target_probs
+from .verify import verify_drafts
 
 class CompileFailed(ZipARError):
     """torch.compile could not build a step (the eager loop gives the same images)."""
@@ -184,13 +185,15 @@ def make_step(bucket: int, prefix_len: int, image_slots: int, opts: SamplingOpti
     """The pass function for one bucket; ``opts`` only chooses code paths (guidance, greedy,
     filtering), its numbers arrive as tensors.
 
-    A speculative step (``speculative.py``) runs the same forward but returns the target
-    distribution of every emitted cell instead of drawing: the drafts are verified outside."""
+    A speculative step (``speculative.py``) runs the same forward over a span of passes and
+    checks the drafts fed in it (``verify.py``): its row also holds, per emitted cell, whether
+    it has a draft, whether that draft is a point mass, and the forward's number."""
     slots = image_slots + 1
 
     def step(session, tokens, row, slot_order, slot_fill, prefix_mask, seed, image_keys, cfg, temperature, top_k,
-             top_p):
-        passes, src, off, order, row_end, queries, emits = row.view(7, bucket).unbind(0)
+             top_p, drafts_q=None):
+        fields = row.view(10 if speculative else 7, bucket).unbind(0)
+        passes, src, off, order, row_end, queries, emits = fields[:7]
         ids = tokens.index_select(1, src)
         if opts.guidance:
             ids = torch.cat([ids, ids])
@@ -206,8 +209,12 @@ def make_step(bucket: int, prefix_len: int, image_slots: int, opts: SamplingOpti
         hidden = session.run(h, off, mask, prefix_len + slots)
         logits = session.logits(hidden.index_select(1, queries))
         params = SamplingTensors(cfg, temperature, top_k, top_p)
-        if speculative:
-            return logits, target_probs(logits, opts, params)
+        if speculative:  # check the span's drafts; kept, redrawn or next drafts, all go into tokens
+            target = target_probs(logits, opts, params)
+            keep, drawn = verify_drafts(target, tokens.index_select(1, emits), drafts_q, fields[7].bool(),
+                                        fields[8].bool(), opts.greedy, seed, image_keys, emits, fields[9][0])
+            tokens.index_copy_(1, emits, drawn)
+            return logits, target, keep
         drawn = sample_cells(logits, opts, params, seed, image_keys, emits)
         tokens.index_copy_(1, emits, drawn)
         return logits
@@ -316,7 +323,8 @@ class Steps:
         self.params = options.as_tensors(self.device)
         self.compile_seconds, self.built = 0.0, 0
 
-    def __call__(self, bucket: int, row: torch.Tensor, tokens, tables: "StaticTables", seed_t, image_keys):
+    def __call__(self, bucket: int, row: torch.Tensor, tokens, tables: "StaticTables", seed_t, image_keys,
+                 *extra):
         key = (bucket,) + self.key
         fn = self.state.steps.get(key)
         fresh = fn is None
@@ -332,7 +340,7 @@ class Steps:
         p = self.params
         try:
             out = fn(self.session, tokens, row, tables.slot_order, tables.slot_fill, self.prefix_mask, seed_t,
-                     image_keys, p.cfg, p.temperature, p.top_k, p.top_p)
+                     image_keys, p.cfg, p.temperature, p.top_k, p.top_p, *extra)
         except torch._dynamo.exc.TorchDynamoException as exc:  # tracing or the backend failed, not the model
             if not fresh:
                 raise
