@@ -98,3 +98,12 @@ def test_progress_callback_sees_every_pass_and_can_interrupt():
 
     with pytest.raises(Stop):
         generate(model, class_condition([1]), (4, 4), 2, SamplingOptions(cfg=1.0), callback=stop_at_3)
+
+
+def test_blocked_cumulative_sums_equal_a_plain_scan():
+    from zipar.core.sampling import cumulative
+
+    w = torch.rand(3, 2, 16384, dtype=torch.float64)
+    torch.testing.assert_close(cumulative(w), w.cumsum(-1), rtol=1e-12, atol=1e-9)
+    small = torch.rand(2, 100)
+    assert torch.equal(cumulative(small), small.cumsum(-1))  # short vocabularies: one scan

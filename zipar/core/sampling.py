@@ -120,9 +120,27 @@ def probabilities(logits: torch.Tensor, temperature=1.0, top_k=0, top_p=1.0, fil
 def invert_cdf(weights: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
     """Non-negative weights [..., V] (need not sum to 1), uniforms [...] -> the first index whose
     cumulative weight exceeds ``u`` times the total; an index of weight 0 is never picked."""
-    cdf = weights.cumsum(dim=-1)
+    cdf = cumulative(weights)
     below = cdf <= u[..., None] * cdf[..., -1:]
     return below.sum(dim=-1).clamp(max=weights.shape[-1] - 1)
+
+
+SCAN_BLOCK = 128
+
+
+def cumulative(weights: torch.Tensor) -> torch.Tensor:
+    """Cumulative sums along the vocabulary, as two short scans (within blocks of 128, then over
+    the block totals) when the vocabulary splits evenly. A single scan over 16384 codes for one
+    or two cells is what torch.compile (inductor, torch 2.11 on CUDA) turns into a split scan it
+    then fails to generate code for; short scans are plain ones. Same order everywhere, so eager
+    and compiled draws agree."""
+    vocab = weights.shape[-1]
+    if vocab <= 8 * SCAN_BLOCK or vocab % SCAN_BLOCK:
+        return weights.cumsum(dim=-1)
+    inner = weights.unflatten(-1, (vocab // SCAN_BLOCK, SCAN_BLOCK)).cumsum(dim=-1)
+    totals = inner[..., -1]
+    before = totals.cumsum(dim=-1) - totals  # the sum of the blocks before each block
+    return (inner + before[..., None]).flatten(-2)
 
 
 def target_probs(logits: torch.Tensor, opts: SamplingOptions, params: SamplingTensors | SamplingOptions) -> torch.Tensor:
