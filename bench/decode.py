@@ -238,9 +238,9 @@ def run(args: argparse.Namespace) -> dict:
     for compile_mode in modes:
         for window in windows:
             results.append(time_window(model, cond, grid, window, opts, compile_mode, args.repeats, device, extra))
-            if args.speculative:
+            if getattr(args, "speculative", False):  # (bench.gpu_suite builds its own arguments)
                 results.append(time_window(model, cond, grid, window, opts, compile_mode, args.repeats, device, extra,
-                                           args.draft_length))
+                                           getattr(args, "draft_length", 8)))
     release(device)
     ntp = results[0]  # the first mode's NTP: the plain loop is compared with it
     for r in results:

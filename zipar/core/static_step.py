@@ -58,8 +58,8 @@ def bucket_for(n: int) -> int:
 class StaticTables:
     """A plan's passes as padded index rows, one table per bucket size, on the device.
 
-    A row is ``[pass, sources(B), offsets(B), order(B), row_end(B), queries(B), emits(B)]``:
-    the grid cells whose tokens are fed, the physical slots they fill (after the prefix),
+    A row is ``[passes(B), sources(B), offsets(B), order(B), row_end(B), queries(B), emits(B)]``:
+    each input's pass, the grid cells whose tokens are fed, the physical slots they fill (after the prefix),
     their raster order (-1 for padding), which inputs are a row's end-of-line token, which
     input predicts each emitted cell, and the emitted cells (``dummy`` for padding).
     """
