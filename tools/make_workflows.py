@@ -36,9 +36,9 @@ SAMPLER_HELP = (
 
 
 # Layout: three columns that read left to right, each a group. A sampler's live preview grows the
-# node from 300 to about 500 px, so nothing sits below a sampler within PREVIEW_ROOM of its top.
+# node from 350 to about 575 px, so nothing sits below a sampler within PREVIEW_ROOM of its top.
 MODELS_X, ZIPAR_X, IMAGE_X, TOP = 40, 440, 820, 80
-SAMPLER_H, PREVIEW_GROWTH = 300, 240  # grown to 526 px in ComfyUI's page (frontend 1.27.10), with margin
+SAMPLER_H, PREVIEW_GROWTH = 350, 240  # grown to 574 px in ComfyUI's page (frontend 1.27.10), with margin
 PREVIEW_ROOM = SAMPLER_H + PREVIEW_GROWTH + 60  # where the next node below a sampler may start
 GROUP_PAD = 40
 GROUP_COLORS = {"Models": "#3f789e", "ZipAR": "#8A8", "Compare": "#b58b2a", "Image": "#b58b2a"}

@@ -55,7 +55,7 @@ def test_the_shipped_set():
 
 def boxes(ui: dict) -> dict[int, tuple]:
     """(x0, y0, x1, y1) of every node on the canvas: its title bar, and a sampler's live preview
-    (which grows the node from 300 to 526 px in ComfyUI's page; tests/nodes/test_comfy_host.py measures it)."""
+    (which grows the node from 350 to 574 px in ComfyUI's page; tests/nodes/test_comfy_host.py measures it)."""
     out = {}
     for n in ui["nodes"]:
         (x, y), (w, h) = n["pos"], n["size"]
