@@ -46,7 +46,7 @@ import torch
 from ..errors import ZipARError
 from .plan import Plan
 from .sampling import SamplingOptions
-from .static_step import Steps, bucket_for, checked_tables, state_of
+from .static_step import StaticRun, Steps, bucket_for, checked_tables, state_of
 
 DEFAULT_DRAFT_LENGTH = 8
 MAX_DRAFT_LENGTH = 64
@@ -64,12 +64,9 @@ def check_draft_length(draft_length) -> int:
 
 
 @dataclass
-class SpeculativeRun:
-    tokens: torch.Tensor  # [images, H*W] on the device
-    forwards: int  # forwards after the prefix
-    drafts_accepted: int  # drafted tokens kept, summed over the images
-    compile_seconds: float
-    graphs_built: int
+class SpeculativeRun(StaticRun):
+    forwards: int = 0  # forwards after the prefix
+    drafts_accepted: int = 0  # drafted tokens kept, summed over the images
 
 
 def run_speculative(model, session, plan: Plan, images: int, options: SamplingOptions, seed_t: torch.Tensor,
@@ -164,4 +161,4 @@ def run_speculative(model, session, plan: Plan, images: int, options: SamplingOp
         t = commit
         report(t, tokens)
         fill_drafts(t + 1, t + draft_length)
-    return SpeculativeRun(tokens[:, :cells].clone(), forwards, accepted_total, steps.compile_seconds, steps.built)
+    return SpeculativeRun(tokens[:, :cells].clone(), steps.compile_seconds, steps.built, forwards, accepted_total)
