@@ -28,8 +28,10 @@ import os
 import platform
 import sys
 import time
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 import torch
@@ -104,8 +106,7 @@ def shard_name(index: int) -> str:
 def check_manifest(out: Path, settings: Settings, world: World) -> None:
     """Record the settings (rank 0), or refuse a folder that holds another job."""
     path = out / MANIFEST
-    if world.rank == 0 and not path.exists():
-        out.mkdir(parents=True, exist_ok=True)
+    if world.rank == 0 and not path.exists():  # the folder is made by the write, which words its errors
         outputs.write_json(path, {"settings_key": settings.key(), "settings": asdict(settings),
                                   "versions": versions(), "started": time.strftime("%Y-%m-%d %H:%M:%S")})
     world.barrier()
@@ -141,7 +142,7 @@ def run_shard(index: int, images: range, settings: Settings, out: Path, model, v
               encoder=None, on_images=None) -> dict:
     """Draw, decode and write one shard; its done-marker last. Returns the marker's content."""
     folder = out / shard_name(index)
-    for stale in folder.glob(".*.part"):  # a killed write's leftovers
+    for stale in [*folder.glob(".*.part"), *out.glob(f".{shard_name(index)}.*.part")]:  # a killed write's leftovers
         stale.unlink()
     start, passes, arrays = time.perf_counter(), 0, []
     for first in range(images.start, images.stop, batch):
@@ -185,6 +186,7 @@ class Progress:
         self.out, self.total, self.enabled = out, total, enabled
         self.start = time.perf_counter()
         self.base = self.on_disk()  # done before this run (a resumed job)
+        self.shown = False
 
     def on_disk(self) -> int:
         return sum(json.loads(p.read_text())["images"] for p in self.out.glob("shard_*.done.json"))
@@ -197,6 +199,14 @@ class Progress:
         eta = f"{(self.total - done) / rate / 60:.1f} min" if rate > 0 else "?"
         sys.stderr.write(f"\r{done}/{self.total} images, {rate:.2f} images/s, ETA {eta}   ")
         sys.stderr.flush()
+        self.shown = True
+
+    def close(self) -> None:
+        """End the line, so that what follows (the summary, an error) starts on its own."""
+        if self.shown:
+            sys.stderr.write("\n")
+            sys.stderr.flush()
+            self.shown = False
 
 
 def sample(settings: Settings, out: str | os.PathLike, batch: int, world: World, model=None, encoder=None,
@@ -207,6 +217,23 @@ def sample(settings: Settings, out: str | os.PathLike, batch: int, world: World,
         raise ZipARError(f"--batch must be at least 1 (got {batch}).")
     if settings.shard_size < 1:
         raise ZipARError(f"--shard-size must be at least 1 (got {settings.shard_size}).")
+    with resumable(out):
+        return _sample(settings, out, batch, world, model, encoder, quiet)
+
+
+@contextmanager
+def resumable(out: Path) -> Iterator[None]:
+    """A write the system refused (a full disk ...) ends the job with the file, the reason and how
+    to go on: every file is written whole or not at all and a shard counts only once its marker
+    is written, so what is on disk is a consistent, resumable state."""
+    try:
+        yield
+    except outputs.WriteFailed as exc:
+        raise ZipARError(f"{exc} Shards already finished in {out} are kept: the same command resumes the job "
+                         "and redoes only the rest.") from exc
+
+
+def _sample(settings: Settings, out: Path, batch: int, world: World, model, encoder, quiet: bool) -> dict:
     check_manifest(out, settings, world)
     if model is None:
         model = api.load_ar_model(settings.ar_model, world.device, settings.precision, settings.weight_dtype)
@@ -220,24 +247,26 @@ def sample(settings: Settings, out: str | os.PathLike, batch: int, world: World,
     api.check_memory(model, 1, batch, request.grid, options.guidance)  # names the largest batch that fits
     ranges = shard_ranges(len(settings.conditions), settings.shard_size)
     progress = Progress(out, len(settings.conditions), world.rank == 0 and not quiet)
-    for index in range(world.rank, len(ranges), world.size):
-        if (out / f"{shard_name(index)}.done.json").exists():
-            continue
-        drawn = 0
+    try:
+        for index in range(world.rank, len(ranges), world.size):
+            if (out / f"{shard_name(index)}.done.json").exists():
+                continue
+            drawn = 0
 
-        def advanced(n: int) -> None:
-            nonlocal drawn
-            drawn += n
-            progress.show(drawn)
+            def advanced(n: int) -> None:
+                nonlocal drawn
+                drawn += n
+                progress.show(drawn)
 
-        run_shard(index, ranges[index], settings, out, model, vq, request.grid, options, batch, encoder, advanced)
-        progress.show()
-    world.barrier()
-    summary = {}
-    if world.rank == 0:
-        summary = finish(out, settings, len(ranges))
-        if progress.enabled:
-            sys.stderr.write("\n")
+            run_shard(index, ranges[index], settings, out, model, vq, request.grid, options, batch, encoder,
+                      advanced)
+            progress.show()
+        world.barrier()
+        summary = {}
+        if world.rank == 0:
+            summary = finish(out, settings, len(ranges))
+    finally:
+        progress.close()
     world.barrier()
     return summary
 

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 import torch.multiprocessing as mp
 
+from helpers.full_disk import FullDisk
 from helpers.tiny import make_tiny_vq, save_official_vq
 from helpers.tiny_gpt import make_tiny_gpt, save_official_gpt
 from zipar.bulk import shard_ranges
@@ -110,3 +111,44 @@ def test_other_settings_in_the_same_folder_are_refused(files, tmp_path, capsys):
     flags = [a for a in args(files, tmp_path / "other") if a not in ("--classes", "1,4,7")]
     assert main(flags + ["--prompts", str(prompts)]) == 2
     assert "class-to-image model: give --classes, not --prompts" in capsys.readouterr().err
+
+
+SMALL = ("--classes", "1,4", "--per-class", "1", "--shard-size", "1")  # two images, one per shard
+
+
+@pytest.fixture(scope="module")
+def small_job(files, tmp_path_factory):
+    out = tmp_path_factory.mktemp("bulk-small") / "whole"
+    assert main(args(files, out, extra=SMALL)) == 0
+    return out
+
+
+@pytest.mark.parametrize("target,skip", [("shard_00001/00000001.png", 0), ("shard_00001.npz", 0),
+                                         ("shard_00001.done.json", 0), ("samples.npz", 0), ("manifest.json", 1)])
+def test_a_full_disk_stops_the_job_with_one_line_in_a_resumable_state(files, small_job, tmp_path, capsys, monkeypatch,
+                                                                      target, skip):
+    out = tmp_path / "job"
+    name = Path(target).name
+    disk = FullDisk(monkeypatch, match=name, skip=skip)  # manifest.json: its rewrite at the end, not its first write
+    code = main(args(files, out, extra=SMALL))
+    err = capsys.readouterr().err
+    lines = err.splitlines()
+    assert code == 2 and "Traceback" not in err and len(lines) == 1, err
+    assert disk.hits == [name]
+    assert lines[0].startswith(f"error: could not write {out / target}: the disk is full (No space left on device); ")
+    assert lines[0].endswith(f"Shards already finished in {out} are kept: the same command resumes the job and redoes "
+                             "only the rest.")
+    assert ("the old file is intact" in err) == (name == "manifest.json")
+    assert not [p for p in out.rglob("*") if p.name.endswith(".part")]  # no partial file anywhere
+    done = sorted(p.name for p in out.glob("*.done.json"))
+    assert done == (["shard_00000.done.json"] if "shard_00001" in target else
+                    ["shard_00000.done.json", "shard_00001.done.json"])
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert "finished" not in manifest and manifest["settings_key"]  # the old manifest, whole
+    assert (out / "samples.npz").exists() == (name == "manifest.json")
+    monkeypatch.undo()
+    assert main(args(files, out, extra=SMALL)) == 0  # the same command resumes and finishes
+    assert written(out) == written(small_job) and len(written(out)) == 2
+    assert np.array_equal(np.load(out / "samples.npz")["arr_0"], np.load(small_job / "samples.npz")["arr_0"])
+    assert json.loads((out / "manifest.json").read_text())["images"] == 2
+    assert not [p for p in out.rglob("*") if p.name.endswith(".part")]

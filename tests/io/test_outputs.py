@@ -6,12 +6,14 @@ was loaded (the check came first), and that no file was created, changed or left
 from __future__ import annotations
 
 import argparse
+import errno
 import os
 
 import numpy as np
 import pytest
 import torch
 
+from helpers.full_disk import FullDisk
 from helpers.tiny import make_tiny_vq, save_official_vq
 from helpers.tiny_gpt import make_tiny_gpt, save_official_gpt
 from zipar import api
@@ -184,23 +186,101 @@ def test_a_writer_failing_on_a_new_name_leaves_nothing_and_the_rerun_works(tmp_p
     assert np.load(target).tolist() == [0, 1, 2] and sorted(snapshot(tmp_path)) == ["new.npy"]
 
 
-def test_cli_images_survive_a_full_disk_with_overwrite(files, tmp_path, capsys, monkeypatch):
-    """--overwrite and a disk that fills up in the middle of the PNG: the old image is intact."""
-    out = tmp_path / "a.png"
-    assert main(generate(files, "--out", out)) == 0
-    old = out.read_bytes()
-    real = outputs.write_atomic
+# ----------------------------------------------------------------------------- a write the system refuses
 
-    def full_disk(path, write, overwrite=True):
-        def half(f):
-            f.write(b"partial")
-            raise OSError(28, "No space left on device")
-        return real(path, half, overwrite)
+def one_line(code, err) -> str:
+    """The run failed with one ``error:`` line, stderr's last (after any progress report), no traceback."""
+    lines = err.splitlines()
+    assert code == 2 and "Traceback" not in err and lines and lines[-1].startswith("error: "), err
+    assert sum(line.startswith("error: ") for line in lines) == 1, err
+    return lines[-1]
 
-    monkeypatch.setattr(outputs, "write_atomic", full_disk)
-    with pytest.raises(OSError, match="No space left"):
-        main(generate(files, "--out", out, "--overwrite", "--seed", 9))
-    assert snapshot(tmp_path) == {"a.png": old}
+
+WRITE_ERRORS = [errno.ENOSPC, errno.EROFS, errno.EIO, errno.EACCES] + (
+    [errno.EDQUOT] if hasattr(errno, "EDQUOT") else [])
+
+
+@pytest.mark.parametrize("at", ["write", "fsync", "replace"])
+@pytest.mark.parametrize("code", WRITE_ERRORS, ids=lambda c: errno.errorcode[c])
+def test_a_refused_write_keeps_the_old_file_and_says_so(tmp_path, monkeypatch, at, code):
+    target = tmp_path / "image.png"
+    target.write_bytes(b"the user's old image")
+    disk = FullDisk(monkeypatch, match="image.png", code=code, at=at)
+    with pytest.raises(outputs.WriteFailed) as caught:
+        outputs.write_bytes(target, b"new bytes " * 100)
+    assert disk.hits == ["image.png"]  # the fault was injected where asked
+    message = str(caught.value)
+    assert isinstance(caught.value, ZipARError) and "\n" not in message
+    assert message.startswith(f"could not write {target}: ")
+    assert "the old file is intact (nothing was overwritten) and no partial file was left" in message
+    assert os.strerror(code) in message
+    if code == errno.ENOSPC:
+        assert f"the disk is full ({os.strerror(code)})" in message and "free some space" in message
+    else:
+        assert f"({errno.errorcode[code]})" in message and "disk is full" not in message
+    assert snapshot(tmp_path) == {"image.png": b"the user's old image"}
+
+
+def test_a_refused_write_of_a_new_file_leaves_nothing_and_the_rerun_works(tmp_path, monkeypatch):
+    target = tmp_path / "deep" / "new.npy"
+    disk = FullDisk(monkeypatch, match="new.npy")
+    with pytest.raises(ZipARError, match="could not write .*new.npy: the disk is full .*; no file was created and no "
+                                         "partial file was left"):
+        outputs.write_npy(target, np.arange(100), overwrite=False)
+    assert disk.hits == ["new.npy"] and snapshot(tmp_path) == {}
+    monkeypatch.undo()
+    outputs.write_npy(target, np.arange(3), overwrite=False)
+    assert np.load(target).tolist() == [0, 1, 2] and sorted(snapshot(tmp_path)) == ["deep/new.npy"]
+
+
+def test_a_temporary_file_that_cannot_be_removed_is_named(tmp_path, monkeypatch):
+    FullDisk(monkeypatch, match="a.json")
+    monkeypatch.setattr(outputs.os, "unlink", lambda p: (_ for _ in ()).throw(OSError(errno.EIO, "Input/output error")))
+    with pytest.raises(ZipARError) as caught:
+        outputs.write_json(tmp_path / "a.json", {"a": list(range(100))})
+    left = [name for name in snapshot(tmp_path) if name.endswith(".part")]
+    assert len(left) == 1 and f"a partial temporary file could not be removed: delete {tmp_path / left[0]}" in str(
+        caught.value)
+
+
+def test_errors_of_the_writer_itself_are_not_called_a_refused_write(tmp_path):
+    """Pillow raises OSError without an errno for an image it cannot encode: a bug to see, not a disk."""
+    def cannot_encode(f):
+        f.write(b"x")
+        raise OSError("cannot write mode RGBA as JPEG")
+
+    with pytest.raises(OSError, match="cannot write mode") as caught:
+        outputs.write_atomic(tmp_path / "a.jpg", cannot_encode)
+    assert not isinstance(caught.value, ZipARError) and snapshot(tmp_path) == {}
+
+
+@pytest.mark.parametrize("flag,name", [("--out", "a.png"), ("--tokens-out", "t.npy"), ("--stats-json", "s.json")])
+def test_cli_overwrite_on_a_full_disk_is_one_line_and_keeps_the_old_file(files, tmp_path, capsys, monkeypatch, flag,
+                                                                         name):
+    """--overwrite and a disk that fills up in the middle of a file: one line naming it, the old file intact."""
+    argv = generate(files, "--out", tmp_path / "a.png", "--tokens-out", tmp_path / "t.npy",
+                    "--stats-json", tmp_path / "s.json")
+    assert main(argv) == 0
+    capsys.readouterr()
+    old = (tmp_path / name).read_bytes()
+    disk = FullDisk(monkeypatch, match=name)
+    err = one_line(main(argv + ["--overwrite", "--seed", "9"]), capsys.readouterr().err)
+    assert disk.hits == [name]
+    assert err.startswith(f"error: could not write {tmp_path / name}: the disk is full (No space left on device); "
+                          "the old file is intact (nothing was overwritten)"), err
+    after = snapshot(tmp_path)
+    assert after[name] == old and sorted(after) == ["a.png", "s.json", "t.npy"]  # no temporary left
+
+
+def test_cli_decode_into_a_read_only_place_is_one_line(files, tmp_path, capsys, monkeypatch):
+    assert main(generate(files, "--tokens-out", tmp_path / "t.npy")) == 0
+    capsys.readouterr()
+    disk = FullDisk(monkeypatch, match="d.png", code=errno.EROFS, at="replace")
+    err = one_line(main(["decode", "--vq-model", str(files / "vq_ds16_c2i.pt"), "--tokens", str(tmp_path / "t.npy"),
+                         "--out", str(tmp_path / "d.png")]), capsys.readouterr().err)
+    assert disk.hits == ["d.png"]
+    assert f"could not write {tmp_path / 'd.png'}: Read-only file system (EROFS); no file was created" in err
+    assert sorted(snapshot(tmp_path)) == ["t.npy"]
 
 
 def test_written_files_get_the_usual_permissions(tmp_path):
@@ -236,6 +316,16 @@ def test_demo_checks_its_output_before_loading_and_writes_atomically(tmp_path, m
         run_demo(parse(["--out", str(tmp_path / "sheet")]), log=lambda s: None)
     with pytest.raises(ZipARError, match="--cell must be between 8 and 1024"):
         run_demo(parse(["--out", str(tmp_path / "new.png"), "--cell", "0"]), log=lambda s: None)
+    assert snapshot(tmp_path) == {"sheet.png": b"old sheet"}
+
+
+def test_demo_sheet_on_a_full_disk_is_one_line_and_keeps_the_old_sheet(tmp_path, capsys, monkeypatch):
+    (tmp_path / "sheet.png").write_bytes(b"old sheet")
+    disk = FullDisk(monkeypatch, match="sheet.png")
+    err = one_line(main(["demo", "--out", str(tmp_path / "sheet.png"), "--overwrite", "--classes", "3",
+                         "--window", "8", "--cell", "16"]), capsys.readouterr().err)
+    assert disk.hits == ["sheet.png"]
+    assert f"error: could not write {tmp_path / 'sheet.png'}: the disk is full" in err and "old file is intact" in err
     assert snapshot(tmp_path) == {"sheet.png": b"old sheet"}
 
 

@@ -9,12 +9,16 @@ replacing nor leave a stub that blocks the rerun. Hence two steps:
   folders, unknown image formats, unwritable places, existing files (unless overwriting)
   and two outputs naming one file, before anything is loaded;
 - ``write_atomic`` writes into a temporary file in the target's folder and renames it over
-  the target only once the writer has finished and the data is on disk.
+  the target only once the writer has finished and the data is on disk. When the system
+  refuses the write (a full disk, a quota, a read-only or failing disk, permissions), it
+  removes the temporary file and raises ``WriteFailed``: one line naming the file, the
+  reason and that the old file is intact, instead of an ``OSError`` traceback.
 
 Labels (such as a command-line flag) come from the caller, so messages speak its language.
 """
 from __future__ import annotations
 
+import errno
 import json
 import os
 import tempfile
@@ -126,16 +130,74 @@ def plan_outputs(outputs: list[Output], overwrite: bool, overwrite_hint: str = "
     return outputs
 
 
+# What to do when the system refuses a write, by errno; the reason is the OS's own words, except
+# for a full disk, said plainly. Any other errno: the generic advice.
+_WRITE_FIXES = {
+    errno.ENOSPC: "free some space (or choose a folder on another disk) and run again",
+    errno.EROFS: "the file system is mounted read-only; choose a folder you can write to",
+    errno.EACCES: "check that the file is not read-only or open in another program, or choose a folder you can "
+                  "write to",
+    errno.EPERM: "check that the file is not read-only or open in another program, or choose a folder you can "
+                 "write to",
+    errno.EFBIG: "the file is too large for this file system; choose a folder on another disk",
+}
+if hasattr(errno, "EDQUOT"):  # not on Windows
+    _WRITE_FIXES[errno.EDQUOT] = "free some space within your disk quota (or choose another folder) and run again"
+_GENERIC_FIX = "check the disk and the folder, then run again"
+
+
+class WriteFailed(ZipARError):
+    """The system refused to write ``path`` (``os_error``: a full disk, a quota, a read-only or
+    failing disk, permissions). The file that was there before, if any, is untouched; ``leftover``
+    is a temporary file that could not be removed (None when none is left)."""
+
+    def __init__(self, path: Path, os_error: OSError, existed: bool, leftover: str | None = None):
+        self.path, self.os_error, self.existed, self.leftover = path, os_error, existed, leftover
+        code = os_error.errno
+        words = os_error.strerror or str(os_error) or type(os_error).__name__
+        name = errno.errorcode.get(code, str(code))
+        reason = f"the disk is full ({words})" if code == errno.ENOSPC else f"{words} ({name})"
+        kept = "the old file is intact (nothing was overwritten)" if existed else "no file was created"
+        partial = (f"a partial temporary file could not be removed: delete {leftover}" if leftover
+                   else "no partial file was left")
+        super().__init__(f"could not write {path}: {reason}; {kept} and {partial}; "
+                         f"{_WRITE_FIXES.get(code, _GENERIC_FIX)}.")
+
+
+def _remove(tmp: str | None) -> str | None:
+    """Delete a temporary file; returns its name if it is still there."""
+    if tmp is None:
+        return None
+    try:
+        os.unlink(tmp)
+    except FileNotFoundError:
+        pass
+    except OSError:
+        return tmp
+    return None
+
+
+def _exists(path: Path) -> bool:
+    try:
+        return os.path.lexists(path)
+    except OSError:
+        return False
+
+
 def write_atomic(path: str | os.PathLike, write: Callable[[BinaryIO], None], overwrite: bool = True) -> Path:
     """Run ``write(file)`` on a temporary file beside ``path`` and rename it into place when done.
 
     Whatever happens before the rename (an exception in the writer, a full disk, an
-    interrupt), the old file, if any, is untouched and no partial file is left behind.
+    interrupt), the old file, if any, is untouched and no partial file is left behind. An
+    ``OSError`` of the system (one with an errno: ENOSPC, EDQUOT, EROFS, EIO, EACCES ...),
+    raised while creating the folder or the temporary file, writing, flushing, syncing or
+    renaming, becomes ``WriteFailed``; other exceptions pass through unchanged.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
+    tmp = None
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
         with os.fdopen(fd, "wb") as f:
             write(f)
             f.flush()
@@ -144,11 +206,10 @@ def write_atomic(path: str | os.PathLike, write: Callable[[BinaryIO], None], ove
             raise ZipARError(f"{path} already exists (it appeared while this ran); choose another name.")
         os.chmod(tmp, _FILE_MODE)
         os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
+    except BaseException as exc:
+        leftover = _remove(tmp)
+        if isinstance(exc, OSError) and exc.errno is not None:  # Pillow's own errors have none
+            raise WriteFailed(path, exc, _exists(path), leftover) from exc
         raise
     return path
 
