@@ -14,7 +14,7 @@ if "." in (__package__ or ""):
     from ..zipar.demo import demo_files
     from ..zipar.errors import ConditionMismatch, ZipARError, memory_guard
     from ..zipar.families.base import Condition
-    from ..zipar.io.kind import model_kind
+    from ..zipar.model_kind import model_kind
     from ..zipar.families.base import ASPECT_RATIOS
     from ..zipar.core.sampling import SamplingOptions
     from ..zipar.core.speculative import DEFAULT_DRAFT_LENGTH, MAX_DRAFT_LENGTH
@@ -24,7 +24,7 @@ else:  # nodes/ imported as a top-level package: tests, scripts
     from zipar.demo import demo_files
     from zipar.errors import ConditionMismatch, ZipARError, memory_guard
     from zipar.families.base import Condition
-    from zipar.io.kind import model_kind
+    from zipar.model_kind import model_kind
     from zipar.families.base import ASPECT_RATIOS
     from zipar.core.sampling import SamplingOptions
     from zipar.core.speculative import DEFAULT_DRAFT_LENGTH, MAX_DRAFT_LENGTH

@@ -164,7 +164,7 @@ def _walk_files(base: str) -> list[str]:
 def list_models(kind: str | None = None) -> list[str]:
     """Checkpoint files and model folders under models/zipar (relative names, '/' separated),
     folders under models/Janus-Pro, then the shipped demo files. ``kind`` ("ar" or "vq"): only
-    those the AR model or VQ loader can read, told apart without loading weights (``io.kind``)."""
+    those the AR model or VQ loader can read, told apart without loading weights (``zipar.model_kind``)."""
     names = _all_models()
     if kind is None:
         return names

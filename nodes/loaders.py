@@ -94,7 +94,8 @@ class ZipARLoadARModel:
                     "tooltip": "How the transformer layers' weights are kept in memory. default: as precision says. "
                                "fp8_e4m3fn / fp8_e5m2 keep them in 8 bits (half of bf16: a 7B model in about 7 GB) "
                                "and compute in the precision above, converting one layer at a time; embeddings, norms "
-                               "and output heads stay in 16 bits. Costs some quality: see the README's fp8 rows.",
+                               "and output heads stay in 16 bits. Costs some quality: see the fp8 rows in "
+                               "docs/benchmarks.md.",
                 }),
             }
         }

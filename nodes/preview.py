@@ -92,7 +92,10 @@ def vq_palette(vq) -> np.ndarray | None:
 
 
 def palette_for(model, vq=None) -> np.ndarray:
-    """The VQ's colours when a VQ of the model's codebook is given, else the model's own palette."""
+    """The VQ's colours when a VQ of the model's codebook is given, else the model's own palette.
+
+    ``model`` is a family (``zipar.core.contract.Family``): its ``code_embeddings()`` is part of
+    the contract (None for a family without such a table: hashed colours), so it is asked, not probed."""
     if vq is not None and int(getattr(vq, "codebook_size", -1)) == int(model.vocab_size):
         palette = vq_palette(vq)
         if palette is not None:
@@ -101,9 +104,9 @@ def palette_for(model, vq=None) -> np.ndarray:
         return _palettes[model]
     except (KeyError, TypeError):
         pass
-    weight = model.code_embeddings() if hasattr(model, "code_embeddings") else None  # the family contract's
+    weight = model.code_embeddings()
     vocab = int(model.vocab_size)
-    if isinstance(weight, torch.Tensor) and weight.ndim == 2 and weight.shape[0] >= vocab:
+    if weight is not None and weight.ndim == 2 and weight.shape[0] >= vocab:
         palette = embedding_palette(weight[:vocab])
     else:
         palette = hashed_palette(vocab)

@@ -9,7 +9,7 @@ import torch
 
 from helpers.tiny import make_tiny_vq, save_official_vq
 from helpers.tiny_gpt import make_tiny_gpt, save_official_gpt
-from zipar.io.kind import AR, BOTH, VQ, model_kind
+from zipar.model_kind import AR, BOTH, VQ, model_kind
 
 
 def test_files_by_their_key_names(tmp_path):

@@ -449,8 +449,11 @@ def test_preview_throttle_counts_frames_not_seconds():
     """A benchmark-like check of the preview cost model, on a fake clock: 1000 passes of 1/64 s
     get one frame per 0.25 s plus the last one, and the palette is computed once per model."""
 
-    class Model:  # no token embeddings: hashed colours
+    class Model:  # a family without code embeddings: hashed colours
         vocab_size = 64
+
+        def code_embeddings(self):
+            return None
 
     model = Model()
     now = [0.0]

@@ -15,7 +15,7 @@ from typing import Callable
 import torch
 
 from ..errors import ZipARError, free_bytes, memory_guard
-from ..families.base import Condition, Family
+from .contract import Condition, Family
 from .rng import seed_tensor
 from .sampling import SamplingOptions, sample_cells
 from .plan import Plan, build_plan

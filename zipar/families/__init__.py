@@ -1,2 +1,3 @@
-"""Model families: the contract (``base.Family``), the registry that finds every family module in
-this package, and one module per family. Adding a family is adding a module (docs/engine.md)."""
+"""Model families: what they build on (``base.Family``: the core's ``core.contract.Family`` plus
+weight narrowing), the registry that finds every family module in this package, and one module
+per family. Adding a family is adding a module (docs/engine.md)."""

@@ -7,13 +7,24 @@ its JSON header, .pt/.pth by unpickling with the tensors memory-mapped (nothing 
 index). A file whose kind cannot be told cheaply (an old non-zip pickle, an unreadable file) is
 listed for both, so the loader's own message can say what is wrong with it. Answers are kept
 per (path, modification time, size).
+
+It sits at the top of the package, beside ``api.py``, not in ``io``: telling a model from a VQ
+asks the family registry and the VQ formats, so it builds on ``families`` and ``vq``, which
+themselves read files through ``io``.
 """
 from __future__ import annotations
 
 import json
 import os
 import struct
+import zipfile
 from pathlib import Path
+
+import torch
+
+from .families.registry import families
+from .io.checkpoint import allow_training_args
+from .vq import describe_vq_source
 
 AR, VQ = "ar", "vq"
 BOTH = frozenset({AR, VQ})
@@ -39,9 +50,6 @@ def model_kind(path: str | os.PathLike) -> frozenset[str]:
 
 
 def _folder_kind(path: Path) -> frozenset[str]:
-    from ..families.registry import families
-    from ..vq import describe_vq_source
-
     kinds = set()
     try:
         if any(f.detect(path) for f in families() if f.family != "llamagen"):
@@ -54,8 +62,6 @@ def _folder_kind(path: Path) -> frozenset[str]:
 
 
 def _file_kind(path: Path) -> frozenset[str]:
-    from ..vq import describe_vq_source
-
     try:
         if describe_vq_source(path) is not None:  # e.g. Chameleon's vqgan.ckpt (with its yaml)
             return frozenset({VQ})
@@ -85,12 +91,6 @@ def _safetensors_keys(path: Path) -> set[str] | None:
 
 
 def _pickled_keys(path: Path) -> set[str] | None:
-    import zipfile
-
-    import torch
-
-    from .checkpoint import allow_training_args
-
     allow_training_args()  # LlamaGen's files carry their training arguments beside the weights
     if not zipfile.is_zipfile(path):  # the legacy format cannot be memory-mapped
         return None
