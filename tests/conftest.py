@@ -26,3 +26,23 @@ def four_families(tmp_path_factory):
             pytest.importorskip("transformers")
         out[name] = load_tiny(name, root / name)
     return out
+
+
+# ----------------------------------------------------------------------------- long tests, behind a flag
+
+def pytest_addoption(parser):
+    parser.addoption("--run-slow", action="store_true", default=False,
+                     help="also run the tests marked slow (CI runs them as a second step; docs/testing.md)")
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "slow: a long test (seconds to minutes of building); runs only with --run-slow")
+
+
+def pytest_collection_modifyitems(config, items):
+    if config.getoption("--run-slow"):
+        return
+    skip = pytest.mark.skip(reason="long test: run with --run-slow")
+    for item in items:
+        if "slow" in item.keywords:
+            item.add_marker(skip)

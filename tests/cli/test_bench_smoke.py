@@ -175,6 +175,7 @@ def test_decode_compile_both_reports_first_call_and_graphs(tmp_path, traced_not_
     assert report["floor_ms_per_pass"] > 0 and report["compile"] == "both"
 
 
+@pytest.mark.slow
 def test_gpu_suite_runs_on_tiny_sizes(tmp_path, traced_not_built):
     from bench import gpu_suite
 

@@ -107,6 +107,20 @@ def test_existing_output_is_not_overwritten(files, tmp_path, capsys):
     assert Image.open(out).size == (64, 64)
 
 
+@pytest.mark.slow
+def test_compile_on_through_inductor_gives_the_eager_image(files, tmp_path, capsys):
+    """What a CPU user gets from --compile on: inductor's C++ build of every bucket, with the torch
+    installed (no private knob), and the same sampled tokens as --compile off."""
+    for mode in ("off", "on"):
+        code, _, err = run(base_args(files, tmp_path, "--class-id", 1, 2, "--window", 2, "--seed", 5, "--compile", mode,
+                                     "--tokens-out", tmp_path / f"{mode}.npy",
+                                     "--stats-json", tmp_path / f"{mode}.json"), capsys)
+        assert code == 0, err
+    assert np.array_equal(np.load(tmp_path / "off.npy"), np.load(tmp_path / "on.npy"))
+    on = json.loads((tmp_path / "on.json").read_text())
+    assert on["compiled"] is True and on["graphs_built"] >= 3
+
+
 def test_compile_switch_gives_the_same_image(files, tmp_path, capsys, monkeypatch):
     """--compile on runs the bucketed, compiled step (traced with dynamo's eager backend here: inductor's
     C++ build is covered in tests/core/test_compiled_step.py) and draws the same sampled tokens."""
