@@ -6,7 +6,7 @@ from .torch_support import check_installed_torch
 try:
     check_installed_torch()  # an unsupported torch is one clear message here, not a traceback later
 except ImportError as _exc:
-    if "zipar" in sys.orig_argv[sys.orig_argv.index("-m") + 1:][:1]:  # python -m zipar: the CLI's one line
+    if "-m" in sys.orig_argv and sys.orig_argv[sys.orig_argv.index("-m") + 1:][:1] == ["zipar"]:  # the CLI: one line
         raise SystemExit(f"error: {_exc}") from None
     raise
 

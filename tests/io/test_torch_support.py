@@ -48,3 +48,12 @@ def test_the_command_line_with_an_old_torch_prints_one_line():
     assert r.returncode == 1
     assert "Traceback" not in r.stderr
     assert r.stderr.strip().splitlines() == [r.stderr.strip()] and r.stderr.startswith("error: ZipAR needs torch 2.9")
+
+
+def test_a_script_importing_the_engine_with_an_old_torch_gets_the_import_error(tmp_path):
+    """Not the command line (no -m in the interpreter's arguments): the ImportError itself, for the caller."""
+    script = tmp_path / "user_script.py"
+    script.write_text(f"import sys; sys.path.insert(0, {str(ROOT)!r})\nimport torch; torch.__version__ = '2.8.0'\n"
+                      "import zipar\n")
+    r = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 1 and "TorchTooOld" in r.stderr and "ZipAR needs torch 2.9 or newer" in r.stderr

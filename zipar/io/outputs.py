@@ -177,13 +177,6 @@ def _remove(tmp: str | None) -> str | None:
     return None
 
 
-def _exists(path: Path) -> bool:
-    try:
-        return os.path.lexists(path)
-    except OSError:
-        return False
-
-
 def write_atomic(path: str | os.PathLike, write: Callable[[BinaryIO], None], overwrite: bool = True) -> Path:
     """Run ``write(file)`` on a temporary file beside ``path`` and rename it into place when done.
 
@@ -209,7 +202,7 @@ def write_atomic(path: str | os.PathLike, write: Callable[[BinaryIO], None], ove
     except BaseException as exc:
         leftover = _remove(tmp)
         if isinstance(exc, OSError) and exc.errno is not None:  # Pillow's own errors have none
-            raise WriteFailed(path, exc, _exists(path), leftover) from exc
+            raise WriteFailed(path, exc, os.path.lexists(path), leftover) from exc
         raise
     return path
 
