@@ -238,7 +238,9 @@ def run(args) -> dict:
         narrow = api.load_ar_model(ar_path, device, args.precision, wd)
         runs += [(w, args.seed, f" [{wd} weights]", narrow, wd, 0) for w in windows]
     spec_windows = [int(w) for w in args.speculative.split(",") if w]
-    runs += [(w, args.seed, " + speculative", model, "default", args.draft_length) for w in spec_windows]
+    lengths = [int(d) for d in str(args.draft_length).split(",") if d]
+    runs += [(w, args.seed, f" + speculative (draft {d})" if len(lengths) > 1 else " + speculative", model, "default", d)
+             for w in spec_windows for d in lengths]
     for window, seed, tag, gen_model, wd, draft_length in runs:
         tokens, labels, images, seconds, passes, accepted = sample(
             gen_model, vq, classes, args.samples_per_class, grid, window, options, seed, args.chunk, draft_length)
@@ -393,7 +395,8 @@ def main(argv: list[str] | None = None) -> int:
                         "default,fp8_e4m3fn,fp8_e5m2); the NLL judge stays the default model")
     p.add_argument("--speculative", default="",
                    help="windows to also run with speculative decoding (e.g. 16,12,8), one image per call")
-    p.add_argument("--draft-length", type=int, default=8, help="--speculative: passes drafted ahead")
+    p.add_argument("--draft-length", default="16",
+                   help="--speculative: cells drafted ahead per row, or a list (16,32,64: one row each)")
     p.add_argument("--ar-model", help="default: the shipped demo GPT")
     p.add_argument("--vq-model", help="default: the shipped demo VQ")
     p.add_argument("--device", default="cpu")

@@ -65,7 +65,7 @@ def build_parser() -> argparse.ArgumentParser:
                      help="speculative Jacobi decoding on top of the window: each pass also verifies drafts of the "
                           "next passes; same distribution (greedy: same tokens), fewer passes")
     gen.add_argument("--draft-length", type=int, default=DEFAULT_DRAFT_LENGTH,
-                     help=f"--speculative: passes drafted ahead per forward (default {DEFAULT_DRAFT_LENGTH})")
+                     help=f"--speculative: cells drafted ahead per row and forward (default {DEFAULT_DRAFT_LENGTH})")
     gen.add_argument("--device", default="auto", help="cpu, cuda, cuda:1 ... (default: cuda if available)")
     gen.add_argument("--out", help="output PNG; several images become out_0.png, out_1.png, ...")
     gen.add_argument("--tokens-out", help="write the token grids as int64 .npy [images, H, W]")

@@ -11,7 +11,7 @@ from helpers.four_families import FAMILIES
 from helpers.reference import replay_logits
 from helpers.tiny_gpt import make_tiny_gpt
 from zipar.conditions import class_condition
-from zipar.core import static_step, verify
+from zipar.core import commits, speculative, static_step, verify
 from zipar.core.loop import expected_passes, generate
 from zipar.core.plan import build_plan
 from zipar.core.sampling import SamplingOptions, probabilities
@@ -31,8 +31,8 @@ def tiny(seed: int = 1, **overrides) -> LlamaGenModel:
 
 @pytest.mark.parametrize("family", FAMILIES)
 def test_greedy_tokens_equal_the_plan_for_every_family(four_families, family):
-    """NTP and ZipAR greedy tokens, token for token; a forward saves passes exactly when it
-    commits more than one planned pass (every draft of a pass accepted)."""
+    """NTP and ZipAR greedy tokens, token for token, with rows committing on their own; every
+    forward completes at least one more planned pass."""
     model, cond, grid = four_families[family]
     static_step.release(model)
     saved = 0
@@ -43,9 +43,9 @@ def test_greedy_tokens_equal_the_plan_for_every_family(four_families, family):
         spec = generate(model, cond, grid, window, opts, speculative=True, draft_length=draft_length,
                         callback=lambda p: steps.append(p.step))
         assert torch.equal(spec.tokens, plain.tokens), (cfg, window, draft_length)
-        jumps = [b - a for a, b in zip(steps, steps[1:])]
-        assert steps[-1] == plain.forward_passes and all(1 <= j <= draft_length + 1 for j in jumps)
-        assert spec.forward_passes == plain.forward_passes - sum(j - 1 for j in jumps)
+        # a forward completes at least the earliest pass not yet final, often more
+        assert steps == sorted(set(steps)) and steps[-1] == plain.forward_passes
+        assert len(steps) == spec.forward_passes <= plain.forward_passes
         assert spec.speculative and spec.draft_length == draft_length
         saved += plain.forward_passes - spec.forward_passes
     assert saved > 0, "no pass was ever saved: the check would be vacuous"
@@ -80,7 +80,8 @@ def test_greedy_saves_passes_and_counts_them(window, row0_first):
     assert torch.equal(spec.tokens, plain.tokens)
     assert plain.forward_passes == expected_passes(GRID, window, row0_first)
     assert spec.forward_passes < plain.forward_passes
-    assert sorted(forwards) == list(range(plain.forward_passes))  # every planned pass is committed once
+    assert forwards[0] == 0 and forwards[1:] == sorted(set(forwards[1:]))  # the prefix, then forwards in order
+    assert len(set(forwards)) <= spec.forward_passes  # a forward that commits nothing new traces nothing
     stats = spec.stats()
     assert stats["speculative"] and stats["tokens_per_pass"] == round(30 / spec.forward_passes, 3)
     assert spec.drafts_accepted > 0 and "drafts accepted per pass" in spec.report()
@@ -189,8 +190,10 @@ def speculative_counts(model, cls, grid, window, row0_first, opts, draws=DRAWS, 
 
 DIST_OPTS = SamplingOptions(cfg=2.0, temperature=0.7, top_k=3)
 # (grid, window, row0_first): next-token prediction on 2x3, and ZipAR on 3x2 at window 1 (row 2
-# starts beside row 1 on a stand-in, which its real token later replaces): 5 planned passes
-DIST_CASES = {"ntp": ((2, 3), 3, True), "zipar-1": ((3, 2), 1, True)}
+# starts beside row 1 on a stand-in, which its real token later replaces): 5 planned passes;
+# and 2x3 at window 1 with row 1 starting beside row 0, so that a cell of row 1 sees a cell of
+# row 0 that may still be a draft when row 1's own draft is checked (rows commit on their own)
+DIST_CASES = {"ntp": ((2, 3), 3, True), "zipar-1": ((3, 2), 1, True), "zipar-1-row1": ((2, 3), 1, False)}
 
 
 @pytest.fixture(scope="module")
@@ -204,7 +207,9 @@ def test_speculative_samples_follow_the_plans_distribution(dist_model, case):
     grid, window, row0_first = DIST_CASES[case]
     prob = exact_distribution(dist_model, 3, grid, window, row0_first, DIST_OPTS)
     counts, forwards = speculative_counts(dist_model, 3, grid, window, row0_first, DIST_OPTS)
-    assert forwards < expected_passes(grid, window, row0_first)  # whole passes of drafts were accepted
+    planned = expected_passes(grid, window, row0_first)
+    # whole passes of drafts were accepted (a batch of 25 rarely saves one of only 4 passes)
+    assert forwards < planned or (planned == 4 and forwards == planned)
     assert chi_square_p(counts, prob, int(counts.sum())) > 1e-3
 
 
@@ -216,6 +221,70 @@ def test_a_broken_acceptance_rule_is_caught(dist_model, monkeypatch):
     prob = exact_distribution(dist_model, 3, grid, window, row0_first, DIST_OPTS)
     counts, _ = speculative_counts(dist_model, 3, grid, window, row0_first, DIST_OPTS, draws=2000, batch=50)
     assert chi_square_p(counts, prob, int(counts.sum())) < 1e-3
+
+
+def _scd_draft_q(old_q, target, kept):
+    """SCD's Lumina/Janus samplers: a kept draft keeps recording the old q, a redrawn one records p."""
+    kept = torch.as_tensor(kept)
+    if old_q is None:
+        return None if bool(kept.all()) else target
+    return torch.where(kept[:, None], old_q, target)
+
+
+def _uniform_bonus(p, q):
+    """SJD-PAC's pad: a cell with no draft (every draft before it passed) is drawn uniformly."""
+    r = (p - q).clamp_min(0)
+    no_draft = q.sum(-1, keepdim=True) == 0
+    return torch.where(no_draft, torch.ones_like(p), torch.where(r.sum(-1, keepdim=True) > 0, r, p))
+
+
+def _trust_rows_above(ok, versions_match, other_row):
+    """Commit a row whatever the rows above it hold: what a row-parallel sampler without checks does."""
+    return ok[:, ~other_row].all(1) & bool(versions_match.all())
+
+
+BROKEN_RULES = {  # name -> (module, attribute, broken twin, case)
+    "rows-above-trusted": (commits, "context_ok", _trust_rows_above, "zipar-1-row1"),
+    "bonus-from-uniform": (verify, "redraw_weights", _uniform_bonus, "ntp"),
+    "scd-kept-draft-keeps-old-q": (speculative, "next_draft_q", _scd_draft_q, "zipar-1"),
+}
+
+
+@pytest.mark.parametrize("rule", BROKEN_RULES)
+def test_each_broken_rule_is_caught(dist_model, monkeypatch, rule):
+    """Errors published samplers make, each swapped in for the right rule: the same chi-square
+    test must reject every one (at 2,000 draws)."""
+    module, name, twin, case = BROKEN_RULES[rule]
+    monkeypatch.setattr(module, name, twin)
+    grid, window, row0_first = DIST_CASES[case]
+    prob = exact_distribution(dist_model, 3, grid, window, row0_first, DIST_OPTS)
+    counts, _ = speculative_counts(dist_model, 3, grid, window, row0_first, DIST_OPTS, draws=2000, batch=50)
+    assert chi_square_p(counts, prob, int(counts.sum())) < 1e-3
+
+
+def test_rows_commit_past_a_refusal_below_them():
+    """A forward commits cells of an upper row at passes later than a lower row's first
+    uncommitted cell: rows advance on their own (a joint commit would stop at that pass)."""
+    model = tiny()
+    grid, window = (6, 8), 2
+    plan = build_plan(*grid, window, "cpu", True)
+    final, ahead = set(), 0
+
+    def trace(step, cells, logits):
+        nonlocal ahead
+        if step == 0:
+            final.add(0)
+            return
+        final.update(cells.tolist())
+        pending = [c for c in range(48) if c not in final]
+        if pending:
+            first = min(int(plan.emit_step[c]) for c in pending)
+            ahead += any(int(plan.emit_step[c]) > first for c in final)
+    for seed in range(3):
+        final.clear()
+        generate(model, class_condition([5]), grid, window, SamplingOptions(cfg=3.0, top_k=20), seed=seed,
+                 trace=trace, speculative=True, draft_length=6)
+    assert ahead > 0
 
 
 def test_the_plain_sampler_passes_the_same_check(dist_model):

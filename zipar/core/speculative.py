@@ -41,14 +41,16 @@ import operator
 from dataclasses import dataclass
 from typing import Callable
 
+import numpy as np
 import torch
 
 from ..errors import ZipARError
 from .plan import Plan
 from .sampling import SamplingOptions
-from .static_step import StaticRun, Steps, bucket_for, checked_tables, state_of
+from .commits import CommitBook, PlanInputs, plan_inputs
+from .static_step import Segment, StaticRun, Steps, bucket_for, checked_tables, state_of
 
-DEFAULT_DRAFT_LENGTH = 8
+DEFAULT_DRAFT_LENGTH = 16
 MAX_DRAFT_LENGTH = 64
 
 
@@ -72,7 +74,8 @@ class SpeculativeRun(StaticRun):
 def run_speculative(model, session, plan: Plan, images: int, options: SamplingOptions, seed_t: torch.Tensor,
                     backend: str | None, first_tokens: Callable, report: Callable, trace=None,
                     image_keys: torch.Tensor | None = None, draft_length: int = DEFAULT_DRAFT_LENGTH) -> SpeculativeRun:
-    """Every pass after the prefix, in spans verified by the bucketed step (``speculative=True``)."""
+    """Every cell after the prefix, in forwards verified by the bucketed step (``speculative=True``);
+    what each forward commits is decided per cell (``commits.py``)."""
     device = model.device
     tables = checked_tables(plan, session)
     height, width = plan.schedule.height, plan.schedule.width
@@ -84,81 +87,127 @@ def run_speculative(model, session, plan: Plan, images: int, options: SamplingOp
     report(0, tokens)
     steps = Steps(model, session, images, options, backend, tables.image_slots, speculative=True)
     greedy = options.greedy
-    last_pass = plan.num_passes - 1
-    # compiled: a span is padded to at least one row's full span, so a request builds few shapes
+    inputs = plan_inputs(tables, width)
+    book = CommitBook(inputs, images, cells)
+    emit_pass = plan.emit_step.numpy()
+    # compiled: a forward is padded to at least one lane's bucket, so a request builds few shapes
     min_bucket = 1 if backend == "none" else bucket_for(draft_length + 1)
-    segs = tables.segments
     vocab = int(model.vocab_size)
     q_of: dict[int, torch.Tensor | None] = {}  # per drafted cell, sampling: its q [images, V] (None: a copy)
-    drafted: set[int] = set()
-
-    def fill_drafts(first: int, upto: int) -> None:
-        """First drafts for the cells entering the window: the token on the left (above, at a row
-        start), as a point mass, copied in one gather."""
-        new, copy_of = [], {}
-        for s in range(first, min(upto, last_pass) + 1):
-            for cell in segs[s].emits:
-                if cell not in drafted:
-                    src = cell - 1 if cell % width else cell - width
-                    copy_of[cell] = copy_of.get(src, src)  # a neighbour drafted in this call: its own source
-                    new.append(cell)
-        if new:
-            tokens[:, torch.tensor(new, device=device)] = tokens[:, torch.tensor([copy_of[c] for c in new],
-                                                                                  device=device)]
-            drafted.update(new)
-            q_of.update(dict.fromkeys(new))
-
-    def draft_q(span_cells: list[int], bucket: int) -> torch.Tensor:
-        """[images, bucket, V]: the distributions the span's drafts came from (point masses are built
-        in the step); greedy needs none."""
-        if greedy:
-            return no_q
-        q = torch.zeros(images, bucket, vocab, device=device)
-        full = [j for j, c in enumerate(span_cells) if q_of.get(c) is not None]
-        if full:
-            q[:, torch.tensor(full, device=device)] = torch.stack([q_of[span_cells[j]] for j in full], dim=1)
-        return q
-
     no_q = torch.zeros(1, 1, 1, device=device)
-    t, forwards, accepted_total = 0, 0, 0
-    fill_drafts(1, draft_length)
-    while t < last_pass:
-        last = min(t + draft_length + 1, last_pass)
-        for s in range(t + 2, last + 1):
-            if tables.rewrites[s]:  # it overwrites a stand-in that earlier passes of the span still see
-                last = s - 1
-                break
-        bucket, row, m = tables.span_row(t + 1, last, min_bucket)
-        span_cells = [c for s in range(t + 1, last + 1) for c in segs[s].emits]
-        pass_of = [s for s in range(t + 1, last + 1) for _ in segs[s].emits]
+    forwards, accepted_total = 0, 0
+    done_passes = 0
+    traced: dict[int, torch.Tensor] = {}  # trace: per cell, the logits of the images that committed it so far
+    while not book.complete:
+        fed = choose_inputs(inputs, book, draft_length)
+        fill_drafts(tokens, inputs, book, fed, q_of, width)
+        emit_cells = [int(inputs.emit_of[k]) for k in fed if inputs.emit_of[k] >= 0]
+        local = {k: j for j, k in enumerate(fed)}
+        queries = [local[int(inputs.query_of[c])] for c in emit_cells]
+        n, m = len(fed), len(emit_cells)
+        bucket = max(bucket_for(max(n, m)), min_bucket)
+        seg = Segment(inputs.passes[fed].tolist(), inputs.sources[fed].tolist(), inputs.offsets[fed].tolist(),
+                      inputs.offsets[fed].tolist(), inputs.row_end[fed].astype(int).tolist(), queries, emit_cells)
         pad = [0] * (bucket - m)
-        had = [int(c in drafted) for c in span_cells] + pad
-        point = [int(c in drafted and q_of.get(c) is None) for c in span_cells] + pad
+        had = [int(c in q_of) for c in emit_cells] + pad
+        point = [int(c in q_of and q_of[c] is None) for c in emit_cells] + pad
         forwards += 1
-        row_t = torch.tensor(row + had + point + [forwards] * bucket, dtype=torch.long, device=device)
-        raw, target, keep = steps(bucket, row_t, tokens, tables, seed_t, image_keys, draft_q(span_cells, bucket))
-        # the step wrote every span cell: kept drafts, redrawn tokens, and the next drafts past the commit
-        keep = keep[:, :m].cpu()
-        refused = (~keep).any(0).tolist()
-        # the first pass with a refused (or undrafted) cell in any image ends what this forward commits
-        commit = next((pass_of[j] for j in range(m) if refused[j]), last)
-        n_commit = sum(1 for s in pass_of if s <= commit)
-        accepted_total += int(keep[:, :n_commit].sum())
-        if trace is not None:
-            cols = torch.tensor(span_cells, device=device)
-            for s in range(t + 1, commit + 1):
-                js = [j for j in range(m) if pass_of[j] == s]
-                trace(s, cols[js[0]:js[-1] + 1], raw[:, js[0]:js[-1] + 1])
-        for c in span_cells[:n_commit]:
-            drafted.discard(c)
-            q_of.pop(c, None)
-        if n_commit < m:  # this forward's distributions are the next drafts' q
-            rest = span_cells[n_commit:]
-            if not greedy:
-                kept = target[:, n_commit:m].clone()  # a captured graph reuses its outputs' memory
-                q_of.update((c, kept[:, j]) for j, c in enumerate(rest))
-            drafted.update(rest)
-        t = commit
-        report(t, tokens)
-        fill_drafts(t + 1, t + draft_length)
+        row_t = torch.tensor(seg.padded(bucket, tables.image_slots, tables.dummy) + had + point + [forwards] * bucket,
+                             dtype=torch.long, device=device)
+        src_t = torch.tensor(seg.sources, device=device)
+        emit_t = torch.tensor(emit_cells, device=device)
+        fed_tokens = tokens.index_select(1, src_t).cpu().numpy()
+        before = tokens.index_select(1, emit_t)
+        was_final = torch.from_numpy(book.final[:, emit_cells]).to(device)
+        q = no_q if greedy else draft_q(q_of, emit_cells, images, bucket, vocab, device)
+        raw, target, keep = steps(bucket, row_t, tokens, tables, seed_t, image_keys, q)
+        # a cell already final in some image of the batch keeps its token there
+        tokens[:, emit_t] = torch.where(was_final, before, tokens.index_select(1, emit_t))
+        read, newly = book.settle(list(fed), fed_tokens, tokens[:, :cells].cpu().numpy())
+        keep = keep[:, :m].cpu().numpy()
+        col = {c: j for j, c in enumerate(emit_cells)}
+        js = [col[c] for c in read]
+        accepted_total += int((keep[:, js] & newly).sum())
+        final_all = book.final.all(0)
+        if trace is not None:  # each cell once, when final in every image, with the logits each image used
+            rows_per_image = raw.shape[0] // images
+            done_now = []
+            for i, c in enumerate(read):
+                if newly[:, i].any():
+                    got = traced.setdefault(c, torch.zeros_like(raw[:, 0]))
+                    for image in np.flatnonzero(newly[:, i]).tolist():
+                        got[image::images] = raw[image::images, col[c]]
+                if final_all[c] and c in traced and rows_per_image:
+                    done_now.append(c)
+            if done_now:
+                trace(forwards, torch.tensor(done_now), torch.stack([traced.pop(c) for c in done_now], 1))
+        for j, c in enumerate(emit_cells):
+            if final_all[c]:
+                q_of.pop(c, None)
+            elif not greedy:
+                q_of[c] = next_draft_q(q_of.get(c), target[:, j].clone(), keep[:, j])
+            else:
+                q_of[c] = None
+        done_passes = max(done_passes, book.passes_done(emit_pass))
+        report(done_passes, tokens)
     return SpeculativeRun(tokens[:, :cells].clone(), steps.compile_seconds, steps.built, forwards, accepted_total)
+
+
+def next_draft_q(old_q: torch.Tensor | None, target: torch.Tensor, kept: np.ndarray) -> torch.Tensor:
+    """The distribution a cell's next draft was drawn from: this forward's ``p``, whether the old
+    draft was kept or redrawn (the coupling's output is distributed as ``p`` either way). (A
+    test swaps in SCD's rule, which keeps the old ``q`` for a kept draft, and must see it fail.)"""
+    return target
+
+
+def draft_q(q_of: dict, emit_cells: list[int], images: int, bucket: int, vocab: int, device) -> torch.Tensor:
+    """[images, bucket, V]: the distributions the drafts came from (point masses are built in
+    the step)."""
+    q = torch.zeros(images, bucket, vocab, device=device)
+    full = [j for j, c in enumerate(emit_cells) if q_of.get(c) is not None]
+    if full:
+        q[:, torch.tensor(full, device=device)] = torch.stack([q_of[emit_cells[j]] for j in full], dim=1)
+    return q
+
+
+def choose_inputs(inputs: PlanInputs, book: CommitBook, draft_length: int) -> np.ndarray:
+    """The inputs of the next forward: per row (a *lane*), its first ``draft_length + 1`` pending
+    inputs in plan order, for the rows whose first pending input lies within ``draft_length``
+    passes of the earliest pending one. Lanes advance on their own: a row blocked by a refusal
+    does not hold back the rows above it."""
+    pending = book.pending()
+    by_pass = pending[np.lexsort((inputs.offsets[pending], inputs.passes[pending]))]
+    horizon = int(inputs.passes[by_pass[0]]) + draft_length
+    taken, per_row = [], {}
+    for k in by_pass.tolist():
+        if inputs.passes[k] > horizon and inputs.rows[k] not in per_row:
+            continue
+        r = int(inputs.rows[k])
+        used = per_row.get(r, 0)
+        if used > draft_length and not inputs.row_end[k]:
+            continue
+        per_row[r] = used + (0 if inputs.row_end[k] else 1)
+        taken.append(k)
+    return np.asarray(sorted(taken, key=lambda k: (inputs.passes[k], inputs.offsets[k])), dtype=np.int64)
+
+
+def fill_drafts(tokens: torch.Tensor, inputs: PlanInputs, book: CommitBook, fed: np.ndarray, q_of: dict,
+                width: int) -> None:
+    """First drafts for the cells fed before anything was drawn for them: the token on the left
+    (above, at a row start), a point mass: context the cell may see, and on an image, often its
+    value."""
+    final_all = book.final.all(0)
+    new = sorted({int(inputs.sources[k]) for k in fed if not inputs.row_end[k]} - set(q_of))
+    new = [c for c in new if not final_all[c]]
+    if not new:
+        return
+    copy_of = {}
+    for c in new:
+        src = c - 1 if c % width else c - width
+        copy_of[c] = copy_of.get(src, src)  # a neighbour drafted in this call: its own source
+    device = tokens.device
+    cols = torch.tensor(new, device=device)
+    keep = torch.from_numpy(book.final[:, new]).to(device)  # final in some image of the batch: left alone there
+    copied = tokens[:, torch.tensor([copy_of[c] for c in new], device=device)]
+    tokens[:, cols] = torch.where(keep, tokens[:, cols], copied)
+    q_of.update(dict.fromkeys(new))
