@@ -129,7 +129,7 @@ def nll_entry(nll: np.ndarray) -> dict:
 
 @torch.no_grad()
 def sample(model, vq, classes: list[int], per_class: int, grid, window: int, options, seed: int, chunk: int,
-           draft_length: int = 0):
+           draft_length: int = 0, branches: bool = True):
     """per_class images of every class, generated in calls of up to ``chunk`` images (all classes,
     class-major); call c uses seed + c, so every window sees the same seeds.
 
@@ -142,7 +142,8 @@ def sample(model, vq, classes: list[int], per_class: int, grid, window: int, opt
         for i in range(per_class):
             for k in classes:
                 r = api.generate(model, api.class_condition([k]), grid, window, options,
-                                 seed=seed + i * len(classes) + k, speculative=True, draft_length=draft_length)
+                                 seed=seed + i * len(classes) + k, speculative=True, draft_length=draft_length,
+                                 draft_branches=branches)
                 tokens.append(r.tokens.flatten(1))
                 labels.append(k)
                 seconds += r.seconds
@@ -243,13 +244,15 @@ def run(args) -> dict:
              for w in spec_windows for d in lengths]
     for window, seed, tag, gen_model, wd, draft_length in runs:
         tokens, labels, images, seconds, passes, accepted = sample(
-            gen_model, vq, classes, args.samples_per_class, grid, window, options, seed, args.chunk, draft_length)
+            gen_model, vq, classes, args.samples_per_class, grid, window, options, seed, args.chunk, draft_length,
+            not args.no_branches)
         ntp = window >= grid[1]
         row = {"name": ("NTP" if ntp else f"window {window}") + tag, "kind": "generated", "window": window, "seed": seed,
                "weight_dtype": wd, "forward_passes": round(passes, 1), "images": len(labels),
                "seconds": round(seconds, 2)}
         if draft_length:
-            row |= {"speculative": True, "draft_length": draft_length, "planned_passes": expected_passes(grid, window),
+            row |= {"speculative": True, "draft_length": draft_length, "draft_branches": not args.no_branches,
+                    "planned_passes": expected_passes(grid, window),
                     "accepted_per_pass": round(accepted, 3), "tokens_per_pass": round(grid[0] * grid[1] / passes, 3),
                     "passes_vs_ntp": round(grid[0] * grid[1] / passes, 3)}
         row |= score(judge, images, labels, ref_stats, args.bootstrap, rng)
@@ -397,6 +400,7 @@ def main(argv: list[str] | None = None) -> int:
                    help="windows to also run with speculative decoding (e.g. 16,12,8), one image per call")
     p.add_argument("--draft-length", default="16",
                    help="--speculative: cells drafted ahead per row, or a list (16,32,64: one row each)")
+    p.add_argument("--no-branches", action="store_true", help="--speculative without draft branches (comparison)")
     p.add_argument("--ar-model", help="default: the shipped demo GPT")
     p.add_argument("--vq-model", help="default: the shipped demo VQ")
     p.add_argument("--device", default="cpu")

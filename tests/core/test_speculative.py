@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 
+import numpy as np
 import pytest
 import torch
 
@@ -31,11 +32,11 @@ def tiny(seed: int = 1, **overrides) -> LlamaGenModel:
 
 @pytest.mark.parametrize("family", FAMILIES)
 def test_greedy_tokens_equal_the_plan_for_every_family(four_families, family):
-    """NTP and ZipAR greedy tokens, token for token, with rows committing on their own; every
-    forward completes at least one more planned pass."""
+    """NTP and ZipAR greedy tokens, token for token, with rows committing on their own and draft
+    branches; at full window every forward completes at least one more planned pass."""
     model, cond, grid = four_families[family]
     static_step.release(model)
-    saved = 0
+    saved = branched = 0
     for cfg, window, draft_length in itertools.product((1.0, 3.0), (grid[1], 2, 1), (1, 3, 8)):
         opts = SamplingOptions(cfg=cfg, greedy=True)
         plain = generate(model, cond, grid, window, opts)
@@ -43,12 +44,20 @@ def test_greedy_tokens_equal_the_plan_for_every_family(four_families, family):
         spec = generate(model, cond, grid, window, opts, speculative=True, draft_length=draft_length,
                         callback=lambda p: steps.append(p.step))
         assert torch.equal(spec.tokens, plain.tokens), (cfg, window, draft_length)
-        # a forward completes at least the earliest pass not yet final, often more
-        assert steps == sorted(set(steps)) and steps[-1] == plain.forward_passes
+        # progress never goes back; a forward completes the earliest pass not yet final, often more
+        # (at a window, a stand-in's real token may wait one forward for the inputs that see the stand-in)
+        assert steps == sorted(steps) and steps[-1] == plain.forward_passes
         assert len(steps) == spec.forward_passes <= plain.forward_passes
+        if window >= grid[1]:
+            assert len(set(steps)) == len(steps)
         assert spec.speculative and spec.draft_length == draft_length
         saved += plain.forward_passes - spec.forward_passes
+        branched += spec.branch_tokens
+        if draft_length == 3:
+            bare = generate(model, cond, grid, window, opts, speculative=True, draft_length=3, draft_branches=False)
+            assert torch.equal(bare.tokens, plain.tokens) and bare.branch_tokens == 0
     assert saved > 0, "no pass was ever saved: the check would be vacuous"
+    assert branched > 0, "no token ever came through a draft branch: the check would be vacuous"
     static_step.release(model)
 
 
@@ -243,7 +252,24 @@ def _trust_rows_above(ok, versions_match, other_row):
     return ok[:, ~other_row].all(1) & bool(versions_match.all())
 
 
+def _longest_leaf(final, alts, child_kept, refused):
+    """SJD-PAC (a): the path is chosen by what the subtree accepted (here: the first sibling whose
+    child kept its draft), not by the sibling's own check."""
+    first = np.where(child_kept.any(1), child_kept.argmax(1), -1)
+    match = final[:, None] == alts
+    return np.where(first >= 0, first, np.where(match.any(1), match.argmax(1), -1))
+
+
+def _sibling_checked_as_from_p(final, alts, child_kept, refused):
+    """SJD-PAC (b): siblings that came from elsewhere checked as if drawn from ``p`` (where the
+    check min(1, p / p) always passes): a refused cell takes its first sibling."""
+    match = final[:, None] == alts
+    return np.where(refused, 0, np.where(match.any(1), match.argmax(1), -1))
+
+
 BROKEN_RULES = {  # name -> (module, attribute, broken twin, case)
+    "sjd-pac-longest-leaf": (speculative, "take_branch", _longest_leaf, "ntp"),
+    "sjd-pac-sibling-as-if-from-p": (speculative, "take_branch", _sibling_checked_as_from_p, "ntp"),
     "rows-above-trusted": (commits, "context_ok", _trust_rows_above, "zipar-1-row1"),
     "bonus-from-uniform": (verify, "redraw_weights", _uniform_bonus, "ntp"),
     "scd-kept-draft-keeps-old-q": (speculative, "next_draft_q", _scd_draft_q, "zipar-1"),

@@ -126,6 +126,36 @@ def test_every_emitted_logit_matches_an_uncached_forward(models, window, ratio, 
         torch.testing.assert_close(logits, expected[cell], atol=1e-4, rtol=1e-4, msg=f"cell {cell}")
 
 
+def test_speculative_logits_match_an_uncached_forward_with_row_ends(models):
+    """Speculative decoding with lanes and draft branches: every logit used to keep or draw a
+    token is an uncached forward over its plan context, end-of-line tokens included (NTP, and
+    windows 2 and 1 with both row-1 rules), and some tokens came through branches (slots past
+    the image that take a cell's position)."""
+    model = models[0]
+    cond = Condition(prompts=["a red fox", "a blue car"], aspect_ratio="1:1", negative_prompts=["", "blurry"])
+    grid = model.grid_for(cond)
+    branched = saved = 0
+    for window, row0_first in ((grid[1], None), (2, None), (1, False)):
+        seen = {}
+
+        def trace(step, cells, logits):
+            for k, cell in enumerate(cells.tolist()):
+                assert cell not in seen
+                seen[cell] = logits[:, k].clone()
+
+        result = generate(model, cond, grid, window, SamplingOptions(cfg=3.0, top_k=20, temperature=0.6), seed=1,
+                          trace=trace, row0_first=row0_first, speculative=True, draft_length=4)
+        rule = model.row0_first if row0_first is None else row0_first
+        expected = replay_logits(model, cond, True, build_schedule(*grid, window, rule), result.tokens,
+                                 model.special["eol"])
+        assert sorted(seen) == list(range(grid[0] * grid[1]))
+        for cell, logits in seen.items():
+            torch.testing.assert_close(logits, expected[cell], atol=1e-4, rtol=1e-4, msg=f"window {window} cell {cell}")
+        saved += expected_passes(grid, window, rule) - result.forward_passes
+        branched += result.branch_tokens
+    assert saved > 0 and branched > 0, (saved, branched)
+
+
 def test_sizes_keep_the_token_area():
     assert generate_size("1:1", 720 * 720) == (90, 90)
     h, w = generate_size("16:9", 720 * 720)

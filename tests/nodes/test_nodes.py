@@ -210,7 +210,7 @@ def test_same_seed_same_image_and_window_is_checked_against_the_grid(models_dir)
 def test_speculative_sampler_gives_the_windows_greedy_tokens_and_reports_acceptance(models_dir):
     req = N["ZipARSampler"].INPUT_TYPES()["required"]
     assert req["speculative"][0] == "BOOLEAN" and req["speculative"][1]["default"] is False
-    assert req["draft_length"][1]["min"] == 1 and req["draft_length"][1]["default"] == 8
+    assert req["draft_length"][1]["min"] == 1 and req["draft_length"][1]["default"] == 16
     model, vq, cond = c2i(models_dir)
     for window in (4, 2):
         plain, plain_report = sample(model, cond, vq, temperature=0.0, window=window)

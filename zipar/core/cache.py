@@ -50,6 +50,7 @@ class CachePool:
     def __init__(self):
         self._key: tuple | None = None
         self._cache: SlotCache | None = None
+        self.extra_slots = 0  # branch slots a speculative request asks for (after the scratch slot)
 
     def get(self, layers: int, rows: int, kv_heads: int, slots: int, head_dim: int, device, dtype) -> SlotCache:
         key = (layers, rows, kv_heads, slots, head_dim, str(device), dtype)
@@ -72,5 +73,5 @@ def new_cache(pool: CachePool | None, layers: int, rows: int, kv_heads: int, slo
               dtype) -> SlotCache:
     """From the pool when a compiled step will run on it, else a fresh one."""
     if pool is not None:
-        return pool.get(layers, rows, kv_heads, slots, head_dim, device, dtype)
+        return pool.get(layers, rows, kv_heads, slots + pool.extra_slots, head_dim, device, dtype)
     return SlotCache(layers, rows, kv_heads, slots, head_dim, device, dtype)

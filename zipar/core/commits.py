@@ -47,6 +47,7 @@ class PlanInputs:
     row_end: np.ndarray  # [K] bool: a row's end-of-line token (its token is fixed)
     rows: np.ndarray  # [K] the grid row of its slot
     slot_row: np.ndarray  # [S] the grid row of each slot
+    cell_slot: np.ndarray  # [H*W] the slot of each cell (row ends shift the slots of later rows)
     emit_of: np.ndarray  # [K] the cell its query predicts, -1 if none
     query_of: np.ndarray  # [H*W] the input each cell is read at (-1: cell 0, read at the prefix)
     slot_order: np.ndarray  # [S] raster order per slot (the scratch slot last, never seen)
@@ -114,7 +115,8 @@ def plan_inputs(tables: StaticTables, width: int) -> PlanInputs:
         sees = (offsets_a >= slot_order[o]) & (passes_a >= slot_fill[o]) & (passes_a < second_pass[o])
         gate_deps[int(b)] = np.flatnonzero(sees)
     return PlanInputs(passes_a, np.asarray(sources, dtype=np.int64), offsets_a,
-                      np.asarray(row_end, dtype=bool), offsets_a // stride, np.arange(cells + 1) // stride, np.asarray(emit_of, dtype=np.int64),
+                      np.asarray(row_end, dtype=bool), offsets_a // stride, np.arange(cells + 1) // stride,
+                      (np.arange(grid_cells) // width) * stride + np.arange(grid_cells) % width, np.asarray(emit_of, dtype=np.int64),
                       query_of, slot_order, slot_fill, first, second, second_pass, gate_deps)
 
 
@@ -186,6 +188,42 @@ class CommitBook:
                 read.append(int(cell))
                 newly.append(now)
         return read, (np.stack(newly, 1) if newly else np.zeros((self.final.shape[0], 0), dtype=bool))
+
+    def main_input(self, cell: int) -> int:
+        """The input that feeds ``cell``'s own token into its own slot (the real feed)."""
+        inp = self.inputs
+        slot = inp.cell_slot[cell]
+        return int(inp.second_feed[slot]) if inp.second_feed[slot] >= 0 else int(inp.first_feed[slot])
+
+    def context_before(self, k: int, start: int) -> np.ndarray:
+        """[images] whether the main slots input ``k`` may see before raster order ``start`` are right
+        and hold the plan's version (what a branch input at ``k``'s position sees besides its branch)."""
+        inp = self.inputs
+        vis = self.visible(k)
+        vis = vis[inp.slot_order[vis] < start]
+        return context_ok(self.ok[:, vis], self.version[vis] == inp.expected(vis, inp.passes[k]),
+                          inp.slot_row[vis] != inp.rows[k])
+
+    def settle_branch(self, cells: list[int], first_right: np.ndarray, fed_tokens: np.ndarray,
+                      verdicts: np.ndarray) -> list[tuple[int, np.ndarray]]:
+        """A branch fed an alternative token at ``cells[0]`` and the main drafts of ``cells[1:]``, each in
+        a slot of its own at that cell's position; its input j's query gave ``verdicts[:, j]`` for the
+        cell after ``cells[j]``. ``first_right`` [images]: the alternative is ``cells[0]``'s final token
+        and everything the branch's first input sees besides itself is right. Commits, per image, each
+        verdict read at a right input -> [(cell, [images] committed by this branch now)]."""
+        start = self.inputs.offsets[self.main_input(cells[0])]
+        right = first_right.copy()
+        out = []
+        for j, cell in enumerate(cells):
+            if j:  # the branch's own previous verdict must have kept the draft it fed here
+                right &= (verdicts[:, j - 1] == fed_tokens[:, j]) & self.context_before(self.main_input(cell), start)
+            nxt = int(self.inputs.emit_of[self.main_input(cell)])
+            if nxt < 0 or not right.any():
+                break
+            now = right & ~self.final[:, nxt]
+            self.final[:, nxt] |= right
+            out.append((nxt, now))
+        return out
 
     def passes_done(self, emit_pass: np.ndarray) -> int:
         """The last pass all of whose cells (and all earlier passes' cells) are final in every image."""

@@ -100,8 +100,11 @@ class DecodeSession(Protocol):
         """Image codes [rows, n] -> input vectors; inputs flagged in ``row_end`` [n] are the row's EOL."""
         ...
 
-    def run(self, h: torch.Tensor, offsets: torch.Tensor, mask: torch.Tensor, kv_len: int) -> torch.Tensor:
-        """Inputs [rows, n, dim] into the physical slots ``offsets`` [n] after the prefix -> final hidden states."""
+    def run(self, h: torch.Tensor, offsets: torch.Tensor, mask: torch.Tensor, kv_len: int,
+            positions: torch.Tensor | None = None) -> torch.Tensor:
+        """Inputs [rows, n, dim] into the physical slots ``offsets`` [n] after the prefix -> final hidden states.
+        ``positions`` [n] (speculative draft branches): the physical slots whose positions the inputs
+        take, where they differ from ``offsets`` (slots past the scratch slot, ``CachePool.extra_slots``)."""
         ...
 
     def logits(self, h: torch.Tensor) -> torch.Tensor:

@@ -20,7 +20,7 @@ from .rng import seed_tensor
 from .sampling import SamplingOptions, sample_cells
 from .plan import Plan, build_plan
 from .schedule import PREFIX, num_passes
-from .speculative import DEFAULT_DRAFT_LENGTH, check_draft_length, run_speculative
+from .speculative import DEFAULT_DRAFT_LENGTH, branch_slots_for, check_draft_length, run_speculative
 from .static_step import CompileFailed, resolve_compile, run_static, state_of
 
 log = logging.getLogger("zipar")
@@ -52,6 +52,7 @@ class GenerationResult:
     speculative: bool = False  # passes verified in spans with drafts (``speculative.py``)
     draft_length: int = 0
     drafts_accepted: int = 0  # drafted tokens kept, summed over the images
+    branch_tokens: int = 0  # tokens committed through draft branches, summed over the images
 
     @property
     def next_token_passes(self) -> int:
@@ -85,6 +86,7 @@ class GenerationResult:
             "draft_length": self.draft_length,
             "tokens_per_pass": round(self.tokens_per_pass, 3),
             "accepted_per_pass": round(self.accepted_per_pass, 3),
+            "branch_tokens": self.branch_tokens,
         }
 
     def report(self) -> str:
@@ -123,6 +125,7 @@ def generate(
     first_image: int = 0,
     speculative: bool = False,
     draft_length: int = DEFAULT_DRAFT_LENGTH,
+    draft_branches: bool = True,
 ) -> GenerationResult:
     """Generate ``len(cond) * batch`` token grids with ZipAR (window < width) or NTP.
 
@@ -141,7 +144,9 @@ def generate(
     ``speculative``: verify up to ``draft_length`` further passes per forward with drafts
     (``speculative.py``): the same distribution (greedy: the same tokens) in fewer forwards. It
     always runs the bucketed step, compiled when ``compile`` says so. Its images depend on the
-    seed and on the batch they are drawn in.
+    seed and on the batch they are drawn in. ``draft_branches``: also feed the likeliest other
+    tokens of each lane's first open cell, each with its continuation (a draft tree; on by
+    default, off for comparisons).
     """
     height, width = grid
     options.validate()
@@ -162,13 +167,15 @@ def generate(
                       "lower the batch size or the image size"):
         try:
             return _generate(model, cond, grid, window, options, seed, batch, callback, trace, bool(row0_first),
-                             static, compile_backend, _as_int(first_image, "first_image"), spec)
+                             static, compile_backend, _as_int(first_image, "first_image"), spec,
+                             bool(draft_branches))
         except CompileFailed as exc:
             if compile != "auto":
                 raise
             log.warning("ZipAR: %s Running eager instead (compile=auto).", exc)
             return _generate(model, cond, grid, window, options, seed, batch, callback, trace, bool(row0_first),
-                             first_image=_as_int(first_image, "first_image"), draft_length=spec)
+                             first_image=_as_int(first_image, "first_image"), draft_length=spec,
+                             branches=bool(draft_branches))
 
 
 def request_bytes(model: Family, images: int, grid: tuple[int, int], guidance: bool) -> int:
@@ -193,7 +200,7 @@ def check_memory(model: Family, conditions: int, batch: int, grid: tuple[int, in
 
 
 def _generate(model, cond, grid, window, options, seed, batch, callback, trace, row0_first, static=False,
-              backend=None, first_image=0, draft_length=0) -> GenerationResult:
+              backend=None, first_image=0, draft_length=0, branches=True) -> GenerationResult:
     height, width = grid
     plan = build_plan(height, width, window, str(model.device), row0_first)
     cond = cond.repeat(batch)
@@ -205,8 +212,13 @@ def _generate(model, cond, grid, window, options, seed, batch, callback, trace, 
     if device.type == "cuda":
         torch.cuda.synchronize(device)
     start = time.perf_counter()
-    session = model.start(cond, grid, options.guidance, state_of(model).pool) if static or draft_length else \
-        model.start(cond, grid, options.guidance)
+    branch_slots = branch_slots_for(draft_length) if draft_length and branches else 0
+    if static or draft_length:
+        pool = state_of(model).pool
+        pool.extra_slots = branch_slots  # speculative draft branches live past the scratch slot
+        session = model.start(cond, grid, options.guidance, pool)
+    else:
+        session = model.start(cond, grid, options.guidance)
     session.prepare(plan)  # sessions that need per-pass layouts take them from the plan here, once
     prefix = session.prefix
     rows = prefix.visible.shape[0]
@@ -227,10 +239,10 @@ def _generate(model, cond, grid, window, options, seed, batch, callback, trace, 
 
     if draft_length:  # the bucketed step, uncompiled unless compile asks for it
         run = run_speculative(model, session, plan, images, options, seed_t, backend if static else "none",
-                              first_tokens, report, trace, image_keys, draft_length)
+                              first_tokens, report, trace, image_keys, draft_length, branch_slots)
         extra = dict(compiled=static and backend != "none", compile_seconds=run.compile_seconds,
                      graphs_built=run.graphs_built, speculative=True, draft_length=draft_length,
-                     drafts_accepted=run.drafts_accepted)
+                     drafts_accepted=run.drafts_accepted, branch_tokens=run.branch_tokens)
         return _finish(model, cond, plan, run.tokens, grid, window, start, extra, forwards=1 + run.forwards)
     if static:
 

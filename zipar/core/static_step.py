@@ -180,19 +180,26 @@ def _build_tables(plan: Plan, row_ends: bool) -> StaticTables:
 
 # ----------------------------------------------------------------------------- the step
 
+SPEC_FIELDS = 14  # a speculative row: the 7 plain fields, then had, point, forward, positions, branch,
+# branch_start (per input) and draft_of (per emit)
+
+
 def make_step(bucket: int, prefix_len: int, image_slots: int, opts: SamplingOptions,
-              speculative: bool = False) -> Callable:
+              speculative: bool = False, branch_slots: int = 0) -> Callable:
     """The pass function for one bucket; ``opts`` only chooses code paths (guidance, greedy,
     filtering), its numbers arrive as tensors.
 
     A speculative step (``speculative.py``) runs the same forward over a span of passes and
     checks the drafts fed in it (``verify.py``): its row also holds, per emitted cell, whether
-    it has a draft, whether that draft is a point mass, and the forward's number."""
-    slots = image_slots + 1
+    it has a draft, whether that draft is a point mass, and the forward's number; and for draft
+    branches (alternative tokens of a cell, each with its own continuation, in ``branch_slots``
+    slots past the scratch slot) each input's position, branch and where its branch starts, and
+    each emit's cell (its draft and its uniforms; the emit itself says where the result is written)."""
+    slots = image_slots + 1 + branch_slots
 
     def step(session, tokens, row, slot_order, slot_fill, prefix_mask, seed, image_keys, cfg, temperature, top_k,
-             top_p, drafts_q=None):
-        fields = row.view(10 if speculative else 7, bucket).unbind(0)
+             top_p, drafts_q=None, slot_branch=None):
+        fields = row.view(SPEC_FIELDS if speculative else 7, bucket).unbind(0)
         passes, src, off, order, row_end, queries, emits = fields[:7]
         ids = tokens.index_select(1, src)
         if opts.guidance:
@@ -201,20 +208,26 @@ def make_step(bucket: int, prefix_len: int, image_slots: int, opts: SamplingOpti
         ids_of_slots = torch.arange(slots, device=tokens.device)
         # an input sees a slot at or before it in raster order once a pass up to its own has written it;
         # padding sees only the scratch slot
-        image = (((slot_order[None, :] <= order[:, None]) & (slot_fill[None, :] <= passes[:, None]))
-                 | (ids_of_slots[None, :] == off[:, None]))
+        image = (slot_order[None, :] <= order[:, None]) & (slot_fill[None, :] <= passes[:, None])
+        if speculative:  # a branch's inputs see the main slots before the branch, then their own branch
+            branch, start = fields[11], fields[12]
+            main = (slot_branch == 0)[None, :] & ((branch == 0)[:, None] | (slot_order[None, :] < start[:, None]))
+            image = image & (main | ((slot_branch[None, :] == branch[:, None]) & (branch > 0)[:, None]))
+        image = image | (ids_of_slots[None, :] == off[:, None])
         n = ids.shape[0]
         mask = torch.cat([prefix_mask.expand(n, 1, bucket, prefix_len), image[None, None].expand(n, 1, bucket, slots)],
                          dim=-1)
-        hidden = session.run(h, off, mask, prefix_len + slots)
+        hidden = session.run(h, off, mask, prefix_len + slots, fields[10]) if speculative else \
+            session.run(h, off, mask, prefix_len + slots)
         logits = session.logits(hidden.index_select(1, queries))
         params = SamplingTensors(cfg, temperature, top_k, top_p)
-        if speculative:  # check the span's drafts; kept, redrawn or next drafts, all go into tokens
+        if speculative:  # check the drafts; kept, redrawn or next drafts go into tokens (branches' to a dummy)
             target = target_probs(logits, opts, params)
-            keep, drawn = verify_drafts(target, tokens.index_select(1, emits), drafts_q, fields[7].bool(),
-                                        fields[8].bool(), opts.greedy, seed, image_keys, emits, fields[9][0])
+            cells = fields[13]
+            keep, drawn = verify_drafts(target, tokens.index_select(1, cells), drafts_q, fields[7].bool(),
+                                        fields[8].bool(), opts.greedy, seed, image_keys, cells, fields[9][0])
             tokens.index_copy_(1, emits, drawn)
-            return logits, target, keep
+            return logits, target, keep, drawn
         drawn = sample_cells(logits, opts, params, seed, image_keys, emits)
         tokens.index_copy_(1, emits, drawn)
         return logits
@@ -307,7 +320,7 @@ class Steps:
     the same buckets, and a failed build is reported the same way."""
 
     def __init__(self, model, session, images: int, options: SamplingOptions, backend: str | None,
-                 image_slots: int, speculative: bool = False):
+                 image_slots: int, speculative: bool = False, branch_slots: int = 0):
         self.model, self.session, self.options, self.backend = model, session, options, backend
         self.state = state_of(model)
         self.device = model.device
@@ -317,20 +330,20 @@ class Steps:
         self.prefix_len = prefix.length
         self.prefix_mask = prefix.visible[:, None, None, :]
         self.image_slots = image_slots
-        self.speculative = speculative
+        self.speculative, self.branch_slots = speculative, branch_slots
         self.key = (self.prefix_len, image_slots, prefix.visible.shape[0], images, model.dtype, options.mode,
-                    options.guidance, backend, speculative)
+                    options.guidance, backend, speculative, branch_slots)
         self.params = options.as_tensors(self.device)
         self.compile_seconds, self.built = 0.0, 0
 
     def __call__(self, bucket: int, row: torch.Tensor, tokens, tables: "StaticTables", seed_t, image_keys,
-                 *extra):
+                 *extra, slot_tables: tuple[torch.Tensor, torch.Tensor] | None = None):
         key = (bucket,) + self.key
         fn = self.state.steps.get(key)
         fresh = fn is None
         if fresh:
             fn = self.state.steps[key] = self.compiler(make_step(bucket, self.prefix_len, self.image_slots,
-                                                                 self.options, self.speculative))
+                                                                 self.options, self.speculative, self.branch_slots))
             self.built += 1
             if self.cuda:
                 torch.cuda.synchronize(self.device)
@@ -339,7 +352,8 @@ class Steps:
             torch.compiler.cudagraph_mark_step_begin()
         p = self.params
         try:
-            out = fn(self.session, tokens, row, tables.slot_order, tables.slot_fill, self.prefix_mask, seed_t,
+            order, fill = slot_tables if slot_tables is not None else (tables.slot_order, tables.slot_fill)
+            out = fn(self.session, tokens, row, order, fill, self.prefix_mask, seed_t,
                      image_keys, p.cfg, p.temperature, p.top_k, p.top_p, *extra)
         except torch._dynamo.exc.TorchDynamoException as exc:  # tracing or the backend failed, not the model
             if not fresh:

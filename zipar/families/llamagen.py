@@ -245,10 +245,14 @@ class LlamaGenSession:
     def embed(self, ids: torch.Tensor, row_end: torch.Tensor | None = None) -> torch.Tensor:
         return self.model.gpt.tok_embeddings(ids)
 
-    def run(self, h: torch.Tensor, offsets: torch.Tensor, mask: torch.Tensor, kv_len: int) -> torch.Tensor:
-        """Inputs ``h`` [rows, n, dim] into the slots ``offsets`` [n] after the prefix -> final hidden states."""
+    def run(self, h: torch.Tensor, offsets: torch.Tensor, mask: torch.Tensor, kv_len: int,
+            positions: torch.Tensor | None = None) -> torch.Tensor:
+        """Inputs ``h`` [rows, n, dim] into the slots ``offsets`` [n] after the prefix -> final hidden states.
+        ``positions`` [n]: the grid slots whose positions the inputs take, where they differ from their
+        own (an alternative token of a cell, in a slot past the image)."""
         slots = offsets + self.prefix.length
-        return self.model.gpt.hidden(h, self.rope[slots], mask, self.cache, slots, kv_len)
+        where = slots if positions is None else positions + self.prefix.length
+        return self.model.gpt.hidden(h, self.rope[where], mask, self.cache, slots, kv_len)
 
     def logits(self, h: torch.Tensor) -> torch.Tensor:
         return self.model.gpt.logits(h)

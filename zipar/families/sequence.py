@@ -249,10 +249,14 @@ class SequenceSession:
             h = torch.where(row_end[None, :, None], self._eol.to(h.dtype), h)
         return h
 
-    def run(self, h: torch.Tensor, offsets: torch.Tensor, mask: torch.Tensor, kv_len: int) -> torch.Tensor:
-        """Inputs ``h`` [rows, n, hidden] at physical ``offsets`` [n] after the prompt -> final hidden states."""
+    def run(self, h: torch.Tensor, offsets: torch.Tensor, mask: torch.Tensor, kv_len: int,
+            positions: torch.Tensor | None = None) -> torch.Tensor:
+        """Inputs ``h`` [rows, n, hidden] at physical ``offsets`` [n] after the prompt -> final hidden states.
+        ``positions`` [n]: the physical offsets whose positions the inputs take, where they differ from
+        their slots (an alternative token of a cell, in a slot past the image)."""
         P = self.prefix.length
-        return self.family.lm.hidden(h, self.base + offsets[None], mask, self.cache, P + offsets, kv_len, self.rope)
+        where = offsets if positions is None else positions
+        return self.family.lm.hidden(h, self.base + where[None], mask, self.cache, P + offsets, kv_len, self.rope)
 
     def logits(self, h: torch.Tensor) -> torch.Tensor:
         return self.family.image_logits(h)
