@@ -191,7 +191,7 @@ def t2i_zipar():
 
 
 def demo_sampler(id_, pos, window, title, batch=4, speculative=False):
-    return N(id_, "ZipARSampler", [window, 0, "fixed", 2.0, 1.0, 0, 1.0, batch, True, "auto", speculative, 8], pos,
+    return N(id_, "ZipARSampler", [window, 0, "fixed", 2.0, 1.0, 0, 1.0, batch, True, "auto", speculative, 16], pos,
              {"model": (1, 0), "condition": (3, 0), "vq": (2, 0)}, title, size=(320, SAMPLER_H))
 
 

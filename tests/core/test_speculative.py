@@ -123,19 +123,22 @@ def test_logits_that_accept_tokens_equal_an_uncached_forward(window, row0_first,
     assert result.forward_passes < expected_passes(GRID, window, row0_first) or window == 1
 
 
-def test_a_pass_that_replaces_a_stand_in_only_starts_a_span():
-    """Passes that write over a stand-in are exactly those that feed a cell fed before; at full
-    window there are none."""
+def test_slots_fed_twice_are_the_stand_ins_and_wait_for_what_sees_them():
+    """The slots the plan feeds twice are exactly the stand-ins' (none at full window); the real
+    token's feed waits for every earlier input that sees the stand-in (``CommitBook.pending``)."""
     for window, row0_first in ((2, True), (1, False), (3, True)):
         plan = build_plan(*GRID, window, "cpu", row0_first)
-        tables = static_tables(plan, False)
-        fed_before, expected = set(), []
-        for p in plan.schedule.passes:
-            cells = {f.cell for f in p.feeds}
-            expected.append(bool(cells & fed_before))
-            fed_before |= cells
-        assert list(tables.rewrites) == expected and any(expected)
-    assert not any(static_tables(build_plan(*GRID, GRID[1], "cpu", True), True).rewrites)
+        inputs = commits.plan_inputs(static_tables(plan, False), GRID[1])
+        stand_in_slots = {f.cell for p in plan.schedule.passes for f in p.feeds if f.source != f.cell}
+        assert set(np.flatnonzero(inputs.second_feed >= 0).tolist()) == stand_in_slots and stand_in_slots
+        book = commits.CommitBook(inputs, 1, GRID[0] * GRID[1])
+        for real, deps in inputs.gate_deps.items():
+            assert len(deps) and (inputs.passes[deps] < inputs.passes[real]).all()
+            assert real not in book.pending().tolist()
+            book.done[:, deps] = True
+            assert real in book.pending().tolist()
+    inputs = commits.plan_inputs(static_tables(build_plan(*GRID, GRID[1], "cpu", True), True), GRID[1])
+    assert not (inputs.second_feed >= 0).any()
 
 
 # ----------------------------------------------------------------------------- the distribution

@@ -1,39 +1,25 @@
-"""Speculative Jacobi decoding on top of a ZipAR plan: several passes verified in one forward.
+"""Speculative Jacobi decoding on top of a ZipAR plan: the plan's distribution in fewer forwards.
 
-Without it, pass s+1 of a plan must wait for pass s's tokens. Here every pass of the plan
-still happens exactly as planned (same inputs, same slots, same visibility), but a forward
-runs a *span* of consecutive passes at once: the tokens the later passes of the span need
-and do not have yet are drafts, guessed in an earlier forward. Each emitted cell's draft is
-then checked against the distribution the model gives it in this forward, with the
-speculative-sampling rule: keep draft ``x`` (drawn from ``q``) with probability
-``min(1, p(x) / q(x))``; otherwise draw from ``max(0, p - q)`` renormalised. The first pass
-of the span in which any draft is refused ends what the forward commits: its tokens are
-final (kept or redrawn), while later passes were computed from a refused token and are only
-used as the next drafts (Jacobi iteration). A token is therefore always distributed as the
-model's ``p`` given exactly the context its plan gives it: the images follow the plan's own
-distribution (next-token prediction at window >= width, ZipAR at that window otherwise).
-Greedy decoding keeps a draft iff it is the arg-max.
+A forward feeds, besides the inputs whose tokens are known, *drafts*: guesses of tokens not
+drawn yet, so that the cells after them are read in the same forward. Each cell read is then
+checked against the distribution the model gives it, with the speculative-sampling rule
+(``verify.py``): keep draft ``x`` (drawn from ``q``) with probability ``min(1, p(x) / q(x))``,
+otherwise draw from ``max(0, p - q)`` renormalised; a token distributed as ``p`` either way.
+Which verdicts are final is decided per cell by ``commits.py``: those read at an input whose
+whole plan context was final and in place. The rest become the next drafts (Jacobi
+iteration): the same rule is then the maximal coupling of the old draft with the new ``p``
+(as in MC-SJD), so a draft the model keeps predicting stays put.
 
-What keeps the cache exact:
-- every input keeps its own pass number, so it sees what it would see in that pass
-  (``StaticTables.span_row``); a slot that a refused draft wrote is first written again
-  by the pass that owns it before any input of a later pass may see it;
-- a pass that overwrites an earlier pass's slot (a stand-in replaced by the real token)
-  only ever starts a span: inputs of earlier passes in the same forward would otherwise see
-  the real token where their pass still had the stand-in.
+What a forward feeds (``choose_inputs``): every row is a *lane* that drafts up to
+``draft_length`` tokens past its first open one, rows starting as drafts up to
+``draft_length`` passes ahead of the plan; rows commit on their own. The first open cell of
+the earliest lanes also gets *branches* (``plan_branches``): its likeliest other tokens, each
+continued by the main drafts, in slots past the image that take the cells' positions; a
+branch is used only when the cell's verdict is its token. A cell entering a lane first copies
+the token on its left (above, at a row start): context it may see.
 
-Drafts: a cell's draft is redrawn each forward from the newest distribution the model gave
-it, coupled to its previous draft (maximal coupling, as in MC-SJD: keep the old token with
-probability ``min(1, q_new(x) / q_old(x))``, else draw from ``max(0, q_new - q_old)``), so a
-draft that the model keeps predicting stays put. That is the acceptance rule itself, so one
-draw per cell and forward (``verify.py``, inside the compiled step) gives both the token a
-committed cell keeps and the next draft of a cell past the commit. A cell entering the draft
-window for the first time copies the token on its left (or above, at a row start): context
-it may see.
-
-A batch advances together: a forward commits up to the first pass in which any image
-refused a draft. Distributions are unchanged by this, but an image's exact tokens then depend
-on the batch it is drawn in (greedy tokens never do).
+Greedy decoding keeps a draft iff it is the arg-max. A batch shares its forwards; each image
+commits on its own, so an image's exact tokens (not their distribution) depend on its batch.
 """
 from __future__ import annotations
 
@@ -45,10 +31,10 @@ import numpy as np
 import torch
 
 from ..errors import ZipARError
+from .commits import CommitBook, PlanInputs, plan_inputs
 from .plan import Plan
 from .sampling import SamplingOptions
-from .commits import CommitBook, PlanInputs, plan_inputs
-from .static_step import NEVER, Segment, StaticRun, Steps, bucket_for, checked_tables, state_of
+from .static_step import NEVER, StaticRun, Steps, bucket_for, checked_tables, state_of
 
 DEFAULT_DRAFT_LENGTH = 16
 MAX_DRAFT_LENGTH = 64

@@ -71,31 +71,11 @@ class StaticTables:
     slot_fill: torch.Tensor  # [image_slots + 1] long: first pass that writes each slot
     image_slots: int
     dummy: int  # the cell padded emits write (H * W)
-    segments: tuple["Segment", ...] = ()  # per pass (0: None): its unpadded fields, for spans of passes
-    rewrites: tuple[bool, ...] = ()  # per pass: it writes a slot an earlier pass wrote (a stand-in's real token)
+    segments: tuple["Segment", ...] = ()  # per pass (0: None): its unpadded fields (speculative forwards mix them)
 
     @property
     def buckets(self) -> list[int]:
         return sorted(self.rows)
-
-    def span_row(self, first: int, last: int, min_bucket: int = 1) -> tuple[int, list[int], int]:
-        """Passes ``first..last`` as one padded row (speculative decoding verifies several passes
-        in one forward): (bucket, row, emitted cells). Each input keeps its own pass number, so it
-        sees exactly what it sees in its own pass; queries are renumbered into the joined inputs.
-        ``min_bucket`` pads short spans up (fewer shapes to compile)."""
-        joined = Segment([], [], [], [], [], [], [])
-        for s in range(first, last + 1):
-            seg = self.segments[s]
-            base = len(joined.sources)
-            joined.passes.extend(seg.passes)
-            joined.sources.extend(seg.sources)
-            joined.offsets.extend(seg.offsets)
-            joined.order.extend(seg.order)
-            joined.row_end.extend(seg.row_end)
-            joined.queries.extend(q + base for q in seg.queries)
-            joined.emits.extend(seg.emits)
-        bucket = max(bucket_for(max(len(joined.sources), len(joined.emits))), min_bucket)
-        return bucket, joined.padded(bucket, self.image_slots, self.dummy), len(joined.emits)
 
 
 @dataclass
@@ -146,7 +126,6 @@ def _build_tables(plan: Plan, row_ends: bool) -> StaticTables:
     where: list[tuple[int, int]] = [(0, 0)]
     emits_count = [1]
     segments: list[Segment | None] = [None]
-    rewrites = [False]
     for s, sp in enumerate(sched.passes[1:], start=1):
         cells = [f.cell for f in sp.feeds]
         sources = [f.source for f in sp.feeds]
@@ -163,7 +142,6 @@ def _build_tables(plan: Plan, row_ends: bool) -> StaticTables:
         b = bucket_for(max(n, m))
         seg = Segment([s] * n, sources, offsets, list(offsets), row_end, queries, list(sp.emits))
         segments.append(seg)
-        rewrites.append(any(slot_fill[o] < s for o in offsets))
         table = rows.setdefault(b, [])
         where.append((b, len(table)))
         table.append(seg.padded(b, image_slots, dummy))
@@ -175,7 +153,7 @@ def _build_tables(plan: Plan, row_ends: bool) -> StaticTables:
         return torch.tensor(values, dtype=torch.long, device=device)
 
     return StaticTables({b: tensor(t) for b, t in rows.items()}, tuple(where), tuple(emits_count),
-                        tensor(slot_order), tensor(slot_fill), image_slots, dummy, tuple(segments), tuple(rewrites))
+                        tensor(slot_order), tensor(slot_fill), image_slots, dummy, tuple(segments))
 
 
 # ----------------------------------------------------------------------------- the step
