@@ -239,8 +239,9 @@ def run(args: argparse.Namespace) -> dict:
         for window in windows:
             results.append(time_window(model, cond, grid, window, opts, compile_mode, args.repeats, device, extra))
             if getattr(args, "speculative", False):  # (bench.gpu_suite builds its own arguments)
-                results.append(time_window(model, cond, grid, window, opts, compile_mode, args.repeats, device, extra,
-                                           getattr(args, "draft_length", 8)))
+                for length in str(getattr(args, "draft_length", 16)).split(","):
+                    results.append(time_window(model, cond, grid, window, opts, compile_mode, args.repeats, device,
+                                               extra, int(length)))
     release(device)
     ntp = results[0]  # the first mode's NTP: the plain loop is compared with it
     for r in results:
@@ -332,7 +333,7 @@ def markdown(report: dict) -> str:
              "ratio / pass ratio | first call s | peak MB |" + (" ms/pass / floor |" if floor else ""),
              "|---|---|---|---|---|---|---|---|---|---|---|" + ("---|" if floor else "")]
     for r in report["results"]:
-        lines.append(f"| {r['mode']} | {r.get('compile', 'off')} | {r['window']} | {r['forward_passes']:g} | {r['median_s']:.3f} | "
+        lines.append(f"| {r['mode']}{(' ' + str(r['draft_length'])) if r.get('draft_length') else ''} | {r.get('compile', 'off')} | {r['window']} | {r['forward_passes']:g} | {r['median_s']:.3f} | "
                      f"{r['ms_per_pass']:.2f} | {r['latency_ratio']:.3f} | {r['pass_ratio']:.3f} | "
                      f"{r['latency_over_pass_ratio']:.3f} | {r.get('first_call_s', 0):.2f} | {r['peak_memory_mb']:.0f} |"
                      + (f" {r['ms_per_pass_over_floor']:.2f} |" if floor else ""))
@@ -378,7 +379,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     p.add_argument("--speculative", action="store_true",
                    help="also time every window with speculative decoding (rows NTP+spec / ZipAR+spec)")
-    p.add_argument("--draft-length", type=int, default=8, help="--speculative: passes drafted ahead")
+    p.add_argument("--draft-length", default="16",
+                   help="--speculative: tokens drafted ahead per row, or a list (16,32: one row each)")
     p.add_argument("--no-vq", action="store_true", help="skip the VQ decode timing")
     p.add_argument("--json", help="write the report here")
     p.add_argument("--markdown", help="write the markdown table here")

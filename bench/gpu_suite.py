@@ -4,7 +4,9 @@
     python -m bench.gpu_suite --smoke --device cpu --json smoke.json   # tiny sizes: checks the script itself
 
 Runs, in this order (random weights, bf16 on CUDA, batch 1, each family's CFG):
-LlamaGen-L 24x24 (NTP, ZipAR-16/8/4) eager and compiled; Janus-Pro-1B and -7B at 384 px
+LlamaGen-L 24x24 (NTP, ZipAR-16/8/4) eager and compiled; the shipped demo model (trained weights)
+at NTP and windows 12 and 8, plain and speculative at draft lengths 16 and 32, eager and
+compiled; Janus-Pro-1B and -7B at 384 px
 (NTP and ZipAR-8, compiled); Lumina-mGPT-7B at 768 px (ZipAR-16, compiled, one image);
 Emu3-Gen at 720 px (ZipAR-8, compiled, one image). Each entry is ``bench.decode``'s report
 (per-pass ms, first call with compilation, steps built, ratio to the weights-read floor,
@@ -20,6 +22,7 @@ import json
 import sys
 import time
 import traceback
+from pathlib import Path
 
 import torch
 
@@ -27,8 +30,12 @@ from bench import decode
 from zipar.io import outputs
 
 # (name, bench.decode arguments); the smoke variant swaps in the tiny sizes
+DEMO = str(Path(__file__).resolve().parent.parent / "zipar" / "assets" / "demo" / "demo_c2i_64.safetensors")
 ENTRIES = [
     ("llamagen-l-24", dict(model="L", grid=24, windows="24,16,8,4", compile="both", repeats=3)),
+    # trained weights, so drafts are accepted as they would be: plain and speculative (lanes and branches)
+    ("demo-speculative", dict(model="B", ar_model=DEMO, downsample=4, cfg=2.0, windows="16,12,8", compile="both",
+                              repeats=3, speculative=True, draft_length="16,32")),
     ("janus-pro-1b-384", dict(model="janus-pro-1b", size=384, windows="24,8", compile="on", repeats=3)),
     ("janus-pro-7b-384", dict(model="janus-pro-7b", size=384, windows="24,8", compile="on", repeats=2)),
     ("lumina-mgpt-7b-768", dict(model="lumina-mgpt-7b", size=768, windows="16", compile="on", repeats=1)),
@@ -51,7 +58,9 @@ TARGETS = [
 
 def entry_args(spec: dict, device: str, precision: str, smoke: bool, compile_override: str | None) -> argparse.Namespace:
     spec = dict(spec)
-    if smoke:
+    if smoke and spec.get("ar_model"):  # the demo model is small already
+        spec["repeats"], spec["windows"], spec["draft_length"] = 1, "16,8", "4"
+    elif smoke:
         spec["model"] = SMOKE[spec["model"]]
         if spec["model"] == "tiny":
             spec["grid"] = 16

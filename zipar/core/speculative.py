@@ -91,7 +91,7 @@ def run_speculative(model, session, plan: Plan, images: int, options: SamplingOp
     height, width = plan.schedule.height, plan.schedule.width
     cells = height * width
     depth = min(BRANCH_DEPTH, draft_length + 1)
-    groups = branch_slots // (SIBLINGS * depth) if branch_slots else 0
+    groups = branch_slots // (SIBLINGS * depth) if branch_slots and int(model.vocab_size) > SIBLINGS else 0
     alt_col = cells + 1  # token columns of the alternatives, after the dummy cell
     tokens = state_of(model).tokens(images, alt_col + groups * SIBLINGS, device)
     if image_keys is None:
