@@ -229,10 +229,11 @@ def demo_speculative():
     nodes.append(note(60, (MODELS_X, NOTE_Y - 260), "Speculative decoding on the digit model shipped with the pack "
                       "(no downloads; 16x16 tokens). Same seed, left to right: next-token prediction (256 passes), "
                       "ZipAR window 12 (200 passes), and ZipAR window 12 + speculative, which also checks guesses of "
-                      "the next passes in every pass and keeps the tokens the model agrees with. The third image "
-                      "follows exactly the distribution of the second (with temperature 0, greedy, it is the very "
-                      "same image) in fewer passes: its report says how many and how many guessed tokens were "
-                      "kept per pass. Each pass feeds more tokens, so the saving in seconds is largest on a GPU. "
+                      "each row's next tokens in every pass and keeps the tokens the model agrees with. The third "
+                      "image follows exactly the distribution of the second (with temperature 0, greedy, it is the "
+                      "very same image) in fewer passes: its report says how many and how many guessed tokens were "
+                      "kept per pass. Each pass feeds many more tokens: on a CPU the image takes longer in seconds; "
+                      "the saving is for a GPU, where a wider pass costs little. "
                       "See the speculative table in docs/benchmarks.md.\n\n" + SAMPLER_HELP, size=(330, 640)))
     return nodes
 

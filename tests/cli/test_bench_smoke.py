@@ -213,3 +213,13 @@ def test_memory_benchmark_measures_each_format_in_its_own_process(tmp_path):
         assert r["rss_peak_bytes"] >= r["rss_after_load_bytes"] > 0 and r["passes"] == 2
         assert r["card_estimate_bytes"] == r["weight_bytes"] + max(r["working_bytes"], r["kv_cache_bytes"])
     assert "| fp8_e4m3fn |" in (tmp_path / "m.md").read_text()
+
+
+def test_speculative_forwards_benchmark_writes_its_rows(tmp_path):
+    from bench import spec_forwards
+
+    out = tmp_path / "f.json"
+    assert spec_forwards.main(["8:2:off", "--per-class", "1", "--json", str(out)]) == 0
+    rows = json.loads(out.read_text())["rows"]
+    assert [(r["window"], r["draft_length"], r["branches"], r["images"]) for r in rows] == [(8, 2, False, 10)]
+    assert 0 < rows[0]["forwards"] <= 144  # window 8's plan has 144 passes
