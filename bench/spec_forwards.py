@@ -28,7 +28,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--json", help="write the report here")
     p.add_argument("--threads", type=int, default=1)
     args = p.parse_args(argv)
+    threads = torch.get_num_threads()
     torch.set_num_threads(args.threads)
+    try:
+        return run(p, args)
+    finally:
+        torch.set_num_threads(threads)  # a caller in the same process keeps its own
+
+
+def run(p: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     model = api.load_ar_model(str(demo_files()["ar_model"]), device="cpu")
     opts = SamplingOptions(cfg=DEFAULT_CFG, temperature=1.0)
     rows = []
