@@ -49,7 +49,7 @@ class GenerationResult:
     compiled: bool = False  # ran through the compiled, bucketed step (``static_step.py``)
     compile_seconds: float = 0.0  # first calls of the steps built in this run (0 once they are kept)
     graphs_built: int = 0
-    speculative: bool = False  # passes verified in spans with drafts (``speculative.py``)
+    speculative: bool = False  # several passes' cells per forward, with drafts (``speculative.py``)
     draft_length: int = 0
     drafts_accepted: int = 0  # drafted tokens kept, summed over the images
     branch_tokens: int = 0  # tokens committed through draft branches, summed over the images

@@ -34,7 +34,7 @@ from ..errors import ZipARError
 from .commits import CommitBook, PlanInputs, plan_inputs
 from .plan import Plan
 from .sampling import SamplingOptions
-from .static_step import NEVER, StaticRun, Steps, bucket_for, checked_tables, state_of
+from .static_step import NEVER, Segment, StaticRun, Steps, bucket_for, checked_tables, state_of
 
 DEFAULT_DRAFT_LENGTH = 16
 MAX_DRAFT_LENGTH = 64
@@ -158,9 +158,8 @@ def run_speculative(model, session, plan: Plan, images: int, options: SamplingOp
         n, m = len(f_src), len(writes)
         bucket = max(bucket_for(max(n, m)), min_bucket)
         pad, pad_m = bucket - n, bucket - m
-        last_pass = f_passes[-1]
-        row = (f_passes + [last_pass] * pad + f_src + [0] * pad + f_off + [tables.image_slots] * pad
-               + f_order + [-1] * pad + f_end + [0] * pad + queries + [0] * pad_m + writes + [tables.dummy] * pad_m)
+        row = Segment(f_passes, f_src, f_off, f_order, f_end, queries, writes).padded(bucket, tables.image_slots,
+                                                                                   tables.dummy)
         had = [int(c in q_of) for c in draft_of] + [0] * pad_m
         point = [int(c in q_of and q_of[c] is None) for c in draft_of] + [0] * pad_m
         forwards += 1
@@ -181,13 +180,14 @@ def run_speculative(model, session, plan: Plan, images: int, options: SamplingOp
         read, newly = book.settle(list(fed), fed_tokens, tokens[:, :cells].cpu().numpy())
         keep = keep[:, :m].cpu().numpy()
         drawn_h = drawn[:, :m].cpu().numpy()
-        committed = [(c, newly[:, i], j) for i, (c, j) in enumerate(zip(read, [emit_cells.index(c) for c in read]))]
+        col = {c: j for j, c in enumerate(emit_cells)}
+        committed = [(c, newly[:, i], col[c]) for i, c in enumerate(read)]
         for g, br in enumerate(branches):
             finals = tokens[:, br.cells[0]].cpu().numpy()
             start = int(inputs.offsets[br.inputs[0]])
             around = book.context_before(br.inputs[0], start) & book.final[:, br.cells[0]]
             alts = br.alts.cpu().numpy()
-            k_emit = emit_cells.index(br.cells[0]) if br.cells[0] in emit_cells else None
+            k_emit = col.get(br.cells[0])
             refused = ~keep[:, k_emit] if k_emit is not None else np.zeros(images, dtype=bool)
             child_kept = keep[:, [br.first_emit + b * len(br.cells) for b in range(SIBLINGS)]]
             taken = take_branch(finals, alts, child_kept, refused & around)

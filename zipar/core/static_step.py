@@ -167,8 +167,8 @@ def make_step(bucket: int, prefix_len: int, image_slots: int, opts: SamplingOpti
     """The pass function for one bucket; ``opts`` only chooses code paths (guidance, greedy,
     filtering), its numbers arrive as tensors.
 
-    A speculative step (``speculative.py``) runs the same forward over a span of passes and
-    checks the drafts fed in it (``verify.py``): its row also holds, per emitted cell, whether
+    A speculative step (``speculative.py``) runs the same forward over inputs of several passes
+    (each keeps its own pass number) and checks the drafts fed in it (``verify.py``): its row also holds, per emitted cell, whether
     it has a draft, whether that draft is a point mass, and the forward's number; and for draft
     branches (alternative tokens of a cell, each with its own continuation, in ``branch_slots``
     slots past the scratch slot) each input's position, branch and where its branch starts, and

@@ -4,7 +4,7 @@ A cell's draft ``x`` was drawn from ``q`` before this forward; the model now giv
 the distribution ``p``. Keeping ``x`` with probability ``min(1, p(x) / q(x))`` and otherwise
 drawing from ``max(0, p - q)`` renormalised yields a token distributed exactly as ``p``, for
 any ``q``. The same draw serves twice: for a cell whose context held no refused draft it is
-the cell's final token; for a later cell of the span (whose context did) it is the cell's
+the cell's final token; for a cell whose context did (``commits.py`` tells which) it is the cell's
 next draft, coupled to its previous one as closely as two distributions allow (maximal
 coupling), with the new ``q`` = this forward's ``p``. Greedy decoding keeps a draft iff it is
 the arg-max and otherwise takes the arg-max.
@@ -36,7 +36,7 @@ def redraw_weights(p: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
 def verify_drafts(target: torch.Tensor, drafts: torch.Tensor, q: torch.Tensor, had: torch.Tensor,
                   point: torch.Tensor, greedy: bool, seed: torch.Tensor, image_keys: torch.Tensor,
                   cells: torch.Tensor, forward: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """-> (keep [N, B] bool, token [N, B]) for every emitted cell of a span.
+    """-> (keep [N, B] bool, token [N, B]) for every cell read in a speculative forward.
 
     ``target`` [N, B, V]: the model's distribution (greedy: guided logits); ``drafts`` [N, B];
     ``q`` [N, B, V] the distributions the drafts were drawn from, except where ``point`` [B]
