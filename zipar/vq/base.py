@@ -28,7 +28,7 @@ class VQ(Protocol):
     codebook_size: int  # codes 0..codebook_size-1
     downsample: int  # pixels per code along each side
     # How 8-bit files are written from [0, 1] pixels, as the family's official code does:
-    # True floors pixel * 255 (Janus-Pro, Emu3, Lumina-mGPT), False rounds (LlamaGen).
+    # True floors pixel * 255 (Janus-Pro, Emu3, Lumina-mGPT), False rounds (LlamaGen, Lumina-mGPT 2.0's MoVQGAN).
     truncates_to_uint8: bool
     source_path: str | None  # the file or folder it was read from, for messages and UIs
 
