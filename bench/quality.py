@@ -1,7 +1,8 @@
 """Quality benchmark: what each ZipAR window costs in image quality, on the shipped demo model.
 
     python -m bench.quality --json quality.json --plot quality.png [--samples-per-class 100] \
-        [--windows 16,12,8,6,4,2,1] [--cfg 2.0] [--device cpu] [--threads 2]
+        [--windows 16,12,8,6,4,2,1] [--cfg 2.0] [--device cpu] [--threads 2] \
+        [--weight-dtypes default,fp8_e4m3fn] [--kv-dtypes default,int8]
 
 For every window (16 = the grid width = next-token prediction), the same number of samples
 per class is generated with the same seeds, decoded by the VQ, and scored by three
@@ -230,25 +231,29 @@ def run(args) -> dict:
     print(json.dumps(real), file=sys.stderr)
     print(json.dumps(vqrow), file=sys.stderr)
 
-    runs = [(w, args.seed, "", model, "default", 0) for w in windows]
+    runs = [(w, args.seed, "", model, "default", "default", 0) for w in windows]
     if args.noise_seed is not None:
         runs.insert(1 if windows and windows[0] >= grid[1] else 0,
-                    (grid[1], args.noise_seed, " (seed set B)", model, "default", 0))
+                    (grid[1], args.noise_seed, " (seed set B)", model, "default", "default", 0))
     for wd in [w for w in args.weight_dtypes.split(",") if w and w != "default"]:
         # the same seeds with the decoder layers' weights kept in ``wd``; NLL is still judged by the default model
         narrow = api.load_ar_model(ar_path, device, args.precision, wd)
-        runs += [(w, args.seed, f" [{wd} weights]", narrow, wd, 0) for w in windows]
+        runs += [(w, args.seed, f" [{wd} weights]", narrow, wd, "default", 0) for w in windows]
+    for kv in [k for k in args.kv_dtypes.split(",") if k and k != "default"]:
+        # the same seeds with the key/value cache kept in ``kv``; NLL is still judged by the default model
+        cached = api.load_ar_model(ar_path, device, args.precision, kv_dtype=kv)
+        runs += [(w, args.seed, f" [{kv} cache]", cached, "default", kv, 0) for w in windows]
     spec_windows = [int(w) for w in args.speculative.split(",") if w]
     lengths = [int(d) for d in str(args.draft_length).split(",") if d]
-    runs += [(w, args.seed, f" + speculative (draft {d})" if len(lengths) > 1 else " + speculative", model, "default", d)
-             for w in spec_windows for d in lengths]
-    for window, seed, tag, gen_model, wd, draft_length in runs:
+    runs += [(w, args.seed, f" + speculative (draft {d})" if len(lengths) > 1 else " + speculative", model, "default",
+              "default", d) for w in spec_windows for d in lengths]
+    for window, seed, tag, gen_model, wd, kv, draft_length in runs:
         tokens, labels, images, seconds, passes, accepted = sample(
             gen_model, vq, classes, args.samples_per_class, grid, window, options, seed, args.chunk, draft_length,
             not args.no_branches)
         ntp = window >= grid[1]
         row = {"name": ("NTP" if ntp else f"window {window}") + tag, "kind": "generated", "window": window, "seed": seed,
-               "weight_dtype": wd, "forward_passes": round(passes, 1), "images": len(labels),
+               "weight_dtype": wd, "kv_dtype": kv, "forward_passes": round(passes, 1), "images": len(labels),
                "seconds": round(seconds, 2)}
         if draft_length:
             row |= {"speculative": True, "draft_length": draft_length, "draft_branches": not args.no_branches,
@@ -262,13 +267,14 @@ def run(args) -> dict:
 
     gen_rows = [r for r in rows if r["kind"] == "generated"]
     ntp_row = next((r for r in gen_rows if r["window"] >= grid[1] and r["seed"] == args.seed
-                    and r.get("weight_dtype", "default") == "default"), None)
+                    and r.get("weight_dtype", "default") == "default" and r.get("kv_dtype", "default") == "default"),
+                   None)
     smallest = None
     if ntp_row is not None:
         for r in gen_rows:
             r["within_noise_of_ntp"] = within_noise(r, ntp_row)
         own = [r for r in gen_rows if r["seed"] == args.seed and r.get("weight_dtype", "default") == "default"
-               and not r.get("speculative")]
+               and r.get("kv_dtype", "default") == "default" and not r.get("speculative")]
         ok = sorted(r["window"] for r in own if all(r["within_noise_of_ntp"].values()))
         # smallest window such that it and every larger window tested stay within noise
         tested = sorted({r["window"] for r in own})
@@ -396,6 +402,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--weight-dtypes", default="default",
                    help="also sample every window with the decoder weights kept in these dtypes (e.g. "
                         "default,fp8_e4m3fn,fp8_e5m2); the NLL judge stays the default model")
+    p.add_argument("--kv-dtypes", default="default",
+                   help="also sample every window with the key/value cache kept in these formats (e.g. default,int8); "
+                        "the NLL judge stays the default model")
     p.add_argument("--speculative", default="",
                    help="windows to also run with speculative decoding (e.g. 16,12,8), one image per call")
     p.add_argument("--draft-length", default="16",

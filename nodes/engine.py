@@ -16,7 +16,7 @@ if "." in (__package__ or ""):
     from ..zipar.families.base import Condition
     from ..zipar.model_kind import model_kind
     from ..zipar.families.base import ASPECT_RATIOS
-    from ..zipar.core.sampling import SamplingOptions
+    from ..zipar.core.sampling import CFG_SCHEDULES, SamplingOptions
     from ..zipar.core.speculative import DEFAULT_DRAFT_LENGTH, MAX_DRAFT_LENGTH
     from ..zipar.core.static_step import COMPILE_MODES, free_caches as free_compiled_caches, release as release_compiled
 else:  # nodes/ imported as a top-level package: tests, scripts
@@ -26,7 +26,7 @@ else:  # nodes/ imported as a top-level package: tests, scripts
     from zipar.families.base import Condition
     from zipar.model_kind import model_kind
     from zipar.families.base import ASPECT_RATIOS
-    from zipar.core.sampling import SamplingOptions
+    from zipar.core.sampling import CFG_SCHEDULES, SamplingOptions
     from zipar.core.speculative import DEFAULT_DRAFT_LENGTH, MAX_DRAFT_LENGTH
     from zipar.core.static_step import COMPILE_MODES, free_caches as free_compiled_caches, release as release_compiled
 

@@ -25,11 +25,11 @@ def _mtime(name: str) -> str:
         return ""
 
 
-def load_ar(path: str, runs_on, precision: str, weight_dtype: str) -> memory.Loaded:
+def load_ar(path: str, runs_on, precision: str, weight_dtype: str, kv_dtype: str = "default") -> memory.Loaded:
     """Read an AR model (onto ComfyUI's offload device when it manages memory) and hand it over."""
     start = time.perf_counter()
     model = api.load_ar_model(path, device=memory.offload_device(runs_on), precision=precision,
-                              weight_dtype=weight_dtype, runs_on=runs_on)
+                              weight_dtype=weight_dtype, runs_on=runs_on, kv_dtype=kv_dtype)
     log.info("ZipAR: read %s from disk in %.1f s (%s)", path, time.perf_counter() - start, model.describe())
 
     def release(patcher) -> None:  # ComfyUI offloaded or unloaded it: what we keep for it goes too
@@ -72,15 +72,16 @@ class ZipARLoadARModel:
                     **({"default": names[0]} if names else {}),
                     "tooltip": "The AR model: a checkpoint (.pt, .pth or .safetensors) in ComfyUI/models/zipar, e.g. "
                                "c2i_L_384.pt (ImageNet classes) or t2i_XL_stage2_512.pt (text prompts), or a model "
-                               "folder shown by its name: Janus-Pro-1B / -7B, Emu3-Gen-hf, Lumina-mGPT-7B-768 (text "
-                               "prompts).",
+                               "folder shown by its name: Janus-Pro-1B / -7B, Emu3-Gen-hf, Lumina-mGPT-7B-768, "
+                               "Lumina-mGPT-2.0 (text prompts).",
                 }),
                 "image_size": ("INT", {
                     "default": 0, "min": 0, "max": 2048, "step": 8,
                     "tooltip": "Output image size in pixels (square). 0 = the model's own: from the file name for "
                                "LlamaGen (c2i_L_384.pt makes 384 x 384), 384 for Janus-Pro (its only size), 720 for "
                                "Emu3-Gen (the side of the pixel area; the aspect ratio comes from the Text Prompt), "
-                               "512 / 768 / 1024 for Lumina-mGPT (from the folder name; a multiple of 32). "
+                               "512 / 768 / 1024 for Lumina-mGPT (from the folder name; a multiple of 32), 768 for "
+                               "Lumina-mGPT 2.0 (a multiple of 32; 1024 is past its 10240 positions). "
                                "LlamaGen sizes must be a multiple of 16 (the VQ's 16 pixels per token).",
                 }),
                 "precision": (PRECISIONS, {
@@ -97,6 +98,14 @@ class ZipARLoadARModel:
                                "and output heads stay in 16 bits. Costs some quality: see the fp8 rows in "
                                "docs/benchmarks.md.",
                 }),
+                "kv_dtype": (list(api.KV_DTYPES), {
+                    "default": "default",
+                    "tooltip": "How the key/value cache is kept: the memory that grows with the image size and "
+                               "doubles with cfg (several GB for the 7B models at their full size). default: as "
+                               "precision says. int8 keeps it in 8 bits with one scale per vector: about half the "
+                               "memory of bf16, for a small error in every step (a seed gives a slightly different "
+                               "image than with the default). See the int8 cache rows in docs/benchmarks.md.",
+                }),
             }
         }
 
@@ -104,11 +113,11 @@ class ZipARLoadARModel:
     def IS_CHANGED(cls, ar_model, **_):
         return _mtime(ar_model)  # re-run when the file on disk changes
 
-    def load(self, ar_model, image_size, precision, device, weight_dtype="default"):
+    def load(self, ar_model, image_size, precision, device, weight_dtype="default", kv_dtype="default"):
         path = host.model_path(ar_model)
         dev = host.torch_device(device)
-        key = (*cache.file_key(path), precision, str(dev), weight_dtype)
-        loaded = cache.AR_MODELS.get(key, lambda: load_ar(path, dev, precision, weight_dtype))
+        key = (*cache.file_key(path), precision, str(dev), weight_dtype, kv_dtype)
+        loaded = cache.AR_MODELS.get(key, lambda: load_ar(path, dev, precision, weight_dtype, kv_dtype))
         model = loaded.model
         size = int(image_size) or model.native_image_size
         if not size:
@@ -120,7 +129,7 @@ class ZipARLoadARModel:
 class ZipARLoadVQ:
     DESCRIPTION = (
         "Loads a VQ image tokenizer (vq_ds16_c2i.pt for the class models, vq_ds16_t2i.pt for the text models, "
-        "Meta's Chameleon vqgan.ckpt for Lumina-mGPT) from ComfyUI/models/zipar. It turns token grids into pixels "
+        "Meta's Chameleon vqgan.ckpt for Lumina-mGPT, movqgan_270M.ckpt for Lumina-mGPT 2.0) from ComfyUI/models/zipar. It turns token grids into pixels "
         "(VQ Decode) and images into tokens (VQ Encode)."
     )
     CATEGORY = CATEGORY
@@ -140,7 +149,8 @@ class ZipARLoadVQ:
                                "model: vq_ds16_c2i.pt for c2i_*.pt, vq_ds16_t2i.pt for t2i_*.pt; for Janus-Pro and "
                                "Emu3-Gen-hf the model folder itself (its VQ is read); for the original BAAI/Emu3-Gen "
                                "the Emu3-VisionTokenizer folder; for Lumina-mGPT Meta's Chameleon vqgan.ckpt (with "
-                               "vqgan.yaml beside it) or the folder holding both.",
+                               "vqgan.yaml beside it) or the folder holding both; for Lumina-mGPT 2.0 ai-forever's "
+                               "movqgan_270M.ckpt.",
                 }),
                 "precision": (["fp32", "auto", "bf16", "fp16"], {
                     "default": "fp32",

@@ -5,8 +5,8 @@ import logging
 
 from . import host, memory
 from .datatypes import AR_MODEL, CONDITION, TOKENS, VQ, Tokens, engine_vq
-from .engine import (COMPILE_MODES, DEFAULT_DRAFT_LENGTH, MAX_DRAFT_LENGTH, ConditionMismatch, SamplingOptions,
-                     ZipARError, api)
+from .engine import (CFG_SCHEDULES, COMPILE_MODES, DEFAULT_DRAFT_LENGTH, MAX_DRAFT_LENGTH, ConditionMismatch,
+                     SamplingOptions, ZipARError, api)
 from .preview import TokenPreview, previews_enabled
 
 CATEGORY = "ZipAR"
@@ -61,7 +61,7 @@ class ZipARSampler:
                 "model": (AR_MODEL, {"tooltip": "The AR model from ZipAR Load AR Model."}),
                 "condition": (CONDITION, {"tooltip": "What to draw: ZipAR ImageNet Class / Class ID (c2i models), "
                                                      "ZipAR Text Encode (T5) (LlamaGen t2i), ZipAR Text Prompt "
-                                                     "(Janus-Pro, Emu3-Gen)."}),
+                                                     "(Janus-Pro, Emu3-Gen, Lumina-mGPT 1.0 / 2.0)."}),
                 "window": ("INT", {
                     "default": 8, "min": 1, "max": MAX_WINDOW, "step": 1,
                     "tooltip": "How far ahead the row above must be before the next row starts. Smaller = fewer "
@@ -127,6 +127,13 @@ class ZipARSampler:
                     "tooltip": "Speculative mode: how many tokens ahead each row guesses per pass. 16 is a good "
                                "start on a CPU; 32 saves a few more passes where a wider pass costs little (a GPU).",
                 }),
+                "cfg_schedule": (list(CFG_SCHEDULES), {
+                    "default": "official",
+                    "tooltip": "How cfg varies over the image. official: as the model's own code does it, which is "
+                               "cfg throughout for every family but Lumina-mGPT 2.0: its code starts at cfg, lowers "
+                               "it to 4.0 over the first tokens and never guides below 4.0 (so cfg 3 acts as 4). "
+                               "constant: cfg for every token. cfg 1 turns guidance off in both.",
+                }),
             },
             "optional": {
                 "vq": (VQ, {"tooltip": "Optional: the VQ you will decode with. Checks that it matches the model "
@@ -135,7 +142,7 @@ class ZipARSampler:
         }
 
     def sample(self, model, condition, window, seed, cfg, temperature, top_k, top_p, batch_size, preview=True, vq=None,
-               compile="auto", speculative=False, draft_length=DEFAULT_DRAFT_LENGTH):
+               compile="auto", speculative=False, draft_length=DEFAULT_DRAFT_LENGTH, cfg_schedule="official"):
         ar = model.model
         request = prepare(model, condition, vq)
         grid = request.grid
@@ -143,7 +150,7 @@ class ZipARSampler:
         greedy = float(temperature) == 0.0
         options = SamplingOptions(
             cfg=float(cfg), temperature=1.0 if greedy else float(temperature), top_k=int(top_k), top_p=float(top_p),
-            greedy=greedy,
+            greedy=greedy, cfg_schedule=str(cfg_schedule),
         )
         options.validate()
         # ComfyUI puts the weights on the card, first freeing what the cache will take

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from .conditions import caption_condition, class_condition
 from .core.loop import GenerationResult, check_memory, expected_passes, generate, request_bytes
 from .core.plan import build_plan
-from .core.sampling import SamplingOptions
+from .core.sampling import CFG_SCHEDULES, SamplingOptions
 from .errors import ZipARError, memory_guard
 from .families import registry
 from .families.base import Condition, Family, SamplingDefaults
@@ -32,6 +32,7 @@ from .families.llamagen import size_in_name, square_grid
 from .io import outputs
 from .vq import load_vq as _load_vq
 from .nets.stored import WEIGHT_DTYPES, weight_dtype as weight_dtype_of
+from .core.cache import KV_DTYPES, check_kv_dtype
 from .vq.base import VQ
 
 PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -40,6 +41,7 @@ __all__ = [
     "load_ar_model", "load_vq", "prepare", "Request", "generate", "decode_tokens", "class_condition",
     "caption_condition", "prompt_condition", "grid_for", "default_image_size", "check_pair", "save_images",
     "SamplingOptions", "GenerationResult", "resolve_device", "resolve_dtype", "expected_passes", "WEIGHT_DTYPES",
+    "KV_DTYPES", "CFG_SCHEDULES",
     "request_bytes", "check_memory", "decode_bytes", "release_plans",
 ]
 
@@ -68,19 +70,26 @@ def resolve_dtype(precision: str, device: torch.device) -> torch.dtype:
 
 
 def load_ar_model(path: str | os.PathLike, device: str | torch.device | None = None, precision: str = "auto",
-                  weight_dtype: str = "default", runs_on: str | torch.device | None = None) -> Family:
+                  weight_dtype: str = "default", runs_on: str | torch.device | None = None,
+                  kv_dtype: str = "default") -> Family:
     """Load an AR model of any registered family: a LlamaGen GPT file (.pt/.pth/.safetensors) or a
     Janus-Pro / Emu3-Gen / Lumina-mGPT folder (``zipar.families``).
 
     ``precision`` is what the model computes in; ``weight_dtype`` what its decoder layers' matrices
     are kept in: ``default`` (the same), ``bf16``, ``fp16``, ``fp8_e4m3fn`` or ``fp8_e5m2`` (half the
-    bytes of bf16; cast per layer at use, see ``zipar.nets.stored``).
+    bytes of bf16; cast per layer at use, see ``zipar.nets.stored``); ``kv_dtype`` what its key/value
+    cache keeps: ``default`` (the compute dtype) or ``int8`` (8-bit values with a scale per vector: about
+    half the cache of bf16, logits within a small error; see ``zipar.core.cache``). Both hold for every
+    request of the model (``Family.weight_dtype`` / ``Family.kv_dtype``).
 
     ``runs_on``: for a host that moves weights itself (ComfyUI): the weights are read onto
     ``device`` (its offload device), while ``auto`` precision and the compute follow ``runs_on``."""
     dev = resolve_device(device)
     target = dev if runs_on is None else resolve_device(runs_on)
+    check_kv_dtype(kv_dtype)  # before reading gigabytes
     model = registry.load_ar_model(Path(path), dev, resolve_dtype(precision, target), weight_dtype_of(weight_dtype))
+    if kv_dtype != "default":
+        model.store_cache(kv_dtype)
     if target != dev:
         model.place(target)
     return model

@@ -62,9 +62,13 @@ class Settings:
     weight_dtype: str
     device_type: str
     shard_size: int
+    kv_dtype: str = "default"  # the key/value cache's format (changes the images, so it is a setting)
 
     def key(self) -> str:
-        return hashlib.sha256(json.dumps(asdict(self), sort_keys=True).encode()).hexdigest()[:16]
+        settings = asdict(self)
+        if settings["kv_dtype"] == "default":  # folders started before the option existed keep their key
+            del settings["kv_dtype"]
+        return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
 
 
 @dataclass
@@ -113,7 +117,8 @@ def check_manifest(out: Path, settings: Settings, world: World) -> None:
     old = json.loads(path.read_text())  # every rank checks, so that none waits for a rank that stopped
     if old.get("settings_key") != settings.key():
         recorded = old.get("settings", {})
-        changed = [k for k, v in asdict(settings).items() if json.dumps(recorded.get(k)) != json.dumps(v)]
+        changed = [k for k, v in asdict(settings).items()
+                   if json.dumps(recorded.get(k, "default" if k == "kv_dtype" else None)) != json.dumps(v)]
         raise ZipARError(f"{out} holds samples of other settings ({', '.join(changed) or 'unknown'} differ); "
                          "use a new --out folder, or the settings it was started with.")
 
@@ -236,7 +241,8 @@ def resumable(out: Path) -> Iterator[None]:
 def _sample(settings: Settings, out: Path, batch: int, world: World, model, encoder, quiet: bool) -> dict:
     check_manifest(out, settings, world)
     if model is None:
-        model = api.load_ar_model(settings.ar_model, world.device, settings.precision, settings.weight_dtype)
+        model = api.load_ar_model(settings.ar_model, world.device, settings.precision, settings.weight_dtype,
+                                  kv_dtype=settings.kv_dtype)
     vq = api.load_vq(settings.vq_model, world.device, "fp32")
     first = condition_for(model, list(settings.conditions[:1]), encoder)
     request = api.prepare(model, first, settings.image_size, vq)
@@ -333,6 +339,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--precision", choices=["auto", "fp32", "bf16", "fp16"], default="auto")
     p.add_argument("--weight-dtype", choices=list(api.WEIGHT_DTYPES), default="default")
+    p.add_argument("--kv-dtype", choices=list(api.KV_DTYPES), default="default",
+                   help="the key/value cache's format (int8: about half the memory of bf16, images differ slightly)")
     p.add_argument("--device", default="auto", help="cuda (one GPU per process under torchrun) or cpu")
     p.add_argument("--batch", type=int, default=16, help="images per forward batch (memory), never changes an image")
     p.add_argument("--shard-size", type=int, default=1000, help="images per shard (the unit of resuming)")
@@ -343,7 +351,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     """``python -m zipar sample``: the settings from the flags and the model's own defaults, then the job."""
     world = init_world(args.device)
-    model = api.load_ar_model(args.ar_model, world.device, args.precision, args.weight_dtype)
+    model = api.load_ar_model(args.ar_model, world.device, args.precision, args.weight_dtype, kv_dtype=args.kv_dtype)
     num_classes = getattr(getattr(model, "config", None), "num_classes", None) if model.reads == "class_ids" else None
     conditions = job_conditions(model.reads, args.classes, args.per_class, args.prompts, num_classes)
     encoder = None
@@ -356,7 +364,8 @@ def run(args: argparse.Namespace) -> int:
     top_k = model.defaults.top_k if args.top_k is None else args.top_k
     settings = Settings(str(Path(args.ar_model).resolve()), str(Path(args.vq_model).resolve()), conditions,
                         args.window, float(cfg), float(args.temperature), int(top_k), float(args.top_p), args.seed,
-                        args.image_size, args.precision, args.weight_dtype, world.device.type, args.shard_size)
+                        args.image_size, args.precision, args.weight_dtype, world.device.type, args.shard_size,
+                        args.kv_dtype)
     summary = sample(settings, args.out, args.batch, world, model, encoder, args.quiet)
     if world.rank == 0:
         print(json.dumps({"out": str(args.out), "images": summary.get("images"), "shards": len(summary.get("shards", []))}))

@@ -12,7 +12,7 @@ from . import api
 from .io import outputs
 from .errors import ConditionMismatch, ZipARError
 from .families.base import Condition
-from .core.sampling import SamplingOptions
+from .core.sampling import CFG_SCHEDULES, SamplingOptions
 from .core.speculative import DEFAULT_DRAFT_LENGTH
 
 OVERWRITE_HINT = "pass --overwrite"
@@ -29,8 +29,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     gen = sub.add_parser("generate", help="sample token grids and decode them to images")
-    gen.add_argument("--ar-model", required=True, help="LlamaGen GPT checkpoint (c2i_L_384.pt, t2i_XL_stage2_512.pt, ...) or a Janus-Pro / Emu3-Gen / Lumina-mGPT folder")
-    gen.add_argument("--vq-model", help="VQ tokenizer (vq_ds16_c2i.pt, a Janus-Pro / Emu3 folder, Meta's Chameleon vqgan.ckpt); needed to write images")
+    gen.add_argument("--ar-model", required=True, help="LlamaGen GPT checkpoint (c2i_L_384.pt, t2i_XL_stage2_512.pt, ...) or a Janus-Pro / Emu3-Gen / Lumina-mGPT (1.0 or 2.0) folder")
+    gen.add_argument("--vq-model", help="VQ tokenizer (vq_ds16_c2i.pt, a Janus-Pro / Emu3 folder, Meta's Chameleon vqgan.ckpt, ai-forever's movqgan_270M.ckpt); needed to write images")
     gen.add_argument("--image-size", type=int, help="output resolution; default: the model's own (LlamaGen: the size "
                      "in the file name)")
     gen.add_argument("--downsample", type=int, help="the VQ's pixels per token when no --vq-model is given (default: "
@@ -46,10 +46,14 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--caption-embeddings", help=".safetensors with 'features' [N,120,2048] and 'mask' [N,120]")
     gen.add_argument("--window", type=int, default=8, help="ZipAR window; at or above the grid width: next-token prediction")
     gen.add_argument("--cfg", type=float, help="classifier-free guidance scale (1 = off; default: the family's "
-                     "official value, 4 for LlamaGen and Lumina-mGPT, 5 for Janus-Pro, 3 for Emu3-Gen)")
+                     "official value, 4 for LlamaGen and Lumina-mGPT 1.0 / 2.0, 5 for Janus-Pro, 3 for Emu3-Gen)")
+    gen.add_argument("--cfg-schedule", choices=list(CFG_SCHEDULES), default="official",
+                     help="how the guidance scale varies over the image: official = what the family's own code does "
+                          "(a constant --cfg for every family but Lumina-mGPT 2.0, whose code lowers it to 4.0 over "
+                          "the first tokens and never guides below 4.0); constant = --cfg for every token")
     gen.add_argument("--temperature", type=float, default=1.0)
     gen.add_argument("--top-k", type=int, help="0 = no top-k filtering (default: the family's official value, "
-                     "2000 for Lumina-mGPT, 2048 for Emu3-Gen, else 0)")
+                     "2000 for Lumina-mGPT, 4096 for Lumina-mGPT 2.0, 2048 for Emu3-Gen, else 0)")
     gen.add_argument("--top-p", type=float, default=1.0, help="1.0 = no nucleus filtering")
     gen.add_argument("--seed", type=int, default=0)
     gen.add_argument("--greedy", action="store_true", help="take the arg-max token (deterministic)")
@@ -58,6 +62,9 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--weight-dtype", choices=list(api.WEIGHT_DTYPES), default="default",
                      help="keep the transformer layers' weights in this dtype, converted one layer at a time to "
                           "--precision (fp8_e4m3fn / fp8_e5m2: half the memory of bf16; default: --precision)")
+    gen.add_argument("--kv-dtype", choices=list(api.KV_DTYPES), default="default",
+                     help="keep the key/value cache in this format (int8: 8-bit values with a scale per vector, about "
+                          "half the cache memory of bf16, a small error in every step; default: --precision)")
     gen.add_argument("--compile", choices=["auto", "off", "on"], default="auto",
                      help="the compiled, bucketed decode step (CUDA graphs on a GPU): auto = on for CUDA, off on the "
                           "CPU; the first image of a size compiles first. The same seed gives the same image either way")
@@ -142,12 +149,12 @@ def run_generate(args: argparse.Namespace) -> None:
     planned = plan_generate_outputs(args, requested * args.batch)
     device = api.resolve_device(args.device)
     vq = api.load_vq(args.vq_model, device) if args.vq_model else None
-    model = api.load_ar_model(args.ar_model, device, args.precision, args.weight_dtype)
+    model = api.load_ar_model(args.ar_model, device, args.precision, args.weight_dtype, kv_dtype=args.kv_dtype)
     request = api.prepare(model, condition_from_args(args, model, device, captions), args.image_size, vq, args.downsample)
     cond, grid, defaults = request.condition, request.grid, request.defaults
     cfg = args.cfg if args.cfg is not None else defaults.cfg
     top_k = args.top_k if args.top_k is not None else defaults.top_k
-    options = SamplingOptions(cfg, args.temperature, top_k, args.top_p, args.greedy)
+    options = SamplingOptions(cfg, args.temperature, top_k, args.top_p, args.greedy, args.cfg_schedule)
     result = api.generate(model, cond, grid, args.window, options, seed=args.seed, batch=args.batch,
                           compile=args.compile, speculative=args.speculative, draft_length=args.draft_length)
     print(f"{model.describe()}: {result.report()}", file=sys.stderr)

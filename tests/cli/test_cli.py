@@ -175,3 +175,20 @@ def test_weight_dtype_keeps_the_layers_in_8_bits(files, tmp_path, capsys, monkey
     assert np.load(tmp_path / "t.npy").shape == (1, 4, 4)
     with pytest.raises(SystemExit):
         main([str(a) for a in base_args(files, tmp_path, "--class-id", 1, "--weight-dtype", "int4")])
+
+
+def test_kv_dtype_keeps_the_cache_in_8_bits(files, tmp_path, capsys, monkeypatch):
+    from zipar import api
+    from zipar.cli import build_parser
+
+    loaded = []
+    real = api.load_ar_model
+    monkeypatch.setattr(api, "load_ar_model", lambda *a, **k: loaded.append(real(*a, **k)) or loaded[-1])
+    code, _, err = run(base_args(files, tmp_path, "--class-id", 1, "--kv-dtype", "int8", "--greedy",
+                                 "--tokens-out", tmp_path / "t.npy"), capsys)
+    assert code == 0, err
+    assert loaded[0].kv_dtype == "int8" and np.load(tmp_path / "t.npy").shape == (1, 4, 4)
+    with pytest.raises(SystemExit):
+        main([str(a) for a in base_args(files, tmp_path, "--class-id", 1, "--kv-dtype", "fp4")])
+    sample = build_parser().parse_args(["sample", "--ar-model", "a", "--vq-model", "b", "--out", "o", "--kv-dtype", "int8"])
+    assert sample.kv_dtype == "int8"

@@ -111,7 +111,7 @@ class ToyModel(Family):
         return SequenceSession(self.net, PromptBatch.left_padded(rows, 0, self.device, pool), grid, None, pool)
 
     def cache_bytes(self, rows: int, grid: tuple[int, int]) -> int:
-        return self.net.lm.config.cache_bytes(rows, 1 + grid[0] * grid[1], self.dtype)
+        return self.net.lm.config.cache_bytes(rows, 1 + grid[0] * grid[1], self.dtype, self.kv_dtype)
 
 
 def write_toy_folder(folder: Path, codes: int = 64, classes: int = 4, seed: int = 0, image_size: int = 64) -> Path:

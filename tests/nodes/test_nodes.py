@@ -326,6 +326,21 @@ def test_second_load_does_not_read_the_disk(models_dir):
     assert run("ZipARLoadVQ", "vq_ds16_c2i.pt", "fp32", "default")[0] is vq and vq.patcher is None  # no ComfyUI
 
 
+def test_kv_dtype_is_a_load_key_and_reaches_the_model(models_dir):
+    """Load AR Model's kv_dtype (default "default") is kept by the model; changing it reloads."""
+    spec = N["ZipARLoadARModel"].INPUT_TYPES()["required"]["kv_dtype"]
+    assert spec[0] == ["default", "int8"] and spec[1]["default"] == "default" and "half" in spec[1]["tooltip"]
+    cache.clear_all()
+    plain = run("ZipARLoadARModel", "c2i_L_384.pt", SIZE, "auto", "default")[0]
+    assert plain.model.kv_dtype == "default"
+    loads = cache.AR_MODELS.loads
+    eight = run("ZipARLoadARModel", "c2i_L_384.pt", SIZE, "auto", "default", "default", "int8")[0]
+    assert eight.model is not plain.model and cache.AR_MODELS.loads == loads + 1
+    assert eight.model.kv_dtype == "int8" and eight.model.gpt.kv_dtype == "int8"
+    assert run("ZipARLoadARModel", "c2i_L_384.pt", SIZE, "auto", "default", "default", "int8")[0].model is eight.model
+    cache.clear_all()
+
+
 # ---------------------------------------------------------------------------- ComfyUI glue (stand-ins)
 
 class Interrupted(Exception):

@@ -38,6 +38,7 @@ from typing import ClassVar, Protocol
 import torch
 
 from ..errors import ConditionMismatch, ZipARError
+from .cache import check_kv_dtype
 
 
 @dataclass
@@ -163,6 +164,9 @@ class Family(ABC):
     vocab_size: int  # image codes the loop samples from
     source_path: str
     weight_dtype: torch.dtype | None = None  # set by ``store_weights``: what the decoder layers' matrices are kept in
+    # set by ``store_cache`` (at load): what its key/value caches keep, a ``core.cache.KV_DTYPES`` name;
+    # "default" is the compute dtype, "int8" 8-bit values with a scale per (row, head, slot) vector
+    kv_dtype: str = "default"
     compute_device: torch.device | None = None  # set by ``place``; None: where the weights are
 
     # -- files --------------------------------------------------------------------------------
@@ -224,6 +228,25 @@ class Family(ABC):
         core does not import; ``families.base.Family`` implements it for every family there."""
         raise ZipARError(f"{self.title} cannot keep its weights in another dtype; use the default weight dtype.")
 
+    def store_cache(self, kind: str) -> None:
+        """Keep this model's key/value caches in ``kind`` (``core.cache.KV_DTYPES``) from its next request on.
+
+        ``cache_bytes`` then counts that kind. The networks' cache makers (modules with a
+        ``kv_dtype`` class attribute: ``nets.llama_lm.LlamaLM``, ``nets.llamagen_gpt.LlamaGenGPT``)
+        take the kind, so every session allocates it; a family without them refuses anything but
+        the default. Set at load (``api.load_ar_model(..., kv_dtype=...)``), like ``store_weights``."""
+        check_kv_dtype(kind)
+        makers = [m for net in self.networks() for m in net.modules() if hasattr(type(m), "kv_dtype")]
+        if kind != "default" and not makers:
+            raise ZipARError(f"{self.title} cannot keep its key/value cache in {kind}; use the default kv dtype.")
+        if kind != self.kv_dtype:  # compiled steps and the pooled cache were built for the old kind
+            from .static_step import release
+
+            release(self)
+        for module in makers:
+            module.kv_dtype = kind
+        self.kv_dtype = kind
+
     def move_to(self, device: torch.device) -> None:
         """Move every network's weights to ``device`` (hosts that manage memory use ``place`` instead)."""
         for net in self.networks():
@@ -242,6 +265,12 @@ class Family(ABC):
                     module.compute_device = device
 
     # -- decoding -----------------------------------------------------------------------------
+    def guidance_scales(self, grid: tuple[int, int], cfg: float, schedule: str) -> torch.Tensor | None:
+        """The guidance scale of every cell [H*W] (float32, raster order) when ``schedule`` makes it
+        vary over the image, else None (``cfg`` everywhere). "official" is what the family's own
+        code does, "constant" is ``cfg`` throughout; only families whose code varies it override this."""
+        return None
+
     @abstractmethod
     def start(self, cond: Condition, grid: tuple[int, int], guidance: bool, pool=None) -> DecodeSession:
         """Allocate the cache for ``len(cond)`` images (twice that with guidance) and run the prefix.
@@ -251,7 +280,8 @@ class Family(ABC):
 
     @abstractmethod
     def cache_bytes(self, rows: int, grid: tuple[int, int]) -> int:
-        """About how many bytes ``start`` allocates for ``rows`` sequences (checked against free memory first)."""
+        """About how many bytes ``start`` allocates for ``rows`` sequences (checked against free memory first),
+        in the model's ``kv_dtype`` (``core.cache.SlotCache.bytes_for``)."""
 
     @property
     def reads_phrase(self) -> str:

@@ -163,19 +163,20 @@ def generate(
     if compile == "auto" and state_of(model).failed:
         static = False  # building failed before for this model: auto stays eager
     check_memory(model, len(cond), batch, grid, options.guidance)
+    scales = model.guidance_scales(tuple(grid), options.cfg, options.cfg_schedule) if options.guidance else None
     with memory_guard(f"generating {len(cond) * batch} image(s) of {height}x{width} tokens",
                       "lower the batch size or the image size"):
         try:
             return _generate(model, cond, grid, window, options, seed, batch, callback, trace, bool(row0_first),
                              static, compile_backend, _as_int(first_image, "first_image"), spec,
-                             bool(draft_branches))
+                             bool(draft_branches), scales)
         except CompileFailed as exc:
             if compile != "auto":
                 raise
             log.warning("ZipAR: %s Running eager instead (compile=auto).", exc)
             return _generate(model, cond, grid, window, options, seed, batch, callback, trace, bool(row0_first),
                              first_image=_as_int(first_image, "first_image"), draft_length=spec,
-                             branches=bool(draft_branches))
+                             branches=bool(draft_branches), scales=scales)
 
 
 def request_bytes(model: Family, images: int, grid: tuple[int, int], guidance: bool) -> int:
@@ -200,7 +201,7 @@ def check_memory(model: Family, conditions: int, batch: int, grid: tuple[int, in
 
 
 def _generate(model, cond, grid, window, options, seed, batch, callback, trace, row0_first, static=False,
-              backend=None, first_image=0, draft_length=0, branches=True) -> GenerationResult:
+              backend=None, first_image=0, draft_length=0, branches=True, scales=None) -> GenerationResult:
     height, width = grid
     plan = build_plan(height, width, window, str(model.device), row0_first)
     cond = cond.repeat(batch)
@@ -208,6 +209,8 @@ def _generate(model, cond, grid, window, options, seed, batch, callback, trace, 
     device = model.device
     seed_t = seed_tensor(seed, device)
     image_keys = torch.arange(first_image, first_image + images, device=device)  # index in the job, not the batch
+    # the numbers sampling reads: the options themselves, or tensors holding the family's per-cell scales
+    params = options if scales is None else options.as_tensors(device, scales)
 
     if device.type == "cuda":
         torch.cuda.synchronize(device)
@@ -232,14 +235,14 @@ def _generate(model, cond, grid, window, options, seed, batch, callback, trace, 
     extra = {}
     if static or draft_length:
         def first_tokens(buffer):
-            buffer[:, 0] = sample_cells(first, options, options, seed_t, image_keys, plan.emits[:1])[:, 0]
+            buffer[:, 0] = sample_cells(first, options, params, seed_t, image_keys, plan.emits[:1])[:, 0]
 
         def report(s, buffer):
             _report(callback, plan, s, buffer[:, :height * width], grid)
 
     if draft_length:  # the bucketed step, uncompiled unless compile asks for it
         run = run_speculative(model, session, plan, images, options, seed_t, backend if static else "none",
-                              first_tokens, report, trace, image_keys, draft_length, branch_slots)
+                              first_tokens, report, trace, image_keys, draft_length, branch_slots, scales)
         extra = dict(compiled=static and backend != "none", compile_seconds=run.compile_seconds,
                      graphs_built=run.graphs_built, speculative=True, draft_length=draft_length,
                      drafts_accepted=run.drafts_accepted, branch_tokens=run.branch_tokens)
@@ -247,11 +250,11 @@ def _generate(model, cond, grid, window, options, seed, batch, callback, trace, 
     if static:
 
         run = run_static(model, session, plan, images, options, seed_t, backend, first_tokens, report, trace,
-                         image_keys)
+                         image_keys, scales)
         extra = dict(compiled=backend != "none", compile_seconds=run.compile_seconds, graphs_built=run.graphs_built)
         return _finish(model, cond, plan, run.tokens, grid, window, start, extra)
     tokens = torch.zeros(images, height * width, dtype=torch.long, device=device)
-    tokens[:, 0] = sample_cells(first, options, options, seed_t, image_keys, plan.emits[:1])[:, 0]
+    tokens[:, 0] = sample_cells(first, options, params, seed_t, image_keys, plan.emits[:1])[:, 0]
     _report(callback, plan, 0, tokens, grid)
     for s in range(1, plan.num_passes):
         p = plan.pass_tensors(s)
@@ -264,7 +267,7 @@ def _generate(model, cond, grid, window, options, seed, batch, callback, trace, 
         logits = session.step(ids, p.cells, mask, prefix.length + p.grid_len, p.queries, pass_index=s)
         if trace is not None:
             trace(s, p.emits, logits)
-        tokens[:, p.emits] = sample_cells(logits, options, options, seed_t, image_keys, p.emits)
+        tokens[:, p.emits] = sample_cells(logits, options, params, seed_t, image_keys, p.emits)
         _report(callback, plan, s, tokens, grid)
     return _finish(model, cond, plan, tokens, grid, window, start, extra)
 

@@ -27,6 +27,10 @@ class SamplingOptions:
     top_k: int = 0  # 0: no top-k filtering
     top_p: float = 1.0  # 1.0: no nucleus filtering
     greedy: bool = False  # arg-max instead of sampling (deterministic)
+    # How the scale may vary over the image: "official" follows the family's own code (a constant
+    # scale for every family but Lumina-mGPT 2.0, whose code lowers it to 4.0 over the first
+    # tokens and never goes below 4.0); "constant" uses ``cfg`` for every cell.
+    cfg_schedule: str = "official"
 
     @property
     def mode(self) -> str:
@@ -35,10 +39,12 @@ class SamplingOptions:
             return "greedy"
         return "filtered" if self.top_k > 0 or self.top_p < 1.0 else "plain"
 
-    def as_tensors(self, device) -> "SamplingTensors":
-        """The numeric options as 0-d tensors (inputs of a compiled step)."""
+    def as_tensors(self, device, scales: torch.Tensor | None = None) -> "SamplingTensors":
+        """The numeric options as 0-d tensors (inputs of a compiled step); ``scales``: the family's
+        per-cell guidance table [H*W] in place of the constant ``cfg``."""
         f = lambda v: torch.tensor(float(v), dtype=torch.float32, device=device)  # noqa: E731
-        return SamplingTensors(f(self.cfg), f(self.temperature if not self.greedy else 1.0),
+        cfg = f(self.cfg) if scales is None else scales.to(device=device, dtype=torch.float32)
+        return SamplingTensors(cfg, f(self.temperature if not self.greedy else 1.0),
                                torch.tensor(int(self.top_k), dtype=torch.long, device=device), f(self.top_p))
 
     @property
@@ -64,19 +70,35 @@ class SamplingOptions:
             raise ZipARError(f"top-p must be in (0, 1] (got {self.top_p}); 1.0 turns it off.")
         if self.cfg < 0:
             raise ZipARError(f"CFG scale must be 0 or more (got {self.cfg}); 1.0 turns guidance off.")
+        if self.cfg_schedule not in CFG_SCHEDULES:
+            raise ZipARError(f"CFG schedule must be one of {', '.join(CFG_SCHEDULES)} (got {self.cfg_schedule!r}).")
 
 
-def combine_guidance(logits: torch.Tensor, scale: float) -> torch.Tensor:
-    """[2N, ...] rows ordered (conditional, unconditional) -> guided [N, ...]."""
+CFG_SCHEDULES = ("official", "constant")
+
+
+def cell_scales(scale, cells: torch.Tensor | None):
+    """A guidance scale as it applies to the cells ``cells`` [m]: a number or 0-d tensor as it is,
+    a per-cell table [H*W] (a family's schedule) read at the cells as [m, 1], to broadcast over
+    the vocabulary. Padded emits of a compiled step point past the table: they read its last
+    entry (their draws are thrown away)."""
+    if isinstance(scale, torch.Tensor) and scale.ndim == 1:
+        return scale.index_select(0, cells.clamp(max=scale.shape[0] - 1))[:, None]
+    return scale
+
+
+def combine_guidance(logits: torch.Tensor, scale, cells: torch.Tensor | None = None) -> torch.Tensor:
+    """[2N, m, V] rows ordered (conditional, unconditional) -> guided [N, m, V]; ``scale`` a number,
+    or a per-cell table read at ``cells`` [m] (``cell_scales``)."""
     cond, uncond = logits.chunk(2, dim=0)
-    return uncond + scale * (cond - uncond)
+    return uncond + cell_scales(scale, cells) * (cond - uncond)
 
 
 @dataclass(frozen=True)
 class SamplingTensors:
     """SamplingOptions' numbers as 0-d tensors on the device."""
 
-    cfg: torch.Tensor
+    cfg: torch.Tensor  # 0-d, or [H*W] per cell (a family's guidance schedule)
     temperature: torch.Tensor
     top_k: torch.Tensor
     top_p: torch.Tensor
@@ -143,11 +165,12 @@ def cumulative(weights: torch.Tensor) -> torch.Tensor:
     return (inner + before[..., None]).flatten(-2)
 
 
-def target_probs(logits: torch.Tensor, opts: SamplingOptions, params: SamplingTensors | SamplingOptions) -> torch.Tensor:
-    """Raw logits [rows, m, V] -> what each cell's token must be distributed as [images, m, V]
-    (guidance, temperature, filters). Greedy: the guided logits (only their arg-max counts)."""
+def target_probs(logits: torch.Tensor, opts: SamplingOptions, params: SamplingTensors | SamplingOptions,
+                 cells: torch.Tensor | None = None) -> torch.Tensor:
+    """Raw logits [rows, m, V] of ``cells`` [m] -> what each cell's token must be distributed as
+    [images, m, V] (guidance, temperature, filters). Greedy: the guided logits (only their arg-max counts)."""
     if opts.guidance:
-        logits = combine_guidance(logits, params.cfg)
+        logits = combine_guidance(logits, params.cfg, cells)
     if opts.greedy:
         return logits
     return probabilities(logits, params.temperature, params.top_k, params.top_p, opts.mode == "filtered")
@@ -162,7 +185,7 @@ def sample_cells(logits: torch.Tensor, opts: SamplingOptions, params: SamplingTe
     [images] and ``cells`` [m] key each draw (see ``rng.uniforms``).
     """
     if opts.guidance:
-        logits = combine_guidance(logits, params.cfg)
+        logits = combine_guidance(logits, params.cfg, cells)
     if opts.greedy:
         return logits.argmax(dim=-1)
     u = uniforms(seed, images, cells, STREAM_SAMPLE)

@@ -81,7 +81,7 @@ class Branch:
 def run_speculative(model, session, plan: Plan, images: int, options: SamplingOptions, seed_t: torch.Tensor,
                     backend: str | None, first_tokens: Callable, report: Callable, trace=None,
                     image_keys: torch.Tensor | None = None, draft_length: int = DEFAULT_DRAFT_LENGTH,
-                    branch_slots: int = 0) -> SpeculativeRun:
+                    branch_slots: int = 0, scales: torch.Tensor | None = None) -> SpeculativeRun:
     """Every cell after the prefix, in forwards verified by the bucketed step (``speculative=True``);
     what each forward commits is decided per cell (``commits.py``). ``branch_slots`` > 0 (the cache
     has them past its scratch slot): the first open cell of the earliest lanes also gets
@@ -99,7 +99,7 @@ def run_speculative(model, session, plan: Plan, images: int, options: SamplingOp
     first_tokens(tokens)
     report(0, tokens)
     steps = Steps(model, session, images, options, backend, tables.image_slots, speculative=True,
-                  branch_slots=branch_slots)
+                  branch_slots=branch_slots, scales=scales)
     greedy = options.greedy
     inputs = plan_inputs(tables, width)
     book = CommitBook(inputs, images, cells)

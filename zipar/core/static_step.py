@@ -200,8 +200,8 @@ def make_step(bucket: int, prefix_len: int, image_slots: int, opts: SamplingOpti
         logits = session.logits(hidden.index_select(1, queries))
         params = SamplingTensors(cfg, temperature, top_k, top_p)
         if speculative:  # check the drafts; kept, redrawn or next drafts go into tokens (branches' to a dummy)
-            target = target_probs(logits, opts, params)
             cells = fields[13]
+            target = target_probs(logits, opts, params, cells)
             keep, drawn = verify_drafts(target, tokens.index_select(1, cells), drafts_q, fields[7].bool(),
                                         fields[8].bool(), opts.greedy, seed, image_keys, cells, fields[9][0])
             tokens.index_copy_(1, emits, drawn)
@@ -298,7 +298,8 @@ class Steps:
     the same buckets, and a failed build is reported the same way."""
 
     def __init__(self, model, session, images: int, options: SamplingOptions, backend: str | None,
-                 image_slots: int, speculative: bool = False, branch_slots: int = 0):
+                 image_slots: int, speculative: bool = False, branch_slots: int = 0,
+                 scales: torch.Tensor | None = None):
         self.model, self.session, self.options, self.backend = model, session, options, backend
         self.state = state_of(model)
         self.device = model.device
@@ -310,8 +311,8 @@ class Steps:
         self.image_slots = image_slots
         self.speculative, self.branch_slots = speculative, branch_slots
         self.key = (self.prefix_len, image_slots, prefix.visible.shape[0], images, model.dtype, options.mode,
-                    options.guidance, backend, speculative, branch_slots)
-        self.params = options.as_tensors(self.device)
+                    options.guidance, backend, speculative, branch_slots, scales is not None)
+        self.params = options.as_tensors(self.device, scales)  # scales: a per-cell table as the cfg input
         self.compile_seconds, self.built = 0.0, 0
 
     def __call__(self, bucket: int, row: torch.Tensor, tokens, tables: "StaticTables", seed_t, image_keys,
@@ -359,7 +360,7 @@ def checked_tables(plan: Plan, session) -> StaticTables:
 
 def run_static(model, session, plan: Plan, images: int, options: SamplingOptions, seed_t: torch.Tensor,
                backend: str | None, first_tokens: Callable, report: Callable, trace=None,
-               image_keys: torch.Tensor | None = None) -> StaticRun:
+               image_keys: torch.Tensor | None = None, scales: torch.Tensor | None = None) -> StaticRun:
     """Every pass after the prefix through the bucketed step (the prefix pass is the caller's).
 
     ``seed_t`` from ``rng.seed_tensor``; ``first_tokens(buffer)`` writes cell 0 of every image,
@@ -372,7 +373,7 @@ def run_static(model, session, plan: Plan, images: int, options: SamplingOptions
         image_keys = torch.arange(images, device=device)
     first_tokens(tokens)
     report(0, tokens)
-    steps = Steps(model, session, images, options, backend, tables.image_slots)
+    steps = Steps(model, session, images, options, backend, tables.image_slots, scales=scales)
     for s in range(1, plan.num_passes):
         bucket, row = tables.where[s]
         logits = steps(bucket, tables.rows[bucket][row], tokens, tables, seed_t, image_keys)

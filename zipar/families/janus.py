@@ -285,7 +285,7 @@ class JanusProModel(FolderFamily):
 
     def cache_bytes(self, rows: int, grid: tuple[int, int]) -> int:
         """The image part of the key/value cache (the prompt adds a few dozen positions)."""
-        return self.config.cache_bytes(rows, grid[0] * grid[1], self.dtype)
+        return self.config.cache_bytes(rows, grid[0] * grid[1], self.dtype, self.kv_dtype)
 
     def sequence(self, prompt: str, codes: torch.Tensor) -> list[int]:
         """The full token layout of one image (prompt + codes, which Janus keeps in its own id space)."""

@@ -162,7 +162,8 @@ class LlamaGenModel(Family):
 
     def cache_bytes(self, rows: int, grid: tuple[int, int]) -> int:
         c = self.config
-        return SlotCache.bytes_for(c.n_layer, rows, c.n_kv_head, c.prefix_len + grid[0] * grid[1], c.head_dim, self.dtype)
+        return SlotCache.bytes_for(c.n_layer, rows, c.n_kv_head, c.prefix_len + grid[0] * grid[1], c.head_dim, self.dtype,
+                                   self.kv_dtype)
 
     def rope(self, grid: tuple[int, int]) -> torch.Tensor:
         """The 2D rotary table of a grid, one row per cache slot (the scratch slot's row is zeros)."""

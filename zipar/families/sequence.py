@@ -165,7 +165,7 @@ class VisualTokenModel(FolderFamily):
 
     def cache_bytes(self, rows: int, grid: tuple[int, int]) -> int:
         """The image part of the key/value cache (prompts add a few hundred positions at most)."""
-        return self.config.cache_bytes(rows, self.image_positions(grid), self.dtype)
+        return self.config.cache_bytes(rows, self.image_positions(grid), self.dtype, self.kv_dtype)
 
     def start(self, cond, grid: tuple[int, int], guidance: bool, pool: CachePool | None = None) -> "SequenceSession":
         self.check_condition(cond)

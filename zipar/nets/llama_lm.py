@@ -43,9 +43,9 @@ class LlamaConfig:
     def dim_per_head(self) -> int:
         return self.head_dim or self.hidden // self.heads
 
-    def cache_bytes(self, rows: int, slots: int, dtype: torch.dtype) -> int:
-        """Bytes of the key/value cache for ``rows`` sequences of ``slots`` positions."""
-        return SlotCache.bytes_for(self.layers, rows, self.kv_heads, slots, self.dim_per_head, dtype)
+    def cache_bytes(self, rows: int, slots: int, dtype: torch.dtype, kv: str = "default") -> int:
+        """Bytes of the key/value cache for ``rows`` sequences of ``slots`` positions (``kv``: its kind)."""
+        return SlotCache.bytes_for(self.layers, rows, self.kv_heads, slots, self.dim_per_head, dtype, kv)
 
     def check_length(self, prompt: int, image: int, what: str) -> None:
         """Refuse a sequence longer than the model was trained on, before any cache is allocated
@@ -219,6 +219,7 @@ class LlamaLM(nn.Module):
         self.register_buffer("inv_freq", rope_inv_freq(cfg), persistent=False)
 
     compute_device: torch.device | None = None  # set by ``Family.place`` when a host may keep weights elsewhere
+    kv_dtype: str = "default"  # set by ``Family.store_cache``: the kind of cache ``new_cache`` makes
 
     @property
     def device(self) -> torch.device:
@@ -230,7 +231,8 @@ class LlamaLM(nn.Module):
 
     def new_cache(self, rows: int, slots: int, pool: CachePool | None = None) -> SlotCache:
         c = self.config
-        return new_cache(pool, c.layers, rows, c.kv_heads, slots, c.dim_per_head, self.device, self.dtype)
+        return new_cache(pool, c.layers, rows, c.kv_heads, slots, c.dim_per_head, self.device, self.dtype,
+                         self.kv_dtype)
 
     def fuse(self) -> "LlamaLM":
         """Fused projections in every layer (see ``Attention.fuse``); the loaders call it."""

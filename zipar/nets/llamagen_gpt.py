@@ -180,6 +180,7 @@ class CaptionEmbedder(nn.Module):
 
 class LlamaGenGPT(nn.Module):
     compute_device: torch.device | None = None  # set by ``Family.place`` when a host may keep weights elsewhere
+    kv_dtype: str = "default"  # set by ``Family.store_cache``: the kind of cache ``new_cache`` makes
 
     def __init__(self, cfg: GPTConfig):
         super().__init__()
@@ -212,7 +213,7 @@ class LlamaGenGPT(nn.Module):
     def new_cache(self, rows: int, slots: int, pool: CachePool | None = None) -> SlotCache:
         cfg, w = self.config, self.output.weight
         device = self.compute_device if self.compute_device is not None else w.device
-        return new_cache(pool, cfg.n_layer, rows, cfg.n_kv_head, slots, cfg.head_dim, device, w.dtype)
+        return new_cache(pool, cfg.n_layer, rows, cfg.n_kv_head, slots, cfg.head_dim, device, w.dtype, self.kv_dtype)
 
     def hidden(self, h, rope, mask, cache=None, slots=None, kv_len=0):
         """Run the blocks; with a cache, k/v of the inputs are written at ``slots`` first."""
