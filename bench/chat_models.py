@@ -29,6 +29,7 @@ from zipar.families.emu3 import Emu3GenModel
 from zipar.families.janus import PATCH, JanusGenerator, JanusProModel
 from zipar.nets.llama_lm import LlamaConfig, rope_inv_freq
 from zipar.families.lumina import LuminaMGPTModel
+from zipar.families.lumina2 import LuminaMGPT2Model
 from zipar.families.sequence import VisualTokenGenerator
 
 BANDWIDTH = 3.0e12  # bytes/s: the floor's memory bandwidth (H100-class HBM)
@@ -39,7 +40,7 @@ CHUNK = 1 << 24  # elements filled per normal_ call
 @dataclass(frozen=True)
 class ChatSpec:
     title: str  # as printed: "Janus-Pro-1B"
-    family: str  # "janus-pro", "emu3" or "lumina-mgpt"
+    family: str  # "janus-pro", "emu3", "lumina-mgpt" or "lumina-mgpt-2"
     lm: LlamaConfig
     codes: int  # image codes the head scores
     image_size: int  # default pixels per side
@@ -64,6 +65,10 @@ EMU3_SPECIAL = {"eol": 151846, "eof": 151847, "bos": 151849, "eos": 151850, "boi
 # Lumina-mGPT (Chameleon vocabulary): <s> 0, image tokens 4..8195, <eoss> 8196, <racm3:break> 8197,
 # <reserved08706> 8710 (end of turn), <reserved08799> 8803 (end of line), size tokens 8804 + n.
 LUMINA_SPECIAL = {"bos": 0, "eoi": 8196, "boi": 8197, "eot": 8710, "eol": 8803, "pad": 8710}
+# Lumina-mGPT 2.0 (Qwen vocabulary + its own specials): <|endoftext|> 151643 as BOS, <racm3:break> 151665,
+# <eoss> 151666, <reserved08799> 151670 (end of line, as the release's decode skips it); the ids of the end of
+# turn and the size tokens are not in the code we read: placed after them here (only their count matters).
+LUMINA2_SPECIAL = {"bos": 151643, "boi": 151665, "eoi": 151666, "eol": 151670, "eot": 151671, "pad": 151671}
 
 SPECS: dict[str, ChatSpec] = {
     "janus-pro-1b": ChatSpec(
@@ -87,6 +92,14 @@ SPECS: dict[str, ChatSpec] = {
                     rope_theta=10000.0, qk_norm=True),
         codes=8192, image_size=768, cfg=4.0, top_k=2000, special=LUMINA_SPECIAL, words=(8900, 56000), code_base=4,
         size_base=8804),
+    # 7B Chameleon trained from scratch; 171384 ids hold the image codes (155000 + 16384): the vocabulary is
+    # taken as that rounded up to 172032 (the release's exact padding is not in its code); 15.8 GB in bf16.
+    "lumina-mgpt-2": ChatSpec(
+        "Lumina-mGPT-2.0", "lumina-mgpt-2",
+        LlamaConfig(hidden=4096, layers=32, heads=32, kv_heads=32, intermediate=11008, vocab=172032, rms_eps=1e-5,
+                    rope_theta=10000.0, qk_norm=True, max_positions=10240),
+        codes=16384, image_size=768, cfg=4.0, top_k=4096, special=LUMINA2_SPECIAL, words=(100, 150000),
+        code_base=155000, size_base=151671),
     # tiny stand-ins, only so tests can smoke-run the harness
     "janus-tiny": ChatSpec(
         "Janus-tiny", "janus-pro",
@@ -101,6 +114,11 @@ SPECS: dict[str, ChatSpec] = {
         "Lumina-tiny", "lumina-mgpt",
         LlamaConfig(hidden=64, layers=2, heads=4, kv_heads=2, intermediate=128, vocab=1024, rms_eps=1e-5, qk_norm=True),
         codes=256, image_size=64, cfg=4.0, top_k=2000, words=(400, 600), code_base=4, size_base=280,
+        special={"bos": 0, "eot": 1, "boi": 2, "eoi": 3, "eol": 270, "pad": 1}),
+    "lumina2-tiny": ChatSpec(
+        "Lumina2-tiny", "lumina-mgpt-2",
+        LlamaConfig(hidden=64, layers=2, heads=4, kv_heads=2, intermediate=128, vocab=1024, rms_eps=1e-5, qk_norm=True),
+        codes=256, image_size=64, cfg=4.0, top_k=4096, words=(400, 600), code_base=4, size_base=280,
         special={"bos": 0, "eot": 1, "boi": 2, "eoi": 3, "eol": 270, "pad": 1}),
 }
 
@@ -139,7 +157,7 @@ def materialise(spec: ChatSpec, device: torch.device, dtype: torch.dtype, seed: 
                 for chunk in p.view(-1).split(CHUNK):
                     chunk.normal_(0.0, 0.02, generator=gen)
         net.lm.inv_freq = rope_inv_freq(spec.lm, device)  # fp32, as the loaders leave it
-        if spec.family in ("emu3", "lumina-mgpt"):
+        if spec.family in ("emu3", "lumina-mgpt", "lumina-mgpt-2"):
             net.code_ids = spec.code_base + torch.arange(spec.codes, device=device)
     net.lm.fuse()  # as the loaders leave it
     return net.eval().requires_grad_(False)
@@ -153,9 +171,10 @@ def random_model(spec: ChatSpec, device: torch.device, dtype: torch.dtype, image
     if spec.family == "janus-pro":
         side = size // PATCH
         return JanusProModel(net, tokenizer, dict(spec.special), (side, side), "random weights", "hf")
-    if spec.family == "lumina-mgpt":
+    if spec.family in ("lumina-mgpt", "lumina-mgpt-2"):
         sizes = {n: spec.size_base + n for n in range(1, 129)}
-        return LuminaMGPTModel(net, tokenizer, dict(spec.special), sizes, "random weights", size)
+        cls = LuminaMGPTModel if spec.family == "lumina-mgpt" else LuminaMGPT2Model
+        return cls(net, tokenizer, dict(spec.special), sizes, "random weights", size)
     model = Emu3GenModel(net, tokenizer, dict(spec.special), "random weights", "hf")
     model.image_size = size
     return model
@@ -167,7 +186,7 @@ def condition(batch: int) -> Condition:
 
 def prompt_lengths(model, cond: Condition, grid: tuple[int, int], guidance: bool) -> list[int]:
     """Tokens per prompt row (conditional rows, then unconditional), before left padding."""
-    if model.family in ("emu3", "lumina-mgpt"):
+    if model.family in ("emu3", "lumina-mgpt", "lumina-mgpt-2"):
         return [len(r) for r in model.prompt_rows(cond, guidance, grid)]
     return [len(r) for r in model.prompt_rows(cond, guidance)]
 

@@ -139,14 +139,17 @@ def peak_memory_mb(device: torch.device) -> float:
 
 
 def time_vq_decode(grid: tuple[int, int], images: int, device: torch.device, repeats: int, family: str = "llamagen") -> dict:
-    """fp32 decode of random codes: LlamaGen's VQ-16 (also Janus's), or for Lumina-mGPT the Chameleon
+    """fp32 decode of random codes: LlamaGen's VQ-16 (also Janus's), for Lumina-mGPT the Chameleon
     VQGAN at the release's widths (attention in the middle block only: the release's attn_resolutions
-    are not public, see docs/models.md)."""
+    are not public, see docs/models.md), for Lumina-mGPT 2.0 SBER-MoVQGAN-270M's release config."""
     from zipar.vq.chameleon import ChameleonVQ, ChameleonVQConfig
     from zipar.vq.llamagen import VQConfig, VQModel
+    from zipar.vq.movq import RELEASE_270M, MoVQGAN
 
     with torch.device("meta"):
-        if family == "lumina-mgpt":
+        if family == "lumina-mgpt-2":
+            vq = MoVQGAN(RELEASE_270M)
+        elif family == "lumina-mgpt":
             vq = ChameleonVQ(ChameleonVQConfig(n_embed=8192, embed_dim=256, ch=128, ch_mult=(1, 1, 2, 2, 4), num_res_blocks=2,
                                                attn_resolutions=(), z_channels=256, resolution=512))
         else:
@@ -278,7 +281,8 @@ def run(args: argparse.Namespace) -> dict:
         report["vq_decode_skipped"] = "Emu3's VQ is transformers' Emu3VQVAE, which this benchmark does not build"
     elif not args.no_vq:
         report["vq_decode"] = time_vq_decode(grid, args.batch, device, max(1, min(args.repeats, 3)), family)
-        report["vq_decode"]["network"] = "Chameleon VQGAN" if family == "lumina-mgpt" else "VQ-16"
+        report["vq_decode"]["network"] = {"lumina-mgpt": "Chameleon VQGAN",
+                                          "lumina-mgpt-2": "SBER-MoVQGAN-270M"}.get(family, "VQ-16")
     return report
 
 
@@ -359,7 +363,8 @@ def markdown(report: dict) -> str:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m bench.decode", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", choices=[*SIZES, *CHAT_MODELS], default="B",
-                   help="LlamaGen size, or janus-pro-1b / janus-pro-7b / emu3-gen / lumina-mgpt-7b (*-tiny: tests)")
+                   help="LlamaGen size, or janus-pro-1b / janus-pro-7b / emu3-gen / lumina-mgpt-7b / lumina-mgpt-2 "
+                        "(*-tiny: tests)")
     p.add_argument("--grid", type=int, choices=[16, 24, 32], default=None, help="LlamaGen token grid (default 16)")
     p.add_argument("--size", type=int, default=None,
                    help="Janus-Pro / Emu3 / Lumina: pixels per side (Janus 384 = 24x24, multiple of 16; Emu3 720 = 90x90; "
@@ -388,7 +393,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.model in CHAT_MODELS:
         if args.grid is not None:
             p.error(f"--grid is for LlamaGen; {args.model} takes --size (pixels per side)")
-        step = {"janus-pro": 16, "lumina-mgpt": 32}.get(CHAT_MODELS[args.model].family, 1)
+        step = {"janus-pro": 16, "lumina-mgpt": 32, "lumina-mgpt-2": 32}.get(CHAT_MODELS[args.model].family, 1)
         if args.size is not None and (args.size <= 0 or args.size % step):
             p.error(f"--size must be a positive multiple of {step} for {args.model} (got {args.size})")
     elif args.size is not None:

@@ -7,7 +7,8 @@ Runs, in this order (random weights, bf16 on CUDA, batch 1, each family's CFG):
 LlamaGen-L 24x24 (NTP, ZipAR-16/8/4) eager and compiled; the shipped demo model (trained weights)
 at NTP and windows 12 and 8, plain and speculative at draft lengths 16 and 32, eager and
 compiled; Janus-Pro-1B and -7B at 384 px
-(NTP and ZipAR-8, compiled); Lumina-mGPT-7B at 768 px (ZipAR-16, compiled, one image);
+(NTP and ZipAR-8, compiled); Lumina-mGPT-7B at 768 px (ZipAR-16, compiled, one image); Lumina-mGPT 2.0
+at 768 px (96 x 96 codes, ZipAR-16, compiled, one image);
 Emu3-Gen at 720 px (ZipAR-8, compiled, one image). Each entry is ``bench.decode``'s report
 (per-pass ms, first call with compilation, steps built, ratio to the weights-read floor,
 peak memory). The suite then checks the issue's targets and records which were met; an
@@ -39,11 +40,13 @@ ENTRIES = [
     ("janus-pro-1b-384", dict(model="janus-pro-1b", size=384, windows="24,8", compile="on", repeats=3)),
     ("janus-pro-7b-384", dict(model="janus-pro-7b", size=384, windows="24,8", compile="on", repeats=2)),
     ("lumina-mgpt-7b-768", dict(model="lumina-mgpt-7b", size=768, windows="16", compile="on", repeats=1)),
+    ("lumina-mgpt-2-768", dict(model="lumina-mgpt-2", size=768, windows="16", compile="on", repeats=1)),
     ("emu3-gen-720", dict(model="emu3-gen", size=720, windows="8", compile="on", repeats=1)),
 ]
 SMOKE = {"L": "tiny", "janus-pro-1b": "janus-tiny", "janus-pro-7b": "janus-tiny", "lumina-mgpt-7b": "lumina-tiny",
+         "lumina-mgpt-2": "lumina2-tiny",
          "emu3-gen": "emu3-tiny"}
-SMOKE_SIZES = {"janus-tiny": 64, "lumina-tiny": 128, "emu3-tiny": 64}
+SMOKE_SIZES = {"janus-tiny": 64, "lumina-tiny": 128, "lumina2-tiny": 64, "emu3-tiny": 64}
 
 # the issue's targets (bf16, batch 1, CFG): (entry, what, limit)
 TARGETS = [
@@ -53,6 +56,7 @@ TARGETS = [
     ("llamagen-l-24", "first call s (compilation included)", 60.0),
     ("janus-pro-1b-384", "ZipAR-8 compiled median s", 0.6),
     ("lumina-mgpt-7b-768", "ZipAR-16 compiled median s", 6.0),
+    ("lumina-mgpt-2-768", "ZipAR-16 compiled median s", 20.0),
 ]
 
 

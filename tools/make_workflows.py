@@ -51,11 +51,13 @@ DOWNLOADS = {
     "vq_ds16_c2i.pt": "https://huggingface.co/FoundationVision/LlamaGen/resolve/main/vq_ds16_c2i.pt",
     "t2i_XL_stage2_512.pt": "https://huggingface.co/peizesun/llamagen_t2i/resolve/main/t2i_XL_stage2_512.pt",
     "vq_ds16_t2i.pt": "https://huggingface.co/peizesun/llamagen_t2i/resolve/main/vq_ds16_t2i.pt",
+    "movqgan_270M.ckpt": "https://huggingface.co/ai-forever/MoVQGAN/resolve/main/movqgan_270M.ckpt",
 }
 FOLDER_DOWNLOADS = {
     "Janus-Pro/Janus-Pro-1B": "https://huggingface.co/deepseek-community/Janus-Pro-1B",
     "Emu3-Gen-hf": "https://huggingface.co/BAAI/Emu3-Gen-hf",
     "Lumina-mGPT-7B-768": "https://huggingface.co/Alpha-VLLM/Lumina-mGPT-7B-768",
+    "Lumina-mGPT-2.0": "https://huggingface.co/Alpha-VLLM/Lumina-mGPT-2.0",
     "chameleon-vqgan/vqgan.ckpt": "https://ai.meta.com/resources/models-and-libraries/chameleon-downloads/",
     "flan-t5-xl": "https://huggingface.co/google/flan-t5-xl",
 }
@@ -77,9 +79,10 @@ def models_column(ar_model: str, vq_model: str, condition: tuple[str, list, int]
     """The Models group: Load AR Model, Load VQ and the condition node (type, widgets, height), top down."""
     kind, widgets, height = condition
     return [
-        N(1, "ZipARLoadARModel", [ar_model, 0, precision, "default", "default"], (MODELS_X, TOP), size=(320, 154)),
-        N(2, "ZipARLoadVQ", [vq_model, "fp32", "default"], (MODELS_X, TOP + 190), size=(320, 110)),
-        N(3, kind, widgets, (MODELS_X, TOP + 340), size=(320, height)),
+        N(1, "ZipARLoadARModel", [ar_model, 0, precision, "default", "default", "default"], (MODELS_X, TOP),
+          size=(320, 178)),
+        N(2, "ZipARLoadVQ", [vq_model, "fp32", "default"], (MODELS_X, TOP + 215), size=(320, 110)),
+        N(3, kind, widgets, (MODELS_X, TOP + 360), size=(320, height)),
     ]
 
 
@@ -88,8 +91,8 @@ def c2i_loaders():
 
 
 def sampler(id_, pos, window, title=None, cfg=4.0, top_k=2000, model=1, cond=3, vq=2):
-    return N(id_, "ZipARSampler", [window, 0, "fixed", cfg, 1.0, top_k, 1.0, 1, True, "auto", False, 8], pos,
-             {"model": (model, 0), "condition": (cond, 0), "vq": (vq, 0)}, title, size=(320, SAMPLER_H))
+    return N(id_, "ZipARSampler", [window, 0, "fixed", cfg, 1.0, top_k, 1.0, 1, True, "auto", False, 8, "official"],
+             pos, {"model": (model, 0), "condition": (cond, 0), "vq": (vq, 0)}, title, size=(320, SAMPLER_H))
 
 
 def decode(id_, pos, tokens, vq=2):
@@ -140,7 +143,7 @@ def compare(first, second, save_prefix, note_node, models, direction="right", re
 def c2i_zipar():
     return single(
         sampler(4, (ZIPAR_X, TOP), 8, "ZipAR (window 8)"), "zipar_c2i", (400, 440),
-        note(8, (MODELS_X, NOTE_Y - 260), "LlamaGen class-to-image (c2i_L_384.pt + vq_ds16_c2i.pt in ComfyUI/models/zipar) "
+        note(8, (MODELS_X, NOTE_Y - 230), "LlamaGen class-to-image (c2i_L_384.pt + vq_ds16_c2i.pt in ComfyUI/models/zipar) "
              "with ZipAR window 8: 224 forward passes instead of 576 for a 384x384 image.\n\n" + SAMPLER_HELP +
              "\n\nLoad AR Model image_size 0 = read the size from the file name (_384 -> 384 px)."),
         c2i_loaders())
@@ -150,7 +153,7 @@ def c2i_ntp_vs_zipar():
     return compare(
         sampler(4, (ZIPAR_X, TOP), 24, "Next-token prediction (window 24)"),
         sampler(5, (ZIPAR_X, Y2), 8, "ZipAR (window 8)"), "zipar_ntp_vs_zipar",
-        note(12, (MODELS_X, NOTE_Y - 260), "Same seed, same model: left plain next-token prediction (window = grid "
+        note(12, (MODELS_X, NOTE_Y - 230), "Same seed, same model: left plain next-token prediction (window = grid "
              "width 24, 576 passes), right ZipAR window 8 (224 passes). Compare the images and the two reports.\n\n"
              + SAMPLER_HELP),
         c2i_loaders())
@@ -173,7 +176,7 @@ def c2i_window_sweep():
         prev = 30 + i
     nodes.append(N(50, "SaveImage", ["zipar_window_sweep"], (ZIPAR_X, row2 + 540), {"images": (prev, 0)},
                    size=(1680, 300)))
-    nodes.append(note(60, (MODELS_X, NOTE_Y - 260), "One run, five windows, same seed: 24 (next-token prediction, "
+    nodes.append(note(60, (MODELS_X, NOTE_Y - 230), "One run, five windows, same seed: 24 (next-token prediction, "
                       "576 passes), 16 (400), 12 (312), 8 (224), 4 (136). The saved strip goes left to right in that "
                       "order; each report gives the passes and seconds.\n\n" + SAMPLER_HELP, size=(330, 560)))
     return nodes
@@ -191,15 +194,16 @@ def t2i_zipar():
 
 
 def demo_sampler(id_, pos, window, title, batch=4, speculative=False):
-    return N(id_, "ZipARSampler", [window, 0, "fixed", 2.0, 1.0, 0, 1.0, batch, True, "auto", speculative, 16], pos,
-             {"model": (1, 0), "condition": (3, 0), "vq": (2, 0)}, title, size=(320, SAMPLER_H))
+    return N(id_, "ZipARSampler", [window, 0, "fixed", 2.0, 1.0, 0, 1.0, batch, True, "auto", speculative, 16,
+                                   "official"],
+             pos, {"model": (1, 0), "condition": (3, 0), "vq": (2, 0)}, title, size=(320, SAMPLER_H))
 
 
 def demo_zipar():
     return compare(
         demo_sampler(4, (ZIPAR_X, TOP), 16, "Next-token prediction (window 16)"),
         demo_sampler(5, (ZIPAR_X, Y2), 8, "ZipAR (window 8)"), "zipar_demo",
-        note(12, (MODELS_X, NOTE_Y - 260), "Runs on a fresh install, no downloads: the handwritten-digit model shipped "
+        note(12, (MODELS_X, NOTE_Y - 230), "Runs on a fresh install, no downloads: the handwritten-digit model shipped "
              "with the pack (zipar-demo/ in the loader lists; 64x64 images, a 16x16 token grid). Class ID = the digit "
              "to draw. Top row: next-token prediction (window 16 = the grid width, 256 passes); bottom row: ZipAR "
              "window 8 (144 passes), same seed. Smaller windows are faster and, on this small model, less legible: "
@@ -226,7 +230,7 @@ def demo_speculative():
                        {"image1": (20 if i == 1 else 31, 0), "image2": (20 + i, 0)}, size=(270, 150)))
     nodes.append(N(50, "SaveImage", ["zipar_demo_speculative"], (ZIPAR_X, row2 + 570), {"images": (32, 0)},
                    size=(1000, 360)))
-    nodes.append(note(60, (MODELS_X, NOTE_Y - 260), "Speculative decoding on the digit model shipped with the pack "
+    nodes.append(note(60, (MODELS_X, NOTE_Y - 230), "Speculative decoding on the digit model shipped with the pack "
                       "(no downloads; 16x16 tokens). Same seed, left to right: next-token prediction (256 passes), "
                       "ZipAR window 12 (200 passes), and ZipAR window 12 + speculative, which also checks guesses of "
                       "each row's next tokens in every pass and keeps the tokens the model agrees with. The third "
@@ -243,8 +247,8 @@ def chat_loaders(model, vq, prompt, ratio="1:1"):
 
 
 def chat_sampler(id_, pos, window, title, cfg, top_k):
-    return N(id_, "ZipARSampler", [window, 0, "fixed", cfg, 1.0, top_k, 1.0, 1, True, "auto", False, 8], pos,
-             {"model": (1, 0), "condition": (3, 0), "vq": (2, 0)}, title, size=(320, SAMPLER_H))
+    return N(id_, "ZipARSampler", [window, 0, "fixed", cfg, 1.0, top_k, 1.0, 1, True, "auto", False, 8, "official"],
+             pos, {"model": (1, 0), "condition": (3, 0), "vq": (2, 0)}, title, size=(320, SAMPLER_H))
 
 
 JANUS_NOTE = ("Janus-Pro (deepseek-community/Janus-Pro-1B or -7B, " + FOLDER_DOWNLOADS["Janus-Pro/Janus-Pro-1B"] +
@@ -311,7 +315,30 @@ def lumina_mgpt_ntp_vs_zipar():
         chat_loaders("Lumina-mGPT-7B-768", "chameleon-vqgan/vqgan.ckpt", FOX))
 
 
+LUMINA2_NOTE = ("Lumina-mGPT 2.0 (Alpha-VLLM/Lumina-mGPT-2.0, " + FOLDER_DOWNLOADS["Lumina-mGPT-2.0"] + "; the -Omni "
+                "folder works alike for text-to-image) in ComfyUI/models/zipar/Lumina-mGPT-2.0/. Its image decoder is "
+                "ai-forever's SBER-MoVQGAN-270M: put movqgan_270M.ckpt (" + DOWNLOADS["movqgan_270M.ckpt"] + ") into "
+                "ComfyUI/models/zipar/. image_size 0 = 768 (a 96 x 96 grid of 8-pixel codes, each row closed by an "
+                "end-of-line token); the aspect ratio picks the nearest shape of the official list (16:9 is 1024 x 576). "
+                "The 7B model in bf16 takes about 16 GB and its key/value cache with CFG about 10 GB more: on a 16 GB "
+                "card set weight_dtype fp8_e4m3fn and kv_dtype int8 on Load AR Model.")
+
+
+def lumina_mgpt2_zipar():
+    return compare(
+        chat_sampler(4, (ZIPAR_X, TOP), 96, "Next-token prediction (window 96)", 4.0, 4096),
+        chat_sampler(5, (ZIPAR_X, Y2), 16, "ZipAR (window 16)", 4.0, 4096), "zipar_lumina2_ntp_vs_zipar",
+        note(12, (MODELS_X, NOTE_Y), "Same seed, same Lumina-mGPT 2.0: left next-token prediction (window 96 = the "
+             "grid width, 9216 passes, what the official code does), right ZipAR window 16 (1616 passes: row 1 starts "
+             "by the window rule, as in ZipAR's Lumina-mGPT code).\n\n" + LUMINA2_NOTE + "\n\n" + SAMPLER_HELP +
+             "\n\nLumina-mGPT 2.0's own settings: cfg 4, temperature 1, top_k 4096, cfg_schedule official (its code "
+             "starts at cfg, lowers it to 4.0 over the first tokens and never guides below 4.0). An empty negative "
+             "prompt is its official unconditional branch (no text)."),
+        chat_loaders("Lumina-mGPT-2.0", "movqgan_270M.ckpt", FOX))
+
+
 WORKFLOWS = {
+    "lumina_mgpt2_zipar": lumina_mgpt2_zipar,
     "lumina_mgpt_768_zipar": lumina_mgpt_768_zipar,
     "lumina_mgpt_ntp_vs_zipar": lumina_mgpt_ntp_vs_zipar,
     "janus_pro_zipar": janus_pro_zipar,

@@ -180,6 +180,7 @@ def check_pair(model: Family, vq: VQ) -> None:
             f"the AR model predicts {model.vocab_size} codes but the VQ has a codebook of {vq.codebook_size}; "
             f"use the VQ released with the model: {model.vq_hint}."
         )
+    model.check_vq(vq)
 
 
 def check_token_grids(shape: tuple[int, ...]) -> None:

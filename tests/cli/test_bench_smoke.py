@@ -51,7 +51,8 @@ from zipar.core.loop import expected_passes  # noqa: E402
 
 
 @pytest.mark.parametrize("name, size, grid, vq", [("janus-tiny", 64, (4, 4), "--no-vq"), ("emu3-tiny", 48, (6, 6), None),
-                                                  ("lumina-tiny", 64, (4, 4), None)])
+                                                  ("lumina-tiny", 64, (4, 4), None),
+                                                  ("lumina2-tiny", 64, (8, 8), "--no-vq")])
 def test_chat_families_run_through_the_harness(tmp_path, name, size, grid, vq):
     out, md = tmp_path / "bench.json", tmp_path / "t.md"
     argv = ["--model", name, "--size", str(size), "--windows", "2", "--repeats", "1", "--device", "cpu",
@@ -63,7 +64,7 @@ def test_chat_families_run_through_the_harness(tmp_path, name, size, grid, vq):
     assert (report["cfg"], report["top_k"]) == (spec.cfg, spec.top_k)  # the official recipe by default
     rows = {r["window"]: r for r in report["results"]}
     assert sorted(rows) == [2, grid[1]]
-    assert report["row0_first"] == (spec.family != "lumina-mgpt")  # each family's official row-1 rule
+    assert report["row0_first"] == (spec.family not in ("lumina-mgpt", "lumina-mgpt-2"))  # each family's own rule
     for w, r in rows.items():
         assert r["forward_passes"] == expected_passes(grid, w, report["row0_first"])
         assert r["mode"] == ("NTP" if w == grid[1] else "ZipAR")
@@ -77,7 +78,7 @@ def test_chat_families_run_through_the_harness(tmp_path, name, size, grid, vq):
     assert report["floor_ms_per_pass"] == pytest.approx(1000 * report["weight_bytes_per_pass"] / 3.0e12)
     assert report["plain_kv_loop_ntp_skipped"] and "plain_kv_loop_ntp" not in report
     cond_len, uncond_len = report["prompt_tokens"]
-    expected_uncond = {"janus-pro": cond_len, "lumina-mgpt": 3}  # Lumina: begin-of-image + 2 size tokens
+    expected_uncond = {"janus-pro": cond_len, "lumina-mgpt": 3, "lumina-mgpt-2": 3}  # Lumina: begin-of-image + 2 sizes
     assert cond_len >= 25 and uncond_len == expected_uncond.get(spec.family, uncond_len)
     if spec.family == "emu3":
         assert uncond_len > cond_len and "vq_decode_skipped" in report  # Emu3's own VQ is not built here
@@ -150,6 +151,20 @@ def test_published_lumina_config_has_the_chameleon_7b_size():
     assert 1000 * per_pass / chat_models.BANDWIDTH == pytest.approx(4.34, abs=0.01)
 
 
+def test_published_lumina2_config_is_15_8_gb_in_bf16():
+    """Lumina-mGPT 2.0: the same 7B Chameleon layers, a vocabulary holding the image ids 155000..171383
+    and the 10240 trained positions; with both embedding tables 7.9e9 parameters (15.8 GB in bf16)."""
+    spec = chat_models.SPECS["lumina-mgpt-2"]
+    c = spec.lm
+    assert (c.hidden, c.layers, c.heads, c.kv_heads, c.intermediate, c.qk_norm, c.max_positions) == \
+        (4096, 32, 32, 32, 11008, True, 10240)
+    assert c.vocab >= 155000 + 16384 and (spec.codes, spec.code_base, spec.image_size, spec.cfg, spec.top_k) == \
+        (16384, 155000, 768, 4.0, 4096)
+    layer = layer_params(4096, 32, 32, 11008) + 4 * 4096
+    full = chat_models.param_counts(spec)["lm_with_text_head"]
+    assert full == 2 * c.vocab * 4096 + 32 * layer + 4096 and 2 * full / 1e9 == pytest.approx(15.8, abs=0.1)
+
+
 # -- the compiled step in the harness, and the GPU suite on tiny sizes ------------------------------
 
 @pytest.fixture
@@ -181,10 +196,12 @@ def test_gpu_suite_runs_on_tiny_sizes(tmp_path, traced_not_built):
 
     out = tmp_path / "suite.json"
     assert gpu_suite.main(["--smoke", "--device", "cpu", "--precision", "fp32", "--json", str(out),
-                           "--only", "llamagen-l-24,janus-pro-1b-384,lumina-mgpt-7b-768,emu3-gen-720"]) == 0
+                           "--only", "llamagen-l-24,janus-pro-1b-384,lumina-mgpt-7b-768,lumina-mgpt-2-768,"
+                           "emu3-gen-720"]) == 0
     report = json.loads(out.read_text())
     assert report["smoke"] is True and set(report["entries"]) == {"llamagen-l-24", "janus-pro-1b-384",
-                                                                   "lumina-mgpt-7b-768", "emu3-gen-720"}
+                                                                   "lumina-mgpt-7b-768", "lumina-mgpt-2-768",
+                                                                   "emu3-gen-720"}
     for name, entry in report["entries"].items():
         assert "error" not in entry, (name, entry.get("traceback"))
         assert any(r["compile"] == "on" for r in entry["results"])

@@ -46,8 +46,11 @@ def write_tiny_t5(folder: Path) -> Path:
     return folder
 
 
-def write_tiny_models(models_dir: Path, c2i: bool = True, t2i: bool = True, t5: bool = True, chat: bool = False) -> Path:
-    """Write the tiny files (as the official releases store them) and return ``models_dir``."""
+def write_tiny_models(models_dir: Path, c2i: bool = True, t2i: bool = True, t5: bool = True, chat: bool = False,
+                      lumina2: bool = False) -> Path:
+    """Write the tiny files (as the official releases store them) and return ``models_dir``.
+
+    ``lumina2``: also Lumina-mGPT 2.0 (a 22 MB folder: its vocabulary is 171k rows) with a MoVQGAN file."""
     from helpers.tiny import make_tiny_vq, save_official_vq
     from helpers.tiny_gpt import make_tiny_gpt, save_official_gpt
 
@@ -72,6 +75,12 @@ def write_tiny_models(models_dir: Path, c2i: bool = True, t2i: bool = True, t5: 
         write_lumina(zipar_dir / "Lumina-mGPT-7B-768")
         write_chameleon_vqgan(zipar_dir / "chameleon-vqgan", ch_mult=(1, 1, 1, 1, 1), attn_resolutions=(), n_embed=CODES,
                               resolution=512, seed=5)
+    if lumina2:
+        from helpers.lumina2_fixtures import MOVQ_8X, write_lumina2
+        from helpers.movq_fixtures import tiny_state_dict, write_movqgan
+
+        write_lumina2(zipar_dir / "Lumina-mGPT-2.0")
+        write_movqgan(zipar_dir / "movqgan_270M.ckpt", tiny_state_dict(MOVQ_8X))
     return models_dir
 
 
@@ -88,6 +97,6 @@ def extra_model_paths_yaml(models_dir: Path, custom_nodes: Path | None = None) -
 if __name__ == "__main__":
     root = Path(__file__).resolve().parents[2]
     sys.path[:0] = [str(root), str(root / "tests")]
-    out = write_tiny_models(Path(sys.argv[1] if len(sys.argv) > 1 else "tiny-models"), chat=True)
+    out = write_tiny_models(Path(sys.argv[1] if len(sys.argv) > 1 else "tiny-models"), chat=True, lumina2=True)
     (out / "extra_model_paths.yaml").write_text(extra_model_paths_yaml(out))
     print(out)

@@ -208,6 +208,10 @@ class Family(ABC):
         """The token grid for a condition (its aspect ratio) at ``image_size`` pixels (None: native)
         with a VQ of ``downsample`` pixels per token (None: the family's own)."""
 
+    def check_vq(self, vq) -> None:
+        """Refuse a VQ that has the right number of codes but is not the family's tokenizer (several
+        release VQs have 16384 codes); the codebook size itself is checked by ``api.check_pair``."""
+
     def code_embeddings(self) -> torch.Tensor | None:
         """[codes, dim] input vectors of the image codes, for preview colours (None: hashed colours)."""
         return None

@@ -54,7 +54,10 @@ DEFAULTS = SamplingDefaults(cfg=4.0, temperature=1.0, top_k=2000, top_p=1.0)
 
 
 def detect(config: dict) -> bool:
-    return config.get("model_type") == MODEL_TYPE
+    """A Chameleon folder that is not Lumina-mGPT 2.0's (the same model type, a far larger vocabulary)."""
+    from .lumina2 import detect as is_lumina2
+
+    return config.get("model_type") == MODEL_TYPE and not is_lumina2(config)
 
 
 def size_token(n: int) -> str:

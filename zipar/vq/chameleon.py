@@ -52,7 +52,9 @@ SAME_DOWNLOAD_HINT = f"{CKPT_NAME} and {YAML_NAME} must come from the same Chame
 LUMINA_MODEL_TYPE = "chameleon"  # config.json of a Lumina-mGPT language-model folder, which holds no VQGAN
 LUMINA_VQ_HINT = ("Lumina-mGPT decodes with Meta's Chameleon VQGAN, which its folder does not contain: download "
                   "vqgan.ckpt and vqgan.yaml from Meta's Chameleon release (tokenizer/ folder), put both into one "
-                  "folder (e.g. ComfyUI/models/zipar/chameleon-vqgan/) and pick vqgan.ckpt (or that folder) as the VQ")
+                  "folder (e.g. ComfyUI/models/zipar/chameleon-vqgan/) and pick vqgan.ckpt (or that folder) as the VQ; "
+                  "Lumina-mGPT 2.0 decodes with SBER-MoVQGAN-270M instead: pick movqgan_270M.ckpt from "
+                  "ai-forever/MoVQGAN")
 # A LlamaGen VQ file shares some top-level names with the VQGAN but has these instead of down/up.
 LLAMAGEN_MARKERS = ("encoder.conv_blocks.", "decoder.conv_blocks.", "quantize.codebook_used")
 OTHER_WRAPPERS = ("model", "module", "ema")
