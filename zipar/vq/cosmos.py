@@ -1,10 +1,14 @@
 """NVIDIA's Cosmos Tokenizer DV8x16x16: the image tokenizer of SimpleAR (64,000 FSQ codes, 16x downsampling).
 
 SimpleAR draws an image as a grid of Cosmos DV8x16x16 codes and decodes it as a one-frame video.
-NVIDIA publishes the tokenizer only as TorchScript archives (https://huggingface.co/nvidia/Cosmos-Tokenizer-DV8x16x16):
-a folder with ``encoder.jit`` and ``decoder.jit``. ZipAR never runs them: their tensors are read
-with ``zipar.io.torchscript`` (an allow-listed unpickler; the archives' code is never compiled),
-and the network below, written for one frame, is built from those tensors' names and shapes.
+NVIDIA publishes the tokenizer only as TorchScript archives: a folder with ``encoder.jit`` and
+``decoder.jit`` (https://huggingface.co/nvidia/Cosmos-1.0-Tokenizer-DV8x16x16, the one SimpleAR's
+README names; the earlier nvidia/Cosmos-Tokenizer-DV8x16x16 publishes the same files). SimpleAR
+builds the official PyTorch network with the "DV" config (16x spatial, 8x temporal compression)
+and loads the archives' state dicts into it; that network's semantics are the ones followed
+here. ZipAR never runs the archives: their tensors are read with ``zipar.io.torchscript`` (an
+allow-listed unpickler; the archives' code is never compiled), and the network below, written
+for one frame, is built from those tensors' names and shapes.
 
 The published network is a causal 3D autoencoder with factorized convolutions, FSQ codes (levels
 [8, 8, 8, 5, 5, 5], no codebook tensor) and a 4x4x4 Haar wavelet patching. On one frame (T = 1)
@@ -44,7 +48,7 @@ from .base import VQFormat, check_code_grid, check_image_batch, key_sample
 from .movq import attend
 from .taming import swish
 
-RELEASE = "nvidia/Cosmos-Tokenizer-DV8x16x16"
+RELEASE = "nvidia/Cosmos-1.0-Tokenizer-DV8x16x16"
 RELEASE_HINT = (f"use the {RELEASE} folder (encoder.jit and decoder.jit from https://huggingface.co/{RELEASE}), "
                 "the VQ SimpleAR uses")
 DECODER_FILE, ENCODER_FILE = "decoder.jit", "encoder.jit"
