@@ -152,3 +152,23 @@ def test_wrong_inputs_fail_clearly(folder, vq, tmp_path):
         cosmos.load_cosmos(tmp_path)
     with pytest.raises(ZipARError, match="not found"):
         cosmos.load_cosmos(tmp_path / "missing")
+
+
+def test_other_cosmos_releases_are_refused(tmp_path, folder, tokenizer):
+    import shutil
+
+    for name in ("Cosmos-0.1-Tokenizer-DV4x8x8", "Cosmos-Tokenizer-DI16x16", "Cosmos-1.0-Tokenizer-CV8x8x8"):
+        other = shutil.copytree(folder, tmp_path / name)
+        release = name.rsplit("-", 1)[1]
+        with pytest.raises(ZipARError, match=f"named for the Cosmos {release} tokenizer.*only DV8x16x16"):
+            load_vq(other)
+        with pytest.raises(ZipARError, match="only DV8x16x16"):
+            load_vq(other / "decoder.jit")
+    renamed = shutil.copytree(folder, tmp_path / "my-tokenizer")
+    assert load_vq(renamed).downsample == 16  # a name that says nothing is fine
+    # a continuous tokenizer's decoder: latents straight into post_quant_conv, no quantizer
+    sd = {k: v for k, v in cosmos.read_torchscript_tensors(folder / "decoder.jit").items()
+          if not k.startswith("inv_quant.")}
+    sd["post_quant_conv.conv3d.weight"] = torch.zeros(4, 16, 1, 1, 1)
+    with pytest.raises(ZipARError, match="16-channel latents with no FSQ quantizer"):
+        cosmos.infer_cosmos_config(sd)

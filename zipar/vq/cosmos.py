@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -457,6 +458,9 @@ def infer_cosmos_config(sd: dict[str, torch.Tensor], path: str | os.PathLike = D
         raise _not_cosmos(path, f"has no {', '.join(missing)} (its first tensor is "
                                 f"'{next(iter(sorted(sd)), '')}')")
     z_channels, dims = _shape(sd, "post_quant_conv.conv3d.weight", path)[:2]
+    if "inv_quant.quantizer._levels" not in sd and dims != len(LEVELS):
+        raise _not_cosmos(path, f"decodes {dims}-channel latents with no FSQ quantizer (a continuous Cosmos "
+                                "tokenizer such as CV8x8x8 has no codes to decode)")
     levels = _levels_of(sd, "inv_quant.quantizer._levels", dims, path)
     keys = list(sd)
     n = indexed_count(keys, "decoder.up.")
@@ -540,11 +544,31 @@ def cosmos_from_archives(decoder_sd: dict[str, torch.Tensor], encoder_sd: dict[s
     return model.eval().requires_grad_(False)
 
 
+# The release names say the tokenizer's kind and compression (DV8x16x16: discrete video, 8x in
+# time, 16x in space). The archives cannot say it (which resamplers change time or space is not
+# in the weights), so a name that says another one is refused rather than decoded wrongly.
+RELEASE_NAME = re.compile(r"(?<![A-Za-z])(DV|DI|CV|CI)(\d+)x(\d+)(?:x(\d+))?", re.IGNORECASE)
+
+
+def check_release_name(path: Path) -> None:
+    """A ZipARError when the folder's (or the file's folder's) name says another Cosmos tokenizer."""
+    folder = path if path.is_dir() else path.parent
+    found = RELEASE_NAME.search(folder.name)
+    if found is None or found.group(0).upper() == "DV8X16X16":
+        return
+    kind = {"DV": "discrete video", "DI": "discrete image", "CV": "continuous video", "CI": "continuous image"}
+    raise ZipARError(f"'{folder}' is named for the Cosmos {found.group(0)} tokenizer "
+                     f"({kind[found.group(1).upper()]}); ZipAR reads only DV8x16x16 (SimpleAR's), whose "
+                     f"resampling differs from the others' without showing in the weights; {RELEASE_HINT}.")
+
+
 def load_cosmos(path: str | os.PathLike, device: str | torch.device = "cpu",
                 dtype: torch.dtype = torch.float32) -> CosmosDV:
     """Load Cosmos DV8x16x16 from its folder (``decoder.jit``, and ``encoder.jit`` for encoding)
     or from ``decoder.jit`` itself (decode only). The archives are read, never run."""
     path = Path(path).expanduser()
+    if path.exists():
+        check_release_name(path)
     if path.is_dir():
         dec, enc = path / DECODER_FILE, path / ENCODER_FILE
         if not dec.is_file():
