@@ -38,6 +38,7 @@ _STORAGE_DTYPES = {
     "BFloat16Storage": torch.bfloat16, "LongStorage": torch.int64, "IntStorage": torch.int32,
     "ShortStorage": torch.int16, "CharStorage": torch.int8, "ByteStorage": torch.uint8,
     "BoolStorage": torch.bool, "ComplexFloatStorage": torch.complex64, "ComplexDoubleStorage": torch.complex128,
+    "UntypedStorage": torch.uint8,
 }
 MAX_DEPTH = 64  # module nesting followed when flattening (a real network nests ~10 deep)
 
@@ -47,6 +48,8 @@ class TorchScriptObject:
     It has no behaviour; nothing of the archive's code is ever attached to it."""
 
     qualified_name = "__torch__"
+    attributes: dict = {}  # until BUILD gives the object its own (never written in place)
+    state: Any = None
 
     def __init__(self, *args: Any) -> None:
         self.attributes: dict[str, Any] = {}
