@@ -316,6 +316,7 @@ class FSQuantizer(nn.Module):
         basis = torch.cumprod(torch.tensor([1] + list(levels[:-1])), dim=0).to(torch.int32)
         self.register_buffer("_basis", basis, persistent=False)
         self.project_in, self.project_out = nn.Identity(), nn.Identity()
+        self.dtype = torch.float32
         self.register_buffer("implicit_codebook", self.indices_to_codes(torch.arange(math.prod(levels))),
                              persistent=False)
 
@@ -335,12 +336,14 @@ class FSQuantizer(nn.Module):
 
 
 class InvQuantizerJit(nn.Module):
+    """Codes cast to the quantizer's dtype (the official ``to()`` sets it with the weights')."""
+
     def __init__(self, quantizer):
         super().__init__()
         self.quantizer = quantizer
 
     def forward(self, indices):
-        return self.quantizer.indices_to_codes(indices)
+        return self.quantizer.indices_to_codes(indices).to(self.quantizer.dtype)
 
 
 class DiscreteVideoTokenizer(nn.Module):
@@ -351,6 +354,10 @@ class DiscreteVideoTokenizer(nn.Module):
         self.quant_conv = CausalConv3d(cfg["z_channels"], cfg["embedding_dim"], 1, padding=0)
         self.post_quant_conv = CausalConv3d(cfg["embedding_dim"], cfg["z_channels"], 1, padding=0)
         self.quantizer = FSQuantizer(cfg["levels"])
+
+    def to(self, *args, **kwargs):
+        self.quantizer.dtype = kwargs.get("dtype", self.quantizer.dtype)
+        return super().to(*args, **kwargs)
 
     def encoder_jit(self):
         return nn.Sequential(OrderedDict(encoder=self.encoder, quant_conv=self.quant_conv, quantizer=self.quantizer))
@@ -373,14 +380,16 @@ def make_tokenizer(cfg=TINY, seed=0) -> DiscreteVideoTokenizer:
     return model
 
 
-def write_archives(folder: Path, model: DiscreteVideoTokenizer, grid=(4, 4)) -> Path:
-    """``encoder.jit`` and ``decoder.jit`` traced as the release's are, on one frame."""
+def write_archives(folder: Path, model: DiscreteVideoTokenizer, grid=(4, 4), encoder: bool = True) -> Path:
+    """``encoder.jit`` and ``decoder.jit`` traced as the release's are, on one frame (the encoder
+    left out on request: CPU pooling has no bfloat16 kernel to trace a bfloat16 one with)."""
     folder.mkdir(parents=True, exist_ok=True)
     h, w = grid
     ds = 16
     with torch.no_grad():
-        enc = torch.jit.trace(model.encoder_jit(), torch.rand(1, 3, 1, h * ds, w * ds) * 2 - 1, check_trace=False)
+        if encoder:
+            frame = torch.rand(1, 3, 1, h * ds, w * ds) * 2 - 1
+            torch.jit.trace(model.encoder_jit(), frame, check_trace=False).save(str(folder / "encoder.jit"))
         dec = torch.jit.trace(model.decoder_jit(), torch.zeros(1, 1, h, w, dtype=torch.long), check_trace=False)
-    enc.save(str(folder / "encoder.jit"))
     dec.save(str(folder / "decoder.jit"))
     return folder

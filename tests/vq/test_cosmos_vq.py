@@ -8,6 +8,7 @@ import torch
 
 from helpers import cosmos_fixtures as fx
 from zipar.errors import ZipARError
+from zipar.io.torchscript import read_torchscript_tensors
 from zipar.vq import describe_vq_source, find_format, load_vq
 from zipar.vq import cosmos
 from zipar.vq.base import VQ
@@ -167,8 +168,26 @@ def test_other_cosmos_releases_are_refused(tmp_path, folder, tokenizer):
     renamed = shutil.copytree(folder, tmp_path / "my-tokenizer")
     assert load_vq(renamed).downsample == 16  # a name that says nothing is fine
     # a continuous tokenizer's decoder: latents straight into post_quant_conv, no quantizer
-    sd = {k: v for k, v in cosmos.read_torchscript_tensors(folder / "decoder.jit").items()
+    sd = {k: v for k, v in read_torchscript_tensors(folder / "decoder.jit").items()
           if not k.startswith("inv_quant.")}
     sd["post_quant_conv.conv3d.weight"] = torch.zeros(4, 16, 1, 1, 1)
     with pytest.raises(ZipARError, match="16-channel latents with no FSQ quantizer"):
         cosmos.infer_cosmos_config(sd)
+
+
+def test_bfloat16_archives(tmp_path, tokenizer):
+    """Archives saved in bfloat16 (the official tools run the tokenizer in bfloat16) load to the
+    same network as float32 ones holding the same (rounded) weights."""
+    import copy
+
+    rounded = copy.deepcopy(tokenizer).to(dtype=torch.bfloat16).to(dtype=torch.float32)
+    half = copy.deepcopy(rounded).to(dtype=torch.bfloat16)
+    folder = fx.write_archives(tmp_path / "bf16", half, encoder=False)
+    assert read_torchscript_tensors(folder / "decoder.jit")["post_quant_conv.conv3d.weight"].dtype == torch.bfloat16
+    vq = load_vq(folder)
+    assert vq.enc is None and vq.dtype == torch.float32
+    codes = codes_for((1, 2, 3), seed=5)
+    with torch.no_grad():
+        expected = rounded.decoder_jit()(codes.unsqueeze(1)).squeeze(2)
+        ours = vq.net(vq.fsq.codes(codes, torch.float32))
+    torch.testing.assert_close(ours, expected, atol=1e-4, rtol=1e-4)
