@@ -134,6 +134,9 @@ def test_detection(folder, tmp_path, tokenizer):
     assert find_format(folder) is cosmos.FORMAT
     assert find_format(folder / "decoder.jit") is cosmos.FORMAT
     assert "Cosmos Tokenizer DV8x16x16" in describe_vq_source(folder)
+    from zipar.model_kind import VQ as VQ_KIND, model_kind
+
+    assert model_kind(folder) == {VQ_KIND} and model_kind(folder / "decoder.jit") == {VQ_KIND}  # the loaders' lists
     plain = tmp_path / "weights.pt"
     torch.save(tokenizer.state_dict(), plain)
     assert not cosmos.is_cosmos_path(plain)
