@@ -200,6 +200,14 @@ def test_pass_counts_row0_first():
     assert expected_passes((64, 64), 8, True) == 2 * 64 + 62 * 8
 
 
+def test_8bit_weights_keep_the_qkv_biases(built):
+    m = api.load_ar_model(built[0], "cpu", "fp32", weight_dtype="fp8_e4m3fn")
+    qkv = m.net.lm.layers[0].self_attn.qkv
+    assert qkv.bias is not None and m.net.lm.layers[0].self_attn.o_proj.bias is None
+    out = generate(m, Condition(prompts=["a red fox"]), (4, 4), 2, SamplingOptions(cfg=6.0, top_k=64000), seed=2)
+    assert out.tokens.shape == (1, 4, 4) and int(out.tokens.max()) < CODES
+
+
 # ----------------------------------------------------------------------------- bad files
 
 def test_bad_folders_give_one_clear_error(built, tmp_path):
