@@ -34,7 +34,8 @@ class LlamaConfig:
     rms_eps: float = 1e-6
     rope_theta: float = 10000.0
     head_dim: int = 0  # 0: hidden // heads
-    attention_bias: bool = False
+    attention_bias: bool = False  # a bias on every attention projection (q, k, v and o)
+    qkv_bias: bool = False  # Qwen2: a bias on the query, key and value projections only
     qk_norm: bool = False  # Chameleon: a LayerNorm per head on queries and keys, before the rotary
     swin_norm: bool = False  # Chameleon 30B-style: norm after attention / MLP instead of before
     max_positions: int = 0  # max_position_embeddings: the longest sequence it was trained on (0: not stated)
@@ -117,9 +118,10 @@ class Attention(nn.Module):
         super().__init__()
         d, hd = cfg.hidden, cfg.dim_per_head
         self.heads, self.kv_heads, self.head_dim = cfg.heads, cfg.kv_heads, hd
-        self.q_proj = nn.Linear(d, cfg.heads * hd, bias=cfg.attention_bias)
-        self.k_proj = nn.Linear(d, cfg.kv_heads * hd, bias=cfg.attention_bias)
-        self.v_proj = nn.Linear(d, cfg.kv_heads * hd, bias=cfg.attention_bias)
+        qkv_bias = cfg.attention_bias or cfg.qkv_bias
+        self.q_proj = nn.Linear(d, cfg.heads * hd, bias=qkv_bias)
+        self.k_proj = nn.Linear(d, cfg.kv_heads * hd, bias=qkv_bias)
+        self.v_proj = nn.Linear(d, cfg.kv_heads * hd, bias=qkv_bias)
         self.o_proj = nn.Linear(cfg.heads * hd, d, bias=cfg.attention_bias)
         if cfg.qk_norm:
             self.q_norm = HeadNorm(cfg.heads, hd)

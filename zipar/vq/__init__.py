@@ -15,7 +15,7 @@ import torch
 
 from ..errors import ZipARError
 from ..io import hf_folder
-from . import chameleon, emu3, janus, llamagen, movq
+from . import chameleon, cosmos, emu3, janus, llamagen, movq
 from .base import VQ, VQFormat
 from .chameleon import LUMINA_VQ_HINT
 
@@ -24,8 +24,10 @@ __all__ = ["FORMATS", "LUMINA_VQ_HINT", "VQ", "VQFormat", "describe_vq_source", 
 
 # In the order they are asked: a MoVQGAN file first (it may sit beside a Chameleon vqgan.yaml,
 # which would make the Chameleon format claim it; it claims no folder); a Chameleon VQGAN pair
-# wins even inside another model's folder.
-FORMATS: tuple[VQFormat, ...] = (movq.FORMAT, chameleon.FORMAT, janus.FORMAT, emu3.FORMAT, llamagen.FORMAT)
+# wins even inside another model's folder. Cosmos claims only folders with decoder.jit and .jit
+# archives, which no other format reads.
+FORMATS: tuple[VQFormat, ...] = (movq.FORMAT, cosmos.FORMAT, chameleon.FORMAT, janus.FORMAT, emu3.FORMAT,
+                                 llamagen.FORMAT)
 
 
 def files_hint() -> str:
