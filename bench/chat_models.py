@@ -30,6 +30,7 @@ from zipar.families.janus import PATCH, JanusGenerator, JanusProModel
 from zipar.nets.llama_lm import LlamaConfig, rope_inv_freq
 from zipar.families.lumina import LuminaMGPTModel
 from zipar.families.lumina2 import LuminaMGPT2Model
+from zipar.families.simplear import SimpleARModel
 from zipar.families.sequence import VisualTokenGenerator
 
 BANDWIDTH = 3.0e12  # bytes/s: the floor's memory bandwidth (H100-class HBM)
@@ -40,7 +41,7 @@ CHUNK = 1 << 24  # elements filled per normal_ call
 @dataclass(frozen=True)
 class ChatSpec:
     title: str  # as printed: "Janus-Pro-1B"
-    family: str  # "janus-pro", "emu3", "lumina-mgpt" or "lumina-mgpt-2"
+    family: str  # "janus-pro", "emu3", "lumina-mgpt", "lumina-mgpt-2" or "simplear"
     lm: LlamaConfig
     codes: int  # image codes the head scores
     image_size: int  # default pixels per side
@@ -69,6 +70,9 @@ LUMINA_SPECIAL = {"bos": 0, "eoi": 8196, "boi": 8197, "eot": 8710, "eol": 8803, 
 # <eoss> 151666, <reserved08799> 151670 (end of line, as the release's decode skips it); the ids of the end of
 # turn and the size tokens are not in the code we read: placed after them here (only their count matters).
 LUMINA2_SPECIAL = {"bos": 151643, "boi": 151665, "eoi": 151666, "eol": 151670, "eot": 151671, "pad": 151671}
+# SimpleAR: <|endoftext|> 151643 (pad), then the 7 tokens its training script adds after Qwen2.5's 151665
+# (<|t2i|> first, <|soi|> third); no row ends.
+SIMPLEAR_SPECIAL = {"t2i": 151665, "soi": 151667, "pad": 151643, "eol": None}
 
 SPECS: dict[str, ChatSpec] = {
     "janus-pro-1b": ChatSpec(
@@ -100,6 +104,20 @@ SPECS: dict[str, ChatSpec] = {
                     rope_theta=10000.0, qk_norm=True, max_positions=10240),
         codes=16384, image_size=768, cfg=4.0, top_k=4096, special=LUMINA2_SPECIAL, words=(100, 150000),
         code_base=155000, size_base=151671),
+    # SimpleAR: Qwen2.5-0.5B / Qwen2-1.5B shapes (q/k/v biases, tied head) with 64000 Cosmos codes after the
+    # Qwen tokenizer and SimpleAR's 7 added tokens (151665 + 7 = 151672): vocabulary 215672, as the 1.5B release.
+    "simplear-0.5b": ChatSpec(
+        "SimpleAR-0.5B", "simplear",
+        LlamaConfig(hidden=896, layers=24, heads=14, kv_heads=2, intermediate=4864, vocab=215672, rms_eps=1e-6,
+                    rope_theta=1e6, qkv_bias=True, max_positions=32768),
+        codes=64000, image_size=1024, cfg=6.0, top_k=64000, special=SIMPLEAR_SPECIAL, words=(100, 150000),
+        code_base=151672),
+    "simplear-1.5b": ChatSpec(
+        "SimpleAR-1.5B", "simplear",
+        LlamaConfig(hidden=1536, layers=28, heads=12, kv_heads=2, intermediate=8960, vocab=215672, rms_eps=1e-6,
+                    rope_theta=1e6, qkv_bias=True, max_positions=32768),
+        codes=64000, image_size=1024, cfg=6.0, top_k=64000, special=SIMPLEAR_SPECIAL, words=(100, 150000),
+        code_base=151672),
     # tiny stand-ins, only so tests can smoke-run the harness
     "janus-tiny": ChatSpec(
         "Janus-tiny", "janus-pro",
@@ -120,6 +138,12 @@ SPECS: dict[str, ChatSpec] = {
         LlamaConfig(hidden=64, layers=2, heads=4, kv_heads=2, intermediate=128, vocab=1024, rms_eps=1e-5, qk_norm=True),
         codes=256, image_size=64, cfg=4.0, top_k=4096, words=(400, 600), code_base=4, size_base=280,
         special={"bos": 0, "eot": 1, "boi": 2, "eoi": 3, "eol": 270, "pad": 1}),
+    "simplear-tiny": ChatSpec(
+        "SimpleAR-tiny", "simplear",
+        LlamaConfig(hidden=64, layers=2, heads=4, kv_heads=2, intermediate=128, vocab=1024, rms_eps=1e-6,
+                    rope_theta=1e6, qkv_bias=True),
+        codes=256, image_size=64, cfg=6.0, top_k=64000, words=(16, 700), code_base=768,
+        special={"t2i": 1, "soi": 2, "pad": 3, "eol": None}),
 }
 
 
@@ -131,6 +155,9 @@ class WordTokenizer:
 
     def encode(self, text: str, add_special_tokens: bool = False) -> list[int]:
         return [self.first + zlib.crc32(t.encode()) % self.count for t in re.findall(r"\w+|[^\w\s]+", text)]
+
+    def __call__(self, text: str) -> dict[str, list[int]]:  # the transformers call SimpleAR's recipe makes
+        return {"input_ids": self.encode(text)}
 
 
 def build_net(spec: ChatSpec) -> nn.Module:
@@ -157,7 +184,7 @@ def materialise(spec: ChatSpec, device: torch.device, dtype: torch.dtype, seed: 
                 for chunk in p.view(-1).split(CHUNK):
                     chunk.normal_(0.0, 0.02, generator=gen)
         net.lm.inv_freq = rope_inv_freq(spec.lm, device)  # fp32, as the loaders leave it
-        if spec.family in ("emu3", "lumina-mgpt", "lumina-mgpt-2"):
+        if spec.family in ("emu3", "lumina-mgpt", "lumina-mgpt-2", "simplear"):
             net.code_ids = spec.code_base + torch.arange(spec.codes, device=device)
     net.lm.fuse()  # as the loaders leave it
     return net.eval().requires_grad_(False)
@@ -171,6 +198,8 @@ def random_model(spec: ChatSpec, device: torch.device, dtype: torch.dtype, image
     if spec.family == "janus-pro":
         side = size // PATCH
         return JanusProModel(net, tokenizer, dict(spec.special), (side, side), "random weights", "hf")
+    if spec.family == "simplear":
+        return SimpleARModel(net, tokenizer, dict(spec.special), "random weights", spec.code_base, size)
     if spec.family in ("lumina-mgpt", "lumina-mgpt-2"):
         sizes = {n: spec.size_base + n for n in range(1, 129)}
         cls = LuminaMGPTModel if spec.family == "lumina-mgpt" else LuminaMGPT2Model
@@ -186,7 +215,7 @@ def condition(batch: int) -> Condition:
 
 def prompt_lengths(model, cond: Condition, grid: tuple[int, int], guidance: bool) -> list[int]:
     """Tokens per prompt row (conditional rows, then unconditional), before left padding."""
-    if model.family in ("emu3", "lumina-mgpt", "lumina-mgpt-2"):
+    if model.family in ("emu3", "lumina-mgpt", "lumina-mgpt-2", "simplear"):
         return [len(r) for r in model.prompt_rows(cond, guidance, grid)]
     return [len(r) for r in model.prompt_rows(cond, guidance)]
 

@@ -274,11 +274,13 @@ def run(args: argparse.Namespace) -> dict:
         report["plain_kv_loop_ntp"] = {"median_s": statistics.median(baseline), "min_s": min(baseline), "max_s": max(baseline),
                                        "ntp_over_plain": ntp["median_s"] / statistics.median(baseline)}
     family = model.family if chat else "llamagen"
-    vq_skipped = family == "emu3"  # Janus's VQ is LlamaGen's VQ-16; Lumina's is our Chameleon VQGAN
+    vq_skipped = family in ("emu3", "simplear")  # Janus's VQ is LlamaGen's VQ-16; Lumina's is our Chameleon VQGAN
     del model
     release(device)
     if not args.no_vq and vq_skipped:
-        report["vq_decode_skipped"] = "Emu3's VQ is transformers' Emu3VQVAE, which this benchmark does not build"
+        report["vq_decode_skipped"] = ("Emu3's VQ is transformers' Emu3VQVAE, which this benchmark does not build"
+                                       if family == "emu3" else "the Cosmos decoder is not built here (random "
+                                       "weights of its shapes are not inferred from archives)")
     elif not args.no_vq:
         report["vq_decode"] = time_vq_decode(grid, args.batch, device, max(1, min(args.repeats, 3)), family)
         report["vq_decode"]["network"] = {"lumina-mgpt": "Chameleon VQGAN",
@@ -363,8 +365,8 @@ def markdown(report: dict) -> str:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m bench.decode", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", choices=[*SIZES, *CHAT_MODELS], default="B",
-                   help="LlamaGen size, or janus-pro-1b / janus-pro-7b / emu3-gen / lumina-mgpt-7b / lumina-mgpt-2 "
-                        "(*-tiny: tests)")
+                   help="LlamaGen size, or janus-pro-1b / janus-pro-7b / emu3-gen / lumina-mgpt-7b / lumina-mgpt-2 / "
+                        "simplear-0.5b / simplear-1.5b (*-tiny: tests)")
     p.add_argument("--grid", type=int, choices=[16, 24, 32], default=None, help="LlamaGen token grid (default 16)")
     p.add_argument("--size", type=int, default=None,
                    help="Janus-Pro / Emu3 / Lumina: pixels per side (Janus 384 = 24x24, multiple of 16; Emu3 720 = 90x90; "
@@ -393,7 +395,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.model in CHAT_MODELS:
         if args.grid is not None:
             p.error(f"--grid is for LlamaGen; {args.model} takes --size (pixels per side)")
-        step = {"janus-pro": 16, "lumina-mgpt": 32, "lumina-mgpt-2": 32}.get(CHAT_MODELS[args.model].family, 1)
+        step = {"janus-pro": 16, "lumina-mgpt": 32, "lumina-mgpt-2": 32, "simplear": 16}.get(
+            CHAT_MODELS[args.model].family, 1)
         if args.size is not None and (args.size <= 0 or args.size % step):
             p.error(f"--size must be a positive multiple of {step} for {args.model} (got {args.size})")
     elif args.size is not None:

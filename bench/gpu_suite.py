@@ -8,7 +8,8 @@ LlamaGen-L 24x24 (NTP, ZipAR-16/8/4) eager and compiled; the shipped demo model 
 at NTP and windows 12 and 8, plain and speculative at draft lengths 16 and 32, eager and
 compiled; Janus-Pro-1B and -7B at 384 px
 (NTP and ZipAR-8, compiled); Lumina-mGPT-7B at 768 px (ZipAR-16, compiled, one image); Lumina-mGPT 2.0
-at 768 px (96 x 96 codes, ZipAR-16, compiled, one image);
+at 768 px (96 x 96 codes, ZipAR-16, compiled, one image); SimpleAR-1.5B at 1024 px (64 x 64 codes, ZipAR-8,
+compiled);
 Emu3-Gen at 720 px (ZipAR-8, compiled, one image). Each entry is ``bench.decode``'s report
 (per-pass ms, first call with compilation, steps built, ratio to the weights-read floor,
 peak memory). The suite then checks the issue's targets and records which were met; an
@@ -41,12 +42,13 @@ ENTRIES = [
     ("janus-pro-7b-384", dict(model="janus-pro-7b", size=384, windows="24,8", compile="on", repeats=2)),
     ("lumina-mgpt-7b-768", dict(model="lumina-mgpt-7b", size=768, windows="16", compile="on", repeats=1)),
     ("lumina-mgpt-2-768", dict(model="lumina-mgpt-2", size=768, windows="16", compile="on", repeats=1)),
+    ("simplear-1.5b-1024", dict(model="simplear-1.5b", size=1024, windows="8", compile="on", repeats=2)),
     ("emu3-gen-720", dict(model="emu3-gen", size=720, windows="8", compile="on", repeats=1)),
 ]
 SMOKE = {"L": "tiny", "janus-pro-1b": "janus-tiny", "janus-pro-7b": "janus-tiny", "lumina-mgpt-7b": "lumina-tiny",
-         "lumina-mgpt-2": "lumina2-tiny",
+         "lumina-mgpt-2": "lumina2-tiny", "simplear-1.5b": "simplear-tiny",
          "emu3-gen": "emu3-tiny"}
-SMOKE_SIZES = {"janus-tiny": 64, "lumina-tiny": 128, "lumina2-tiny": 64, "emu3-tiny": 64}
+SMOKE_SIZES = {"janus-tiny": 64, "lumina-tiny": 128, "lumina2-tiny": 64, "simplear-tiny": 64, "emu3-tiny": 64}
 
 # the issue's targets (bf16, batch 1, CFG): (entry, what, limit)
 TARGETS = [
@@ -57,6 +59,7 @@ TARGETS = [
     ("janus-pro-1b-384", "ZipAR-8 compiled median s", 0.6),
     ("lumina-mgpt-7b-768", "ZipAR-16 compiled median s", 6.0),
     ("lumina-mgpt-2-768", "ZipAR-16 compiled median s", 20.0),
+    ("simplear-1.5b-1024", "ZipAR-8 compiled median s", 2.0),
 ]
 
 

@@ -97,16 +97,18 @@ class ZipARClassID:
 
 class ZipARTextPrompt:
     DESCRIPTION = (
-        "A text prompt for the models that read text themselves (Janus-Pro, Emu3-Gen, Lumina-mGPT 1.0 and 2.0). "
+        "A text prompt for the models that read text themselves (Janus-Pro, Emu3-Gen, Lumina-mGPT 1.0 and 2.0, "
+        "SimpleAR). "
         "The recipe of each family is applied by the sampler: Janus-Pro's chat format, Emu3's size tag and quality "
-        "suffix, Lumina-mGPT's 'Generate an image of WxH...' line and size tokens. For LlamaGen text-to-image use ZipAR Text "
+        "suffix, Lumina-mGPT's 'Generate an image of WxH...' line and size tokens, SimpleAR's '<|t2i|>A highly "
+        "realistic image of ...<|soi|>'. For LlamaGen text-to-image use ZipAR Text "
         "Encode (T5) instead."
     )
     CATEGORY = CATEGORY
     RETURN_TYPES = (CONDITION,)
     RETURN_NAMES = ("condition",)
-    OUTPUT_TOOLTIPS = ("The prompt; connect it to ZipAR Sampler with a Janus-Pro, Emu3-Gen or Lumina-mGPT (1.0 or "
-                       "2.0) model.",)
+    OUTPUT_TOOLTIPS = ("The prompt; connect it to ZipAR Sampler with a Janus-Pro, Emu3-Gen, Lumina-mGPT (1.0 or "
+                       "2.0) or SimpleAR model.",)
     FUNCTION = "encode"
 
     @classmethod
@@ -121,7 +123,7 @@ class ZipARTextPrompt:
                                "960 x 544 at 16:9). Lumina-mGPT 1.0 and 2.0 pick the nearest shape of their "
                                "official list, in steps of 32 px (at 768: 768 x 768 at 1:1, 1024 x 576 at 16:9, "
                                "640 x 864 at 3:4); Lumina-mGPT 2.0 stops at 10240 positions, so 1024 x 1024 is out of "
-                               "reach. Janus-Pro draws 1:1 only.",
+                               "reach. Janus-Pro and SimpleAR draw 1:1 only.",
                 }),
             },
             "optional": {
@@ -131,8 +133,9 @@ class ZipARTextPrompt:
                                "out like the prompt (start token + text + size tag, no quality suffix) as in the "
                                "official repository; empty = Emu3's official negative prompt ('lowres, bad anatomy, "
                                "bad hands, text, error, ...'). Lumina-mGPT 1.0 / 2.0: empty = their official "
-                               "unconditional branch (no text); a text here is laid out like the prompt. Janus-Pro "
-                               "has none.",
+                               "unconditional branch (no text); a text here is laid out like the prompt. SimpleAR: "
+                               "empty = its official negative prompt ('An image of aerial view, overexposed, low "
+                               "quality, ...'); a text here replaces it. Janus-Pro has none.",
                 }),
                 "quality_suffix": ("BOOLEAN", {
                     "default": True,

@@ -109,9 +109,17 @@ def model_folders() -> dict[str, str]:
     return found
 
 
+FOLDER_MARKERS = ("config.json", "decoder.jit")  # decoder.jit: NVIDIA's Cosmos tokenizer folders have no config
+
+
+def _is_model_folder(path: str) -> bool:
+    return any(os.path.isfile(os.path.join(path, marker)) for marker in FOLDER_MARKERS)
+
+
 def _config_folders(folder_name: str) -> dict[str, str]:
-    """Folders holding a config.json under ComfyUI's ``folder_name`` paths, one or two levels deep
-    (``flan-t5-xl``, ``google/flan-t5-xl``); the first path that has a name wins."""
+    """Folders holding a config.json (or a Cosmos tokenizer's decoder.jit) under ComfyUI's
+    ``folder_name`` paths, one or two levels deep (``flan-t5-xl``, ``google/flan-t5-xl``); the first
+    path that has a name wins."""
     found: dict[str, str] = {}
     for base in _folder_paths(folder_name):
         if not os.path.isdir(base):
@@ -121,12 +129,12 @@ def _config_folders(folder_name: str) -> dict[str, str]:
             first = os.path.join(base, entry)
             if not os.path.isdir(first) or not _first_visit(first, seen):
                 continue
-            if os.path.isfile(os.path.join(first, "config.json")):
+            if _is_model_folder(first):
                 found.setdefault(entry, first)
                 continue
             for sub in sorted(os.listdir(first)):
                 second = os.path.join(first, sub)
-                if os.path.isfile(os.path.join(second, "config.json")) and _first_visit(second, seen):
+                if _is_model_folder(second) and _first_visit(second, seen):
                     found.setdefault(f"{entry}/{sub}", second)
     return found
 

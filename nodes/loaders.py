@@ -73,7 +73,7 @@ class ZipARLoadARModel:
                     "tooltip": "The AR model: a checkpoint (.pt, .pth or .safetensors) in ComfyUI/models/zipar, e.g. "
                                "c2i_L_384.pt (ImageNet classes) or t2i_XL_stage2_512.pt (text prompts), or a model "
                                "folder shown by its name: Janus-Pro-1B / -7B, Emu3-Gen-hf, Lumina-mGPT-7B-768, "
-                               "Lumina-mGPT-2.0 (text prompts).",
+                               "Lumina-mGPT-2.0, SimpleAR-1.5B-RL (text prompts).",
                 }),
                 "image_size": ("INT", {
                     "default": 0, "min": 0, "max": 2048, "step": 8,
@@ -81,7 +81,8 @@ class ZipARLoadARModel:
                                "LlamaGen (c2i_L_384.pt makes 384 x 384), 384 for Janus-Pro (its only size), 720 for "
                                "Emu3-Gen (the side of the pixel area; the aspect ratio comes from the Text Prompt), "
                                "512 / 768 / 1024 for Lumina-mGPT (from the folder name; a multiple of 32), 768 for "
-                               "Lumina-mGPT 2.0 (a multiple of 32; 1024 is past its 10240 positions). "
+                               "Lumina-mGPT 2.0 (a multiple of 32; 1024 is past its 10240 positions), 1024 for SimpleAR "
+                               "(a multiple of 16; its script offers 256 / 512 / 768 / 1024). "
                                "LlamaGen sizes must be a multiple of 16 (the VQ's 16 pixels per token).",
                 }),
                 "precision": (PRECISIONS, {
@@ -129,7 +130,7 @@ class ZipARLoadARModel:
 class ZipARLoadVQ:
     DESCRIPTION = (
         "Loads a VQ image tokenizer (vq_ds16_c2i.pt for the class models, vq_ds16_t2i.pt for the text models, "
-        "Meta's Chameleon vqgan.ckpt for Lumina-mGPT, movqgan_270M.ckpt for Lumina-mGPT 2.0) from ComfyUI/models/zipar. It turns token grids into pixels "
+        "Meta's Chameleon vqgan.ckpt for Lumina-mGPT, movqgan_270M.ckpt for Lumina-mGPT 2.0, the Cosmos-1.0-Tokenizer-DV8x16x16 folder for SimpleAR) from ComfyUI/models/zipar. It turns token grids into pixels "
         "(VQ Decode) and images into tokens (VQ Encode)."
     )
     CATEGORY = CATEGORY
@@ -150,7 +151,8 @@ class ZipARLoadVQ:
                                "Emu3-Gen-hf the model folder itself (its VQ is read); for the original BAAI/Emu3-Gen "
                                "the Emu3-VisionTokenizer folder; for Lumina-mGPT Meta's Chameleon vqgan.ckpt (with "
                                "vqgan.yaml beside it) or the folder holding both; for Lumina-mGPT 2.0 ai-forever's "
-                               "movqgan_270M.ckpt.",
+                               "movqgan_270M.ckpt; for SimpleAR NVIDIA's Cosmos-1.0-Tokenizer-DV8x16x16 folder "
+                               "(encoder.jit + decoder.jit, read without running them).",
                 }),
                 "precision": (["fp32", "auto", "bf16", "fp16"], {
                     "default": "fp32",

@@ -42,6 +42,8 @@ SCHEMATICS = {
     "lumina_mgpt_768_zipar": ("Lumina-mGPT 768", "768 px, 48 x 48 tokens", [(48, 48, 16, "ZipAR window 16")]),
     "lumina_mgpt_ntp_vs_zipar": ("Lumina-mGPT: NTP vs ZipAR", "768 px, 48 x 48 tokens",
                                  [(48, 48, 48, "next-token"), (48, 48, 16, "ZipAR window 16")]),
+    "simplear_1024_zipar": ("SimpleAR: NTP vs ZipAR", "1024 px, 64 x 64 tokens",
+                            [(64, 64, 64, "next-token"), (64, 64, 8, "ZipAR window 8")]),
     "lumina_mgpt2_zipar": ("Lumina-mGPT 2.0: NTP vs ZipAR", "768 px, 96 x 96 tokens",
                            [(96, 96, 96, "next-token"), (96, 96, 16, "ZipAR window 16")]),
 }

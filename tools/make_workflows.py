@@ -58,6 +58,8 @@ FOLDER_DOWNLOADS = {
     "Emu3-Gen-hf": "https://huggingface.co/BAAI/Emu3-Gen-hf",
     "Lumina-mGPT-7B-768": "https://huggingface.co/Alpha-VLLM/Lumina-mGPT-7B-768",
     "Lumina-mGPT-2.0": "https://huggingface.co/Alpha-VLLM/Lumina-mGPT-2.0",
+    "SimpleAR-1.5B-RL": "https://huggingface.co/Daniel0724/SimpleAR-1.5B-RL",
+    "Cosmos-1.0-Tokenizer-DV8x16x16": "https://huggingface.co/nvidia/Cosmos-1.0-Tokenizer-DV8x16x16",
     "chameleon-vqgan/vqgan.ckpt": "https://ai.meta.com/resources/models-and-libraries/chameleon-downloads/",
     "flan-t5-xl": "https://huggingface.co/google/flan-t5-xl",
 }
@@ -337,7 +339,28 @@ def lumina_mgpt2_zipar():
         chat_loaders("Lumina-mGPT-2.0", "movqgan_270M.ckpt", FOX))
 
 
+SIMPLEAR_NOTE = ("SimpleAR (Daniel0724/SimpleAR-1.5B-RL, " + FOLDER_DOWNLOADS["SimpleAR-1.5B-RL"] + "; the -0.5B / "
+                 "-SFT folders work alike) in ComfyUI/models/zipar/SimpleAR-1.5B-RL/. Its image tokenizer is NVIDIA's "
+                 "Cosmos-1.0-Tokenizer-DV8x16x16 (" + FOLDER_DOWNLOADS["Cosmos-1.0-Tokenizer-DV8x16x16"] + ", NVIDIA "
+                 "Open Model License): put the folder with encoder.jit and decoder.jit into ComfyUI/models/zipar/ "
+                 "(ZipAR reads the weights out of the archives without running them). image_size 0 = 1024 (a 64 x 64 "
+                 "grid of 16-pixel codes); square only. A 1.5B model: it fits an 8 GB card in bf16.")
+
+
+def simplear_1024_zipar():
+    return compare(
+        chat_sampler(4, (ZIPAR_X, TOP), 64, "Next-token prediction (window 64)", 6.0, 64000),
+        chat_sampler(5, (ZIPAR_X, Y2), 8, "ZipAR (window 8)", 6.0, 64000), "zipar_simplear_ntp_vs_zipar",
+        note(12, (MODELS_X, NOTE_Y), "Same seed, same SimpleAR: left next-token prediction (window 64 = the grid "
+             "width, 4096 passes, what the official code does), right ZipAR window 8 (624 passes; row 1 waits for "
+             "row 0, the paper's rule).\n\n" + SIMPLEAR_NOTE + "\n\n" + SAMPLER_HELP + "\n\nSimpleAR's own "
+             "settings: cfg 6, temperature 1, top_k 64000 (all its codes). An empty negative prompt is its official "
+             "one ('An image of aerial view, overexposed, low quality, ...')."),
+        chat_loaders("SimpleAR-1.5B-RL", "Cosmos-1.0-Tokenizer-DV8x16x16", FOX))
+
+
 WORKFLOWS = {
+    "simplear_1024_zipar": simplear_1024_zipar,
     "lumina_mgpt2_zipar": lumina_mgpt2_zipar,
     "lumina_mgpt_768_zipar": lumina_mgpt_768_zipar,
     "lumina_mgpt_ntp_vs_zipar": lumina_mgpt_ntp_vs_zipar,

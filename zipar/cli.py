@@ -29,8 +29,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     gen = sub.add_parser("generate", help="sample token grids and decode them to images")
-    gen.add_argument("--ar-model", required=True, help="LlamaGen GPT checkpoint (c2i_L_384.pt, t2i_XL_stage2_512.pt, ...) or a Janus-Pro / Emu3-Gen / Lumina-mGPT (1.0 or 2.0) folder")
-    gen.add_argument("--vq-model", help="VQ tokenizer (vq_ds16_c2i.pt, a Janus-Pro / Emu3 folder, Meta's Chameleon vqgan.ckpt, ai-forever's movqgan_270M.ckpt); needed to write images")
+    gen.add_argument("--ar-model", required=True, help="LlamaGen GPT checkpoint (c2i_L_384.pt, t2i_XL_stage2_512.pt, ...) or a Janus-Pro / Emu3-Gen / Lumina-mGPT (1.0 or 2.0) / SimpleAR folder")
+    gen.add_argument("--vq-model", help="VQ tokenizer (vq_ds16_c2i.pt, a Janus-Pro / Emu3 folder, Meta's Chameleon vqgan.ckpt, ai-forever's movqgan_270M.ckpt, NVIDIA's Cosmos-1.0-Tokenizer-DV8x16x16 folder); needed to write images")
     gen.add_argument("--image-size", type=int, help="output resolution; default: the model's own (LlamaGen: the size "
                      "in the file name)")
     gen.add_argument("--downsample", type=int, help="the VQ's pixels per token when no --vq-model is given (default: "
@@ -46,14 +46,14 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--caption-embeddings", help=".safetensors with 'features' [N,120,2048] and 'mask' [N,120]")
     gen.add_argument("--window", type=int, default=8, help="ZipAR window; at or above the grid width: next-token prediction")
     gen.add_argument("--cfg", type=float, help="classifier-free guidance scale (1 = off; default: the family's "
-                     "official value, 4 for LlamaGen and Lumina-mGPT 1.0 / 2.0, 5 for Janus-Pro, 3 for Emu3-Gen)")
+                     "official value, 4 for LlamaGen and Lumina-mGPT 1.0 / 2.0, 5 for Janus-Pro, 3 for Emu3-Gen, 6 for SimpleAR)")
     gen.add_argument("--cfg-schedule", choices=list(CFG_SCHEDULES), default="official",
                      help="how the guidance scale varies over the image: official = what the family's own code does "
                           "(a constant --cfg for every family but Lumina-mGPT 2.0, whose code lowers it to 4.0 over "
                           "the first tokens and never guides below 4.0); constant = --cfg for every token")
     gen.add_argument("--temperature", type=float, default=1.0)
     gen.add_argument("--top-k", type=int, help="0 = no top-k filtering (default: the family's official value, "
-                     "2000 for Lumina-mGPT, 4096 for Lumina-mGPT 2.0, 2048 for Emu3-Gen, else 0)")
+                     "2000 for Lumina-mGPT, 4096 for Lumina-mGPT 2.0, 2048 for Emu3-Gen, 64000 for SimpleAR, else 0)")
     gen.add_argument("--top-p", type=float, default=1.0, help="1.0 = no nucleus filtering")
     gen.add_argument("--seed", type=int, default=0)
     gen.add_argument("--greedy", action="store_true", help="take the arg-max token (deterministic)")

@@ -52,7 +52,8 @@ from zipar.core.loop import expected_passes  # noqa: E402
 
 @pytest.mark.parametrize("name, size, grid, vq", [("janus-tiny", 64, (4, 4), "--no-vq"), ("emu3-tiny", 48, (6, 6), None),
                                                   ("lumina-tiny", 64, (4, 4), None),
-                                                  ("lumina2-tiny", 64, (8, 8), "--no-vq")])
+                                                  ("lumina2-tiny", 64, (8, 8), "--no-vq"),
+                                                  ("simplear-tiny", 64, (4, 4), "--no-vq")])
 def test_chat_families_run_through_the_harness(tmp_path, name, size, grid, vq):
     out, md = tmp_path / "bench.json", tmp_path / "t.md"
     argv = ["--model", name, "--size", str(size), "--windows", "2", "--repeats", "1", "--device", "cpu",
@@ -151,6 +152,17 @@ def test_published_lumina_config_has_the_chameleon_7b_size():
     assert 1000 * per_pass / chat_models.BANDWIDTH == pytest.approx(4.34, abs=0.01)
 
 
+def test_published_simplear_configs_match_the_release_sizes():
+    """SimpleAR-1.5B: hidden 1536, 28 layers, 2 key/value heads of 128, vocabulary 215,672 (the issue's
+    figures); 0.5B follows Qwen2.5-0.5B. Tied heads: one embedding table, the image rows scored."""
+    big, small = chat_models.SPECS["simplear-1.5b"], chat_models.SPECS["simplear-0.5b"]
+    assert (big.lm.hidden, big.lm.layers, big.lm.kv_heads, big.lm.dim_per_head, big.lm.vocab) == (1536, 28, 2, 128, 215672)
+    assert (small.lm.hidden, small.lm.layers, small.lm.heads, small.lm.kv_heads) == (896, 24, 14, 2)
+    assert big.code_base + big.codes == big.lm.vocab and big.lm.qkv_bias and (big.cfg, big.top_k) == (6.0, 64000)
+    counts = chat_models.param_counts(big)
+    assert 1.5e9 < counts["lm"] < 2.0e9 and counts["generation"] == 64000 * 1536
+
+
 def test_published_lumina2_config_is_15_8_gb_in_bf16():
     """Lumina-mGPT 2.0: the same 7B Chameleon layers, a vocabulary holding the image ids 155000..171383
     and the 10240 trained positions; with both embedding tables 7.9e9 parameters (15.8 GB in bf16)."""
@@ -197,11 +209,11 @@ def test_gpu_suite_runs_on_tiny_sizes(tmp_path, traced_not_built):
     out = tmp_path / "suite.json"
     assert gpu_suite.main(["--smoke", "--device", "cpu", "--precision", "fp32", "--json", str(out),
                            "--only", "llamagen-l-24,janus-pro-1b-384,lumina-mgpt-7b-768,lumina-mgpt-2-768,"
-                           "emu3-gen-720"]) == 0
+                           "simplear-1.5b-1024,emu3-gen-720"]) == 0
     report = json.loads(out.read_text())
     assert report["smoke"] is True and set(report["entries"]) == {"llamagen-l-24", "janus-pro-1b-384",
                                                                    "lumina-mgpt-7b-768", "lumina-mgpt-2-768",
-                                                                   "emu3-gen-720"}
+                                                                   "simplear-1.5b-1024", "emu3-gen-720"}
     for name, entry in report["entries"].items():
         assert "error" not in entry, (name, entry.get("traceback"))
         assert any(r["compile"] == "on" for r in entry["results"])

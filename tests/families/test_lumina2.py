@@ -284,3 +284,16 @@ def test_bad_folders_give_one_clear_error(built, tmp_path):
     (truncated / "config.json").write_text(json.dumps(config))
     with pytest.raises(ZipARError, match="do not belong together"):
         api.load_ar_model(truncated, "cpu")
+
+
+def test_a_top_k_of_every_code_is_no_filter(model, monkeypatch):
+    """top-k at or above the codes keeps every code: drawn as unfiltered (no sort of 16384 logits per cell),
+    token for token the same as top-k 0."""
+    from zipar.core import sampling
+
+    cond = Condition(prompts=["a red fox"])
+    with monkeypatch.context() as m:
+        m.setattr(sampling, "filter_logits", lambda *a, **k: (_ for _ in ()).throw(AssertionError("sorted")))
+        every = generate(model, cond, (8, 8), 3, SamplingOptions(cfg=4.0, top_k=16384), seed=9).tokens
+    assert torch.equal(every, generate(model, cond, (8, 8), 3, SamplingOptions(cfg=4.0, top_k=0), seed=9).tokens)
+    assert not torch.equal(every, generate(model, cond, (8, 8), 3, SamplingOptions(cfg=4.0, top_k=2), seed=9).tokens)

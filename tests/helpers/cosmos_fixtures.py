@@ -383,10 +383,13 @@ def make_tokenizer(cfg=TINY, seed=0) -> DiscreteVideoTokenizer:
 def write_archives(folder: Path, model: DiscreteVideoTokenizer, grid=(4, 4), encoder: bool = True) -> Path:
     """``encoder.jit`` and ``decoder.jit`` traced as the release's are, on one frame (the encoder
     left out on request: CPU pooling has no bfloat16 kernel to trace a bfloat16 one with)."""
+    import warnings
+
     folder.mkdir(parents=True, exist_ok=True)
     h, w = grid
     ds = 16
-    with torch.no_grad():
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore", torch.jit.TracerWarning)  # shapes are fixed by design, as in the release
         if encoder:
             frame = torch.rand(1, 3, 1, h * ds, w * ds) * 2 - 1
             torch.jit.trace(model.encoder_jit(), frame, check_trace=False).save(str(folder / "encoder.jit"))

@@ -47,10 +47,11 @@ def write_tiny_t5(folder: Path) -> Path:
 
 
 def write_tiny_models(models_dir: Path, c2i: bool = True, t2i: bool = True, t5: bool = True, chat: bool = False,
-                      lumina2: bool = False) -> Path:
+                      lumina2: bool = False, simplear: bool = False) -> Path:
     """Write the tiny files (as the official releases store them) and return ``models_dir``.
 
-    ``lumina2``: also Lumina-mGPT 2.0 (a 22 MB folder: its vocabulary is 171k rows) with a MoVQGAN file."""
+    ``lumina2``: also Lumina-mGPT 2.0 (a 22 MB folder: its vocabulary is 171k rows) with a MoVQGAN file;
+    ``simplear``: SimpleAR (a Qwen2 with 64000 code rows) with a Cosmos DV8x16x16 folder (traced archives)."""
     from helpers.tiny import make_tiny_vq, save_official_vq
     from helpers.tiny_gpt import make_tiny_gpt, save_official_gpt
 
@@ -81,6 +82,12 @@ def write_tiny_models(models_dir: Path, c2i: bool = True, t2i: bool = True, t5: 
 
         write_lumina2(zipar_dir / "Lumina-mGPT-2.0")
         write_movqgan(zipar_dir / "movqgan_270M.ckpt", tiny_state_dict(MOVQ_8X))
+    if simplear:
+        from helpers.cosmos_fixtures import make_tokenizer, write_archives
+        from helpers.simplear_fixtures import write_simplear
+
+        write_simplear(zipar_dir / "SimpleAR-1.5B-RL")
+        write_archives(zipar_dir / "Cosmos-1.0-Tokenizer-DV8x16x16", make_tokenizer(seed=3))
     return models_dir
 
 
@@ -97,6 +104,7 @@ def extra_model_paths_yaml(models_dir: Path, custom_nodes: Path | None = None) -
 if __name__ == "__main__":
     root = Path(__file__).resolve().parents[2]
     sys.path[:0] = [str(root), str(root / "tests")]
-    out = write_tiny_models(Path(sys.argv[1] if len(sys.argv) > 1 else "tiny-models"), chat=True, lumina2=True)
+    out = write_tiny_models(Path(sys.argv[1] if len(sys.argv) > 1 else "tiny-models"), chat=True, lumina2=True,
+                            simplear=True)
     (out / "extra_model_paths.yaml").write_text(extra_model_paths_yaml(out))
     print(out)

@@ -19,7 +19,7 @@ FRONTEND_ONLY = {"Note", "MarkdownNote"}  # virtual nodes: UI format only, never
 # graphToPrompt sends for them: Preview Any's text box.
 FRONTEND_WIDGETS = {"PreviewAny": {"preview": ""}}
 WORKFLOW_NAMES = ["demo_zipar", "demo_speculative", "janus_pro_zipar", "janus_pro_ntp_vs_zipar", "emu3_gen_zipar", "lumina_mgpt_768_zipar",
-                  "lumina_mgpt_ntp_vs_zipar", "lumina_mgpt2_zipar", "llamagen_c2i_zipar", "llamagen_c2i_ntp_vs_zipar", "llamagen_c2i_window_sweep", "llamagen_t2i_zipar"]
+                  "lumina_mgpt_ntp_vs_zipar", "lumina_mgpt2_zipar", "simplear_1024_zipar", "llamagen_c2i_zipar", "llamagen_c2i_ntp_vs_zipar", "llamagen_c2i_window_sweep", "llamagen_t2i_zipar"]
 
 
 def _plain(value):

@@ -51,7 +51,8 @@ EXPECTED_IMAGES = {
     "emu3_gen_zipar": [(120 * 8, 68 * 8)],  # 16:9 at 720 x 720 pixels of area: 68 x 120 tokens
     "lumina_mgpt_768_zipar": [(768, 768)],  # 48x48 tokens, 16 px each (the tiny VQGAN has the release's downsampling)
     "lumina_mgpt_ntp_vs_zipar": [(768 * 2 + 8, 768)],
-    "lumina_mgpt2_zipar": [(768 * 2 + 8, 768)],  # 96x96 codes of 8 px (the tiny MoVQGAN has the release's downsampling)
+    "lumina_mgpt2_zipar": [(768 * 2 + 8, 768)],
+    "simplear_1024_zipar": [(1024 * 2 + 8, 1024)],  # 64x64 codes of 16 px (the tiny Cosmos has the release's compression)  # 96x96 codes of 8 px (the tiny MoVQGAN has the release's downsampling)
 }
 
 
@@ -161,7 +162,7 @@ def has_transformers() -> bool:
 def server(tmp_path_factory):
     root = tmp_path_factory.mktemp("comfyhost")
     models = write_tiny_models(root / "models", t5=has_transformers(), chat=has_transformers(),
-                               lumina2=has_transformers())
+                               lumina2=has_transformers(), simplear=has_transformers())
     custom_nodes = root / "custom_nodes"
     custom_nodes.mkdir()
     (custom_nodes / PACK_FOLDER).symlink_to(REPO, target_is_directory=True)

@@ -22,7 +22,7 @@ CORE_TYPES = {"SaveImage", "PreviewImage", "PreviewAny", "ImageStitch", "ImageBa
 MODEL_FILES = {"c2i_L_384.pt", "vq_ds16_c2i.pt", "t2i_XL_stage2_512.pt", "vq_ds16_t2i.pt",
                "zipar-demo/demo_c2i_64.safetensors", "zipar-demo/demo_vq.safetensors",
                "Janus-Pro/Janus-Pro-1B", "Emu3-Gen-hf", "Lumina-mGPT-7B-768", "chameleon-vqgan/vqgan.ckpt",
-               "Lumina-mGPT-2.0", "movqgan_270M.ckpt"}
+               "Lumina-mGPT-2.0", "movqgan_270M.ckpt", "SimpleAR-1.5B-RL", "Cosmos-1.0-Tokenizer-DV8x16x16"}
 TEXT_ENCODERS = {"flan-t5-xl"}
 DYNAMIC_COMBOS = {("ZipARLoadARModel", "ar_model"): MODEL_FILES, ("ZipARLoadVQ", "vq_model"): MODEL_FILES,
                   ("ZipARTextEncodeT5", "text_encoder"): TEXT_ENCODERS}

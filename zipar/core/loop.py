@@ -6,10 +6,11 @@ index tensors, ``schedule.py`` the rules).
 """
 from __future__ import annotations
 
+
 import logging
 import operator
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Callable
 
 import torch
@@ -150,6 +151,8 @@ def generate(
     """
     height, width = grid
     options.validate()
+    if options.top_k >= int(model.vocab_size):  # keeps every code: the same draw without sorting the vocabulary
+        options = replace(options, top_k=0)
     batch = _as_int(batch, "batch")
     if batch < 1:
         raise ZipARError(f"batch must be at least 1 (got {batch}).")
