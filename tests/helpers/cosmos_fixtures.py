@@ -390,6 +390,7 @@ def write_archives(folder: Path, model: DiscreteVideoTokenizer, grid=(4, 4), enc
     ds = 16
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore", torch.jit.TracerWarning)  # shapes are fixed by design, as in the release
+        warnings.simplefilter("ignore", FutureWarning)  # torch 2.14 marks torch.jit.trace deprecated: the release used it
         if encoder:
             frame = torch.rand(1, 3, 1, h * ds, w * ds) * 2 - 1
             torch.jit.trace(model.encoder_jit(), frame, check_trace=False).save(str(folder / "encoder.jit"))

@@ -72,3 +72,36 @@ def test_command_line_with_the_release_files(models_dir, tmp_path, capsys):
     pixels = api.load_vq(vq, "cpu").decode_codes(torch.from_numpy(np.load(tokens)))[0] * 255
     saved = torch.from_numpy(np.array(Image.open(out))).permute(2, 0, 1)
     assert torch.equal(saved, pixels.round().to(torch.uint8))
+
+
+def test_speculative_and_bulk_sampling(models_dir, tmp_path):
+    """Greedy speculative decoding gives NTP's tokens (this random tiny model's drafts are never right, so not
+    in fewer forwards); bulk sampling writes the same images at any batch."""
+    from zipar import api
+    from zipar.cli import main
+    from zipar.core.loop import generate
+    from zipar.core.sampling import SamplingOptions
+    from zipar.families.base import Condition
+
+    folder = models_dir / "zipar" / "SimpleAR-1.5B-RL"
+    model = api.load_ar_model(folder, "cpu", "fp32")
+    cond, greedy = Condition(prompts=["a red fox"]), SamplingOptions(cfg=6.0, greedy=True)
+    ntp = generate(model, cond, (8, 8), 8, greedy)
+    spec = generate(model, cond, (8, 8), 8, greedy, speculative=True, draft_length=3)
+    assert spec.speculative and torch_equal(spec.tokens, ntp.tokens)
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("a red fox\na blue car\n")
+    outs = []
+    for batch in (1, 3):
+        out = tmp_path / f"batch{batch}"
+        assert main(["sample", "--ar-model", str(folder), "--vq-model", str(models_dir / "zipar" / COSMOS),
+                     "--prompts", str(prompts), "--per-class", "2", "--image-size", "64", "--window", "2", "--seed", "5",
+                     "--shard-size", "3", "--batch", str(batch), "--device", "cpu", "--out", str(out), "--quiet"]) == 0
+        outs.append({p.relative_to(out).as_posix(): p.read_bytes() for p in sorted(out.glob("shard_*/*.png"))})
+    assert len(outs[0]) == 4 and outs[0] == outs[1]
+
+
+def torch_equal(a, b) -> bool:
+    import torch
+
+    return torch.equal(a, b)
