@@ -390,7 +390,9 @@ def write_archives(folder: Path, model: DiscreteVideoTokenizer, grid=(4, 4), enc
     ds = 16
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore", torch.jit.TracerWarning)  # shapes are fixed by design, as in the release
-        warnings.simplefilter("ignore", FutureWarning)  # torch 2.14 marks torch.jit.trace deprecated: the release used it
+        # torch 2.13 / 2.14 mark torch.jit.trace deprecated (Deprecation- / FutureWarning): the release used it
+        warnings.simplefilter("ignore", FutureWarning)
+        warnings.simplefilter("ignore", DeprecationWarning)
         if encoder:
             frame = torch.rand(1, 3, 1, h * ds, w * ds) * 2 - 1
             torch.jit.trace(model.encoder_jit(), frame, check_trace=False).save(str(folder / "encoder.jit"))

@@ -12,7 +12,8 @@ from zipar.errors import ZipARError
 from zipar.io.torchscript import is_torchscript_archive, read_torchscript_objects, read_torchscript_tensors
 
 # torch.jit.script / trace write the archives (the reference), and warn that they are deprecated
-pytestmark = pytest.mark.filterwarnings("ignore::FutureWarning", "ignore::torch.jit.TracerWarning")
+pytestmark = pytest.mark.filterwarnings("ignore::FutureWarning", "ignore::torch.jit.TracerWarning",
+                                        "ignore:`torch.jit:DeprecationWarning")  # torch 2.13 says it this way
 
 
 class Block(nn.Module):

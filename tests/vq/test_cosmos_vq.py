@@ -14,7 +14,8 @@ from zipar.vq import cosmos
 from zipar.vq.base import VQ
 
 # torch.jit.trace writes the reference archives and warns about deprecation and traced branches
-pytestmark = pytest.mark.filterwarnings("ignore::FutureWarning", "ignore::torch.jit.TracerWarning")
+pytestmark = pytest.mark.filterwarnings("ignore::FutureWarning", "ignore::torch.jit.TracerWarning",
+                                        "ignore:`torch.jit:DeprecationWarning")  # torch 2.13 says it this way
 
 
 @pytest.fixture(scope="module")
