@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 
 from helpers.chat_fixtures import _portable_tokenizer_config
-from helpers.lumina_fixtures import shard_structured_norms, write_lumina_release
+from helpers.lumina_fixtures import randomize_lm, shard_structured_norms, write_lumina_release
 
 IMAGE_OFFSET, CODES = 155000, 16384
 VOCAB = IMAGE_OFFSET + CODES + 8  # the release pads its vocabulary past the last image id
@@ -74,14 +74,7 @@ def chameleon2_model(seed: int = 0, layers: int = 2, swin: bool = False, shards:
         vq_config=dict(embed_dim=4, num_embeddings=32, base_channels=32, channel_multiplier=[1, 1], latent_channels=4,
                        resolution=32, num_res_blocks=1))
     torch.manual_seed(seed)
-    model = ChameleonForConditionalGeneration(config).eval()
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            if "vqmodel" in name:
-                continue
-            p.normal_(0, 0.3 if p.ndim > 1 and "norm" not in name else 0.2)
-            if name.endswith("norm.weight"):
-                p.add_(1.0)
+    model = randomize_lm(ChameleonForConditionalGeneration(config).eval())
     shard_structured_norms(model, shards)
     return model
 

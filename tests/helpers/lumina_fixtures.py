@@ -63,7 +63,12 @@ def chameleon_model(vocab: dict[str, int], seed: int = 0, swin: bool = False, la
         vq_config=dict(embed_dim=4, num_embeddings=CODES, base_channels=32, channel_multiplier=[1, 1], latent_channels=4,
                        resolution=32, num_res_blocks=1))
     torch.manual_seed(seed)
-    model = ChameleonForConditionalGeneration(config).eval()
+    return randomize_lm(ChameleonForConditionalGeneration(config).eval())
+
+
+def randomize_lm(model):
+    """Spread the language model's weights (the VQ's are left alone) so greedy decoding does not
+    collapse onto one code; norm gains around 1. Draws from torch's global generator."""
     with torch.no_grad():
         for name, p in model.named_parameters():
             if "vqmodel" in name:

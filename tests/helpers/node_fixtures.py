@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import sys
+from contextlib import contextmanager
 from pathlib import Path
 
 T5_WORDS = ["<pad>", "</s>", "<unk>", "a", "photo", "of", "red", "fox", "in", "snow", "the", "dog", "blue", "car"]
@@ -89,6 +90,30 @@ def write_tiny_models(models_dir: Path, c2i: bool = True, t2i: bool = True, t5: 
         write_simplear(zipar_dir / "SimpleAR-1.5B-RL")
         write_archives(zipar_dir / "Cosmos-1.0-Tokenizer-DV8x16x16", make_tokenizer(seed=3))
     return models_dir
+
+
+@contextmanager
+def serving_models(root: Path):
+    """The nodes list and load from ``root`` (instead of ComfyUI's folders) inside the block; the
+    previous folder and an empty node-side model cache afterwards."""
+    from nodes import cache, host
+
+    previous = host._models_dir_override
+    host.set_models_dir(root)
+    host.forget_modules()
+    try:
+        yield root
+    finally:
+        host.set_models_dir(previous)
+        cache.clear_all()
+
+
+def run_node(name: str, *args, **kwargs):
+    """Call node ``name`` (its class name in NODE_CLASS_MAPPINGS) as ComfyUI would: a fresh instance, its FUNCTION."""
+    import nodes
+
+    cls = nodes.NODE_CLASS_MAPPINGS[name]
+    return getattr(cls(), cls.FUNCTION)(*args, **kwargs)
 
 
 def extra_model_paths_yaml(models_dir: Path, custom_nodes: Path | None = None) -> str:

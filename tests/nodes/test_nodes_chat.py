@@ -6,8 +6,8 @@ import pytest
 pytest.importorskip("transformers")
 
 import nodes  # noqa: E402
-from nodes import cache, host  # noqa: E402
-from helpers.node_fixtures import write_tiny_models  # noqa: E402
+from nodes import host  # noqa: E402
+from helpers.node_fixtures import run_node as run, serving_models, write_tiny_models  # noqa: E402
 from zipar.errors import ZipARError  # noqa: E402
 
 N = nodes.NODE_CLASS_MAPPINGS
@@ -16,17 +16,9 @@ N = nodes.NODE_CLASS_MAPPINGS
 @pytest.fixture(scope="module")
 def models_dir(tmp_path_factory):
     root = write_tiny_models(tmp_path_factory.mktemp("chat-models"), c2i=True, t2i=False, t5=False, chat=True)
-    previous = host._models_dir_override
-    host.set_models_dir(root)
-    host.forget_modules()
-    yield root
-    host.set_models_dir(previous)
-    cache.clear_all()
+    with serving_models(root):
+        yield root
 
-
-def run(name, *args, **kwargs):
-    node = N[name]()
-    return getattr(node, N[name].FUNCTION)(*args, **kwargs)
 
 
 def sample(model, cond, vq, **overrides):

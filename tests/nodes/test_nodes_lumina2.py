@@ -6,8 +6,7 @@ import pytest
 pytest.importorskip("transformers")
 
 import nodes  # noqa: E402
-from nodes import cache, host  # noqa: E402
-from helpers.node_fixtures import write_tiny_models  # noqa: E402
+from helpers.node_fixtures import run_node as run, serving_models, write_tiny_models  # noqa: E402
 from zipar.errors import ZipARError  # noqa: E402
 
 N = nodes.NODE_CLASS_MAPPINGS
@@ -24,17 +23,9 @@ def models_dir(tmp_path_factory):
     # LlamaGen's VQ-8 layout with 16384 codes: Janus-Pro's and LlamaGen's VQs have as many as MoVQGAN
     save_official_vq(VQModel(dataclasses.replace(tiny_vq_config(8), codebook_size=16384)),
                      root / "zipar" / "janus-like-vq16.pt")
-    previous = host._models_dir_override
-    host.set_models_dir(root)
-    host.forget_modules()
-    yield root
-    host.set_models_dir(previous)
-    cache.clear_all()
+    with serving_models(root):
+        yield root
 
-
-def run(name, *args, **kwargs):
-    node = N[name]()
-    return getattr(node, N[name].FUNCTION)(*args, **kwargs)
 
 
 def test_loaders_list_the_folder_and_the_movqgan_file(models_dir):

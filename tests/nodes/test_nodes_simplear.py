@@ -6,8 +6,7 @@ import pytest
 pytest.importorskip("transformers")
 
 import nodes  # noqa: E402
-from nodes import cache, host  # noqa: E402
-from helpers.node_fixtures import write_tiny_models  # noqa: E402
+from helpers.node_fixtures import run_node as run, serving_models, write_tiny_models  # noqa: E402
 from zipar.errors import ZipARError  # noqa: E402
 
 N = nodes.NODE_CLASS_MAPPINGS
@@ -18,17 +17,9 @@ COSMOS = "Cosmos-1.0-Tokenizer-DV8x16x16"
 def models_dir(tmp_path_factory):
     root = write_tiny_models(tmp_path_factory.mktemp("simplear-models"), c2i=False, t2i=False, t5=False,
                              simplear=True)
-    previous = host._models_dir_override
-    host.set_models_dir(root)
-    host.forget_modules()
-    yield root
-    host.set_models_dir(previous)
-    cache.clear_all()
+    with serving_models(root):
+        yield root
 
-
-def run(name, *args, **kwargs):
-    node = N[name]()
-    return getattr(node, N[name].FUNCTION)(*args, **kwargs)
 
 
 def test_loaders_list_the_model_folder_and_the_tokenizer_folder(models_dir):
@@ -77,6 +68,8 @@ def test_command_line_with_the_release_files(models_dir, tmp_path, capsys):
 def test_speculative_and_bulk_sampling(models_dir, tmp_path):
     """Greedy speculative decoding gives NTP's tokens (this random tiny model's drafts are never right, so not
     in fewer forwards); bulk sampling writes the same images at any batch."""
+    import torch
+
     from zipar import api
     from zipar.cli import main
     from zipar.core.loop import generate
@@ -88,7 +81,7 @@ def test_speculative_and_bulk_sampling(models_dir, tmp_path):
     cond, greedy = Condition(prompts=["a red fox"]), SamplingOptions(cfg=6.0, greedy=True)
     ntp = generate(model, cond, (8, 8), 8, greedy)
     spec = generate(model, cond, (8, 8), 8, greedy, speculative=True, draft_length=3)
-    assert spec.speculative and torch_equal(spec.tokens, ntp.tokens)
+    assert spec.speculative and torch.equal(spec.tokens, ntp.tokens)
     prompts = tmp_path / "prompts.txt"
     prompts.write_text("a red fox\na blue car\n")
     outs = []
@@ -99,9 +92,3 @@ def test_speculative_and_bulk_sampling(models_dir, tmp_path):
                      "--shard-size", "3", "--batch", str(batch), "--device", "cpu", "--out", str(out), "--quiet"]) == 0
         outs.append({p.relative_to(out).as_posix(): p.read_bytes() for p in sorted(out.glob("shard_*/*.png"))})
     assert len(outs[0]) == 4 and outs[0] == outs[1]
-
-
-def torch_equal(a, b) -> bool:
-    import torch
-
-    return torch.equal(a, b)

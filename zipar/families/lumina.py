@@ -122,16 +122,26 @@ def load_lumina(folder: str | Path, device: torch.device, dtype: torch.dtype, co
         raise ZipARError(f"the tokenizer in '{folder}' names no BOS token; {HINT}.")
     special["bos"] = int(bos)
     special["pad"] = special["eot"]  # pads are never attended: any id will do
-    sizes = {n: int(vocab[size_token(n)]) for n in range(1, 1000) if size_token(n) in vocab}
+    net = chameleon_generator(folder, cfg, code_ids, HINT, device, dtype)
+    return LuminaMGPTModel(net, tokenizer, special, size_ids(vocab), str(folder), native_size(folder))
 
-    keys = hf_folder.keys_by_file(folder, HINT)
+
+def size_ids(vocab: dict[str, int]) -> dict[int, int]:
+    """Units of 32 px -> the vocabulary id of the token that says them."""
+    return {n: int(vocab[size_token(n)]) for n in range(1, 1000) if size_token(n) in vocab}
+
+
+def chameleon_generator(folder: Path, cfg: LlamaConfig, code_ids: torch.Tensor, hint: str, device,
+                        dtype) -> VisualTokenGenerator:
+    """The Chameleon language model of a Lumina-mGPT (1.0 or 2.0) folder and the image rows of its
+    output matrix; VQ tensors a folder may carry (``model.vqmodel.*``) are left unread."""
+    keys = hf_folder.keys_by_file(folder, hint)
     names = hf_folder.all_keys(keys)
     if not any(k.startswith("model.layers.") for k in names):
-        raise ZipARError(f"'{folder}' has no Chameleon language-model weights (keys like model.layers.0...); {HINT}.")
+        raise ZipARError(f"'{folder}' has no Chameleon language-model weights (keys like model.layers.0...); {hint}.")
     lm_keys = {k[len("model."):]: k for k in names if k.startswith("model.") and not k.startswith("model.vqmodel.")}
     head_key = "lm_head.weight" if "lm_head.weight" in names else "model.embed_tokens.weight"
-    net = visual_token_generator(cfg, keys, lm_keys, head_key, code_ids, folder, HINT, device, dtype)
-    return LuminaMGPTModel(net, tokenizer, special, sizes, str(folder), native_size(folder))
+    return visual_token_generator(cfg, keys, lm_keys, head_key, code_ids, folder, hint, device, dtype)
 
 
 @register
@@ -142,6 +152,7 @@ class LuminaMGPTModel(VisualTokenModel):
     title = "Lumina-mGPT"
     row0_first = False  # ZipAR's official Lumina-mGPT code starts row 1 once row 0 is `window` tokens ahead
     closing = ("eoi", "eot")
+    pixels_per_token = DOWNSAMPLE  # the Chameleon VQGAN's 16; size tokens count units of 32 px
     defaults = DEFAULTS
     vq_hint = "Meta's Chameleon VQGAN: vqgan.ckpt with vqgan.yaml beside it, or the folder holding both"
     hint = ("Lumina-mGPT folders (Alpha-VLLM/Lumina-mGPT-7B-512/-768/-768-Omni/-1024, with Meta's Chameleon VQGAN "
@@ -161,27 +172,31 @@ class LuminaMGPTModel(VisualTokenModel):
 
     def describe(self) -> str:
         c = self.config
-        return f"Lumina-mGPT ({c.layers} layers, width {c.hidden}, {self.vocab_size} image tokens, {self.image_size} px native)"
+        return f"{self.title} ({c.layers} layers, width {c.hidden}, {self.vocab_size} image tokens, {self.image_size} px native)"
 
     def grid_for(self, cond: Condition | None = None, image_size: int | None = None,
                  downsample: int | None = None) -> tuple[int, int]:
-        """The listed shape nearest the condition's ratio at ``image_size``; sized by 16-pixel tokens,
-        the Chameleon VQGAN's (whose downsampling the VQ argument would only repeat)."""
+        """The listed shape nearest the condition's ratio at ``image_size``; sized by the family's own
+        tokens (``pixels_per_token``: the VQ released with it, whose downsampling the VQ argument would
+        only repeat)."""
         ratio = self.ratio_of(cond)
         height, width = size_for(ratio, image_size or self.image_size)
-        grid = height // DOWNSAMPLE, width // DOWNSAMPLE
+        grid = height // self.pixels_per_token, width // self.pixels_per_token
         self.image_prefix(grid)  # a size the vocabulary cannot say fails here, at loading time in ComfyUI
         self.check_image_length(grid)  # and so does one beyond the trained sequence length
         return grid
 
     def image_prefix(self, grid: tuple[int, int]) -> list[int]:
-        """Begin-of-image and the two size tokens (height first), as the official layout places them."""
+        """Begin-of-image and the two size tokens (height first, in units of 32 pixels), as the official
+        layout places them."""
         rows, cols = grid
-        if rows <= 0 or cols <= 0 or rows % 2 or cols % 2:
-            raise ZipARError(f"Lumina-mGPT draws in steps of {PATCH} pixels (2 tokens), so the grid needs an even "
-                             f"number of rows and columns; got {rows}x{cols}. Use grid_for() or a size from crop_sizes().")
+        unit = PATCH // self.pixels_per_token  # tokens per size unit
+        if rows <= 0 or cols <= 0 or rows % unit or cols % unit:
+            need = "an even number of rows and columns" if unit == 2 else f"rows and columns that are multiples of {unit}"
+            raise ZipARError(f"{self.title} draws in steps of {PATCH} pixels ({unit} tokens), so the grid needs "
+                             f"{need}; got {rows}x{cols}. Use grid_for() or a size from crop_sizes().")
         out = [self.special["boi"]]
-        for n in (rows // 2, cols // 2):
+        for n in (rows // unit, cols // unit):
             if n not in self.size_ids:
                 raise ZipARError(f"the vocabulary has no size token {size_token(n)} for {n * PATCH} pixels; "
                                  f"pick a size of at most {max(self.size_ids, default=0) * PATCH} pixels per side.")
@@ -189,7 +204,8 @@ class LuminaMGPTModel(VisualTokenModel):
         return out
 
     def prompt_ids(self, prompt: str, grid: tuple[int, int]) -> list[int]:
-        text = PROMPT.format(width=grid[1] * DOWNSAMPLE, height=grid[0] * DOWNSAMPLE, prompt=prompt)
+        text = PROMPT.format(width=grid[1] * self.pixels_per_token, height=grid[0] * self.pixels_per_token,
+                             prompt=prompt)
         ids = self.tokenizer.encode(text, add_special_tokens=False)
         return [self.special["bos"], *ids, self.special["eot"], *self.image_prefix(grid)]
 

@@ -47,22 +47,20 @@ import torch
 from ..errors import ZipARError
 from ..io import hf_folder
 from ..nets.llama_lm import LlamaConfig
-from .base import Condition, SamplingDefaults
-from .lumina import LuminaMGPTModel, PATCH, crop_sizes, size_for, size_token
+from .base import SamplingDefaults
+from .lumina import LuminaMGPTModel, chameleon_generator, size_ids
 from .registry import register
-from .sequence import special_ids, visual_token_generator
+from .sequence import special_ids
 
 MODEL_TYPE = "chameleon"
 IMAGE_OFFSET = 155000  # vocabulary id of image code 0 (the official item processor's offset)
 CODES = 16384  # SBER-MoVQGAN-270M's codebook
 DOWNSAMPLE = 8  # pixels per image token
-UNIT_TOKENS = PATCH // DOWNSAMPLE  # image tokens per size-token unit (32 px): 4
 DEFAULT_SIZE = 768
 MIN_SCALE = 4.0  # the official schedule never guides below this
 HINT = ("use the complete Alpha-VLLM/Lumina-mGPT-2.0 (or -2.0-Omni) folder: config.json, the safetensors shards "
         "with their index and the tokenizer files from one download")
 TOKENS = {"eot": "<reserved08706>", "boi": "<racm3:break>", "eoi": "<eoss>", "eol": "<reserved08799>"}
-PROMPT = "Generate an image of {width}x{height} according to the following prompt:\n{prompt}"
 # The official README and sample script: cfg 4.0, top-k 4096 over the image codes, temperature 1.0.
 DEFAULTS = SamplingDefaults(cfg=4.0, temperature=1.0, top_k=4096, top_p=1.0)
 
@@ -110,18 +108,11 @@ def load_lumina2(folder: str | Path, device: torch.device, dtype: torch.dtype,
                          f"one); {HINT}.")
     special["bos"] = int(bos)
     special["pad"] = special["eot"]  # pads are never attended: any id will do
-    sizes = {n: int(vocab[size_token(n)]) for n in range(1, 1000) if size_token(n) in vocab}
+    sizes = size_ids(vocab)
     if not sizes:
         raise ZipARError(f"the tokenizer in '{folder}' has no size tokens (<reserved08801>...); {HINT}.")
-
-    keys = hf_folder.keys_by_file(folder, HINT)
-    names = hf_folder.all_keys(keys)
-    if not any(k.startswith("model.layers.") for k in names):
-        raise ZipARError(f"'{folder}' has no Chameleon language-model weights (keys like model.layers.0...); {HINT}.")
-    lm_keys = {k[len("model."):]: k for k in names if k.startswith("model.") and not k.startswith("model.vqmodel.")}
-    head_key = "lm_head.weight" if "lm_head.weight" in names else "model.embed_tokens.weight"
     code_ids = torch.arange(IMAGE_OFFSET, IMAGE_OFFSET + CODES, dtype=torch.long)
-    net = visual_token_generator(cfg, keys, lm_keys, head_key, code_ids, folder, HINT, device, dtype)
+    net = chameleon_generator(folder, cfg, code_ids, HINT, device, dtype)
     return LuminaMGPT2Model(net, tokenizer, special, sizes, str(folder), DEFAULT_SIZE)
 
 
@@ -135,6 +126,7 @@ class LuminaMGPT2Model(LuminaMGPTModel):
     # architecture and row-end layout), row 1 starts once row 0 is `window` tokens ahead.
     row0_first = False
     closing = ("eoi",)  # the official generation stops at end-of-image
+    pixels_per_token = DOWNSAMPLE  # MoVQGAN's 8: a 32-px size unit is 4 tokens (grid_for, image_prefix, prompt_ids)
     defaults = DEFAULTS
     vq_hint = "SBER-MoVQGAN-270M: movqgan_270M.ckpt from ai-forever/MoVQGAN"
     hint = "Lumina-mGPT 2.0 folders (Alpha-VLLM/Lumina-mGPT-2.0, with ai-forever's movqgan_270M.ckpt as the VQ)"
@@ -144,41 +136,6 @@ class LuminaMGPT2Model(LuminaMGPTModel):
     @classmethod
     def is_own_config(cls, config: dict) -> bool:
         return detect(config)
-
-    def describe(self) -> str:
-        c = self.config
-        return (f"Lumina-mGPT 2.0 ({c.layers} layers, width {c.hidden}, {self.vocab_size} image tokens, "
-                f"{self.image_size} px native)")
-
-    def grid_for(self, cond: Condition | None = None, image_size: int | None = None,
-                 downsample: int | None = None) -> tuple[int, int]:
-        """The listed shape nearest the condition's ratio at ``image_size``, in 8-pixel tokens
-        (MoVQGAN's, whatever the VQ argument says)."""
-        height, width = size_for(self.ratio_of(cond), image_size or self.image_size)
-        grid = height // DOWNSAMPLE, width // DOWNSAMPLE
-        self.image_prefix(grid)  # a size the vocabulary cannot say fails here, at loading time in ComfyUI
-        self.check_image_length(grid)  # and so does one past the 10240 trained positions
-        return grid
-
-    def image_prefix(self, grid: tuple[int, int]) -> list[int]:
-        """Begin-of-image and the two size tokens (height first), in units of 32 px = 4 tokens."""
-        rows, cols = grid
-        if rows <= 0 or cols <= 0 or rows % UNIT_TOKENS or cols % UNIT_TOKENS:
-            raise ZipARError(f"Lumina-mGPT 2.0 draws in steps of {PATCH} pixels ({UNIT_TOKENS} tokens), so the grid "
-                             f"needs rows and columns that are multiples of {UNIT_TOKENS}; got {rows}x{cols}. Use "
-                             "grid_for() or a size from crop_sizes().")
-        out = [self.special["boi"]]
-        for n in (rows // UNIT_TOKENS, cols // UNIT_TOKENS):
-            if n not in self.size_ids:
-                raise ZipARError(f"the vocabulary has no size token {size_token(n)} for {n * PATCH} pixels; "
-                                 f"pick a size of at most {max(self.size_ids, default=0) * PATCH} pixels per side.")
-            out.append(self.size_ids[n])
-        return out
-
-    def prompt_ids(self, prompt: str, grid: tuple[int, int]) -> list[int]:
-        text = PROMPT.format(width=grid[1] * DOWNSAMPLE, height=grid[0] * DOWNSAMPLE, prompt=prompt)
-        ids = self.tokenizer.encode(text, add_special_tokens=False)
-        return [self.special["bos"], *ids, self.special["eot"], *self.image_prefix(grid)]
 
     def check_vq(self, vq) -> None:
         """16384 codes is also Janus-Pro's and LlamaGen's VQ size: only MoVQGAN draws this model's codes."""
