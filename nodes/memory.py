@@ -93,8 +93,8 @@ def manage(networks: list[nn.Module], dtype: torch.dtype, runs_on: torch.device,
            on_release: Callable[[object], None], on_moved: Callable[[object], None] | None = None) -> object | None:
     """A ComfyUI ModelPatcher for ``networks`` (None outside ComfyUI).
 
-    ``on_release(patcher)`` runs whenever ComfyUI detaches the model (offloads or unloads it):
-    the caller drops what it keeps for the model. ``on_moved(patcher)`` runs whenever ComfyUI has
+    ``on_release(patcher)`` runs whenever ComfyUI detaches the model and moves its weights back
+    (offloads or unloads it): the caller drops what it keeps for the model. ``on_moved(patcher)`` runs whenever ComfyUI has
     moved weights onto the device (a first load, a reload, more layers after streaming): anything
     that captured the weights' addresses (CUDA graphs of compiled steps) is stale then."""
     comfy = _comfy()
@@ -104,7 +104,12 @@ def manage(networks: list[nn.Module], dtype: torch.dtype, runs_on: torch.device,
     adopt_comfy_ops(networks, ops)
     patcher = mp.ModelPatcher(Held(networks, dtype), load_device=runs_on, offload_device=offload_device(runs_on))
 
-    def detached(patcher, *_):
+    def detached(patcher, unpatch_all=True, *_):
+        if not unpatch_all:
+            # load_models_gpu detaches a model it already holds (a model counts as its own clone) and
+            # loads it again in place, on every request; a patcher being collected detaches itself too.
+            # Neither moves a weight: dropping compiled steps here rebuilt them on every queued run.
+            return
         try:
             on_release(patcher)
         except Exception:  # never let our bookkeeping break ComfyUI's unloading

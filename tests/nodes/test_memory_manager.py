@@ -53,7 +53,8 @@ def manager(monkeypatch):
             self.callbacks.setdefault(call_type, []).append(callback)
 
         def detach(self, unpatch_all=True):  # what ComfyUI does when it unloads or offloads a model
-            self.model.to(self.offload_device)
+            if unpatch_all:
+                self.model.to(self.offload_device)
             for callback in self.callbacks.get(ON_DETACH, []):
                 callback(self, unpatch_all)
             return self.model
@@ -70,11 +71,15 @@ def manager(monkeypatch):
                         force_full_load=False):
         state.events.append(("load", list(models), memory_required, force_full_load))
         for m in models:
+            # as ComfyUI does: a model it holds already counts as its own clone, so it is taken off the
+            # list and detached without moving its weights (unpatch_all=False), then loaded again in place
+            for entry in [e for e in mm.current_loaded_models if e.model is m]:
+                mm.current_loaded_models.remove(entry)
+                m.detach(unpatch_all=False)
             if state.move_weights:  # as when ComfyUI brings an offloaded or streamed model onto the card
                 for callback in m.callbacks.get(ON_LOAD, []):
                     callback(m, m.load_device, 0, False, True)
-            if not any(entry.model is m for entry in mm.current_loaded_models):
-                mm.current_loaded_models.append(LoadedModel(m))
+            mm.current_loaded_models.append(LoadedModel(m))
 
     def unload_all_models():  # as free_memory: detach each listed model, pop them after the loop
         for entry in list(mm.current_loaded_models):
@@ -201,8 +206,12 @@ def test_weights_moved_onto_the_device_drop_the_compiled_steps(models_dir, manag
     model, vq, cond = load_c2i()
     sample(model, cond, vq)
     kept = static_step.state_of(model.model)  # steps captured with the weights where they are now
-    sample(model, cond, vq)  # ComfyUI had it loaded already: nothing moved, the steps stay
-    assert static_step._STATE.get(model.model) is kept
+    loads = cache.AR_MODELS.loads
+    # ComfyUI had it loaded already: it detaches and reloads it in place (unpatch_all=False), nothing
+    # moved, so the steps, the plans and the loaded-model slot stay (they were rebuilt on every run before)
+    sample(model, cond, vq)
+    assert static_step._STATE.get(model.model) is kept and build_plan.cache_info().currsize > 0
+    assert cache.AR_MODELS.value is not None and cache.AR_MODELS.loads == loads
     manager.move_weights = True
     sample(model, cond, vq)  # reloaded after an offload: the steps saw the old addresses
     assert static_step._STATE.get(model.model) is not kept and cache.AR_MODELS.value is not None
