@@ -36,6 +36,7 @@ import resource
 import statistics
 import sys
 import time
+from typing import Callable
 
 import torch
 
@@ -214,7 +215,45 @@ def floor(net: torch.nn.Module, title: str) -> dict:
             "floor_bandwidth_bytes_per_s": chat_models.BANDWIDTH, "floor_ms_per_pass": floor_ms}
 
 
-def run(args: argparse.Namespace) -> dict:
+def parse_variants(text: str | None) -> list[tuple[str, str]]:
+    """``default,fp8_e4m3fn+int8`` -> [("default", "default"), ("fp8_e4m3fn", "int8")]: weight dtype, cache kind.
+
+    Variants run in order on one model (narrowing is in place), so a variant may keep narrower
+    weights than the one before it, never wider ones."""
+    from zipar.api import WEIGHT_DTYPES
+    from zipar.core.cache import KV_DTYPES
+
+    out = []
+    for item in (text or "default").split(","):
+        weights, _, kv = item.strip().partition("+")
+        weights, kv = weights or "default", kv or "default"
+        if weights not in WEIGHT_DTYPES or kv not in KV_DTYPES:
+            raise SystemExit(f"--variants: {item!r} is not WEIGHTS[+KV] with WEIGHTS in {sorted(WEIGHT_DTYPES)} and "
+                             f"KV in {sorted(KV_DTYPES)}")
+        if out and out[-1][0] != "default" and weights != out[-1][0]:
+            raise SystemExit(f"--variants: {item!r} after {out[-1][0]}: weights are narrowed in place, so once "
+                             f"narrowed they stay in that dtype; order the variants widest first")
+        out.append((weights, kv))
+    return out
+
+
+def apply_variant(model, weights: str, kv: str) -> None:
+    from zipar.api import weight_dtype_of
+    from zipar.core import static_step
+
+    if weights != "default" and getattr(model, "weight_dtype", None) != weight_dtype_of(weights):
+        model.store_weights(weight_dtype_of(weights))
+        static_step.release(model)  # compiled steps (CUDA graphs) captured the wider layers
+    model.store_cache(kv)
+    release(model.device)
+
+
+def allocated_mb(device: torch.device) -> float | None:
+    return round(torch.cuda.memory_allocated(device) / 2**20, 1) if device.type == "cuda" else None
+
+
+def run(args: argparse.Namespace, progress: Callable[[dict], None] | None = None) -> dict:
+    """The report; ``progress(report so far)`` after every timed row, so a run cut off still leaves numbers."""
     device = resolve_device(args.device)
     dtype = resolve_dtype(args.precision, device)
     if args.threads:
@@ -231,31 +270,63 @@ def run(args: argparse.Namespace) -> dict:
         args.top_k = 0 if args.top_k is None else args.top_k
         model, cond, grid, opts, extra = setup_llamagen(args, device, dtype)
     width = grid[1]
-    windows = sorted({min(int(w), width) for w in args.windows.split(",")} | {width}, reverse=True)
+    windows = parse_windows(args.windows, width, getattr(args, "ntp", True))
 
     if not chat:  # the chat families' NTP window warms up first below, which is the same run
         generate(model, cond, grid, width, opts, seed=0)  # warm-up: allocator, kernels, plan cache
         plain_kv_loop(model, cond.class_ids, grid, opts, 0)
-    results = []
+    results: list[dict] = []
     modes = {"off": ("off",), "on": ("on",), "both": ("off", "on")}[args.compile]
-    for compile_mode in modes:
-        for window in windows:
-            results.append(time_window(model, cond, grid, window, opts, compile_mode, args.repeats, device, extra))
-            if getattr(args, "speculative", False):  # (bench.gpu_suite builds its own arguments)
-                for length in str(getattr(args, "draft_length", 16)).split(","):
-                    results.append(time_window(model, cond, grid, window, opts, compile_mode, args.repeats, device,
-                                               extra, int(length)))
+    spec_windows = getattr(args, "speculative_windows", None)
+    spec_windows = None if spec_windows is None else {min(int(w), width) for w in str(spec_windows).split(",")}
+    spec_modes = getattr(args, "speculative_compile", None) or args.compile
+    spec_modes = {"off": ("off",), "on": ("on",), "both": ("off", "on")}[spec_modes]
+    variants = parse_variants(getattr(args, "variants", None))
+    loaded_mb = allocated_mb(device)
+    header = {"benchmark": "decode", "date": datetime.date.today().isoformat(), "device": device_name(device),
+              "torch": torch.__version__, "model": extra["model"], "grid": list(grid)}
+    for weights, kv in variants:
+        apply_variant(model, weights, kv)
+        variant = {"weights": weights, "kv_dtype": kv, "weights_allocated_mb": allocated_mb(device)}
+        for compile_mode in modes:
+            for window in windows:
+                results.append(variant | time_window(model, cond, grid, window, opts, compile_mode, args.repeats,
+                                                     device, extra))
+                if progress:
+                    progress(header | {"partial": True, "results": results})
+                speculative = getattr(args, "speculative", False) or getattr(args, "speculative_windows", None)
+                if speculative and compile_mode in spec_modes and (spec_windows is None or window in spec_windows):
+                    for length in str(getattr(args, "draft_length", 16)).split(","):
+                        results.append(variant | time_window(model, cond, grid, window, opts, compile_mode,
+                                                             args.repeats, device, extra, int(length)))
+                        if progress:
+                            progress(header | {"partial": True, "results": results})
+    profiles = []
+    for item in str(getattr(args, "profile_windows", None) or "").split(","):
+        if item:  # "on:8": the compiled step at window 8 (after the timed rows built it)
+            mode, _, w = item.rpartition(":")
+            from bench.pass_profile import profile_window
+
+            profiles.append(profile_window(model, cond, grid, min(int(w), width), opts, mode or "on", device))
+            if progress:
+                progress(header | {"partial": True, "results": results, "profiles": profiles})
     release(device)
-    ntp = results[0]  # the first mode's NTP: the plain loop is compared with it
+    ntp = results[0]  # the first mode's NTP (or widest window): the plain loop is compared with it
     for r in results:
-        base = next(x for x in results if x["compile"] == r["compile"] and not x.get("speculative"))
+        same = [x for x in results if x["compile"] == r["compile"] and x["weights"] == r["weights"]
+                and x["kv_dtype"] == r["kv_dtype"]]
+        base = next(x for x in same if not x.get("speculative"))
         r["latency_ratio"] = r["median_s"] / base["median_s"]
         r["pass_ratio"] = r["forward_passes"] / base["forward_passes"]
         r["latency_over_pass_ratio"] = r["latency_ratio"] / r["pass_ratio"]
         eager = next((x for x in results if x["compile"] == "off" and x["window"] == r["window"]
-                      and x.get("speculative") == r.get("speculative")), None)
+                      and x.get("speculative") == r.get("speculative") and x["weights"] == r["weights"]
+                      and x["kv_dtype"] == r["kv_dtype"]), None)
         if r["compile"] == "on" and eager is not None:
             r["speedup_over_eager"] = eager["median_s"] / r["median_s"]
+        plain = next((x for x in same if x["window"] == r["window"] and not x.get("speculative")), None)
+        if r.get("speculative") and plain is not None:
+            r["over_plain_same_window"] = r["median_s"] / plain["median_s"]
     report = {
         "benchmark": "decode",
         "date": datetime.date.today().isoformat(),
@@ -264,9 +335,17 @@ def run(args: argparse.Namespace) -> dict:
         "model": extra.pop("model"),
         "grid": list(grid), "row0_first": model.row0_first, "batch": args.batch, "cfg": args.cfg, "top_k": args.top_k,
         "precision": str(dtype).removeprefix("torch."), "repeats": args.repeats, "compile": args.compile,
+        "allocated_after_load_mb": loaded_mb,
         **extra,
         "results": results,
     }
+    for prof in profiles:  # the profiler slows the host: compare the card's busy time with the timed run
+        timed = next((r for r in results if r["window"] == prof["window"] and r["compile"] == prof["compile"]
+                      and not r.get("speculative")), None)
+        if timed is not None and "card_busy_ms_per_pass" in prof:
+            prof["card_busy_over_timed"] = prof["card_busy_ms_per_pass"] / timed["ms_per_pass"]
+    if profiles:
+        report["profiles"] = profiles
     if chat:
         report["plain_kv_loop_ntp_skipped"] = PLAIN_LOOP_SKIPPED
     else:
@@ -286,6 +365,12 @@ def run(args: argparse.Namespace) -> dict:
         report["vq_decode"]["network"] = {"lumina-mgpt": "Chameleon VQGAN",
                                           "lumina-mgpt-2": "SBER-MoVQGAN-270M"}.get(family, "VQ-16")
     return report
+
+
+def parse_windows(text: str, width: int, ntp: bool = True) -> list[int]:
+    """Windows widest first, clipped to the grid's width, with NTP (= width) unless ``ntp`` is False
+    (the large grids, where NTP alone takes minutes: ratios are then to the widest window run)."""
+    return sorted({min(int(w), width) for w in str(text).split(",")} | ({width} if ntp else set()), reverse=True)
 
 
 def time_window(model, cond, grid, window: int, opts: SamplingOptions, compile_mode: str, repeats: int,
@@ -335,11 +420,13 @@ def markdown(report: dict) -> str:
             f"batch {report['batch']}, CFG {report['cfg']}{top_k}, {report['precision']}, {report['device']}, "
             f"torch {report['torch']}, {report['date']}")
     floor = "floor_ms_per_pass" in report
+    variants = len({(r.get("weights"), r.get("kv_dtype")) for r in report["results"]}) > 1
     lines = [head, "", "| mode | compile | window | passes | median s | ms/pass | latency ratio | pass ratio | "
              "ratio / pass ratio | first call s | peak MB |" + (" ms/pass / floor |" if floor else ""),
              "|---|---|---|---|---|---|---|---|---|---|---|" + ("---|" if floor else "")]
     for r in report["results"]:
-        lines.append(f"| {r['mode']}{(' ' + str(r['draft_length'])) if r.get('draft_length') else ''} | {r.get('compile', 'off')} | {r['window']} | {r['forward_passes']:g} | {r['median_s']:.3f} | "
+        variant = f" ({r['weights']}, cache {r['kv_dtype']})" if variants else ""
+        lines.append(f"| {r['mode']}{(' ' + str(r['draft_length'])) if r.get('draft_length') else ''}{variant} | {r.get('compile', 'off')} | {r['window']} | {r['forward_passes']:g} | {r['median_s']:.3f} | "
                      f"{r['ms_per_pass']:.2f} | {r['latency_ratio']:.3f} | {r['pass_ratio']:.3f} | "
                      f"{r['latency_over_pass_ratio']:.3f} | {r.get('first_call_s', 0):.2f} | {r['peak_memory_mb']:.0f} |"
                      + (f" {r['ms_per_pass_over_floor']:.2f} |" if floor else ""))
@@ -381,6 +468,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--device", default="auto")
     p.add_argument("--precision", choices=["auto", "fp32", "bf16", "fp16"], default="auto")
     p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--no-ntp", dest="ntp", action="store_false",
+                   help="leave NTP out (large grids: minutes per image); ratios are then to the widest window")
     p.add_argument("--compile", choices=["off", "on", "both"], default="off",
                    help="time the eager loop, the compiled bucketed step, or both side by side")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
@@ -388,6 +477,15 @@ def main(argv: list[str] | None = None) -> int:
                    help="also time every window with speculative decoding (rows NTP+spec / ZipAR+spec)")
     p.add_argument("--draft-length", default="16",
                    help="--speculative: tokens drafted ahead per row, or a list (16,32: one row each)")
+    p.add_argument("--speculative-windows", help="speculative rows for these windows only (implies --speculative)")
+    p.add_argument("--speculative-compile", choices=["off", "on", "both"],
+                   help="speculative rows in these compile modes only (default: those of --compile)")
+    p.add_argument("--variants", default="default",
+                   help="weight dtype [+ cache kind] per variant, run in order on one model, e.g. "
+                        "default,fp8_e4m3fn+int8 (bf16, then 8-bit weights with the 8-bit cache)")
+    p.add_argument("--profile-windows",
+                   help="after the timed rows, profile one image per MODE:WINDOW (e.g. on:24,on:8): the card's busy "
+                        "time and kernels per pass against the wall clock (bench/pass_profile.py)")
     p.add_argument("--no-vq", action="store_true", help="skip the VQ decode timing")
     p.add_argument("--json", help="write the report here")
     p.add_argument("--markdown", help="write the markdown table here")

@@ -1,5 +1,6 @@
 """The benchmark harness runs and reports what the tables in docs/benchmarks.md need (no timing asserted)."""
 import json
+import sys
 
 from bench.decode import main, published_config
 
@@ -202,30 +203,121 @@ def test_decode_compile_both_reports_first_call_and_graphs(tmp_path, traced_not_
     assert report["floor_ms_per_pass"] > 0 and report["compile"] == "both"
 
 
+@pytest.fixture(scope="module")
+def fake_comfyui(tmp_path_factory):
+    from helpers.fake_comfyui_tree import write_fake_comfyui
+
+    return write_fake_comfyui(tmp_path_factory.mktemp("ComfyUI"))
+
+
 @pytest.mark.slow
-def test_gpu_suite_runs_on_tiny_sizes(tmp_path, traced_not_built):
+def test_gpu_suite_runs_every_entry_on_tiny_sizes(tmp_path, fake_comfyui):
+    """The whole prepared run, each entry in its own process, with dynamo's eager backend standing in
+    for inductor (the compiled path end to end without its C++ build)."""
     from bench import gpu_suite
 
-    out = tmp_path / "suite.json"
-    assert gpu_suite.main(["--smoke", "--device", "cpu", "--precision", "fp32", "--json", str(out),
-                           "--only", "llamagen-l-24,janus-pro-1b-384,lumina-mgpt-7b-768,lumina-mgpt-2-768,"
-                           "simplear-1.5b-1024,emu3-gen-720"]) == 0
+    out, md = tmp_path / "suite.json", tmp_path / "suite.md"
+    assert gpu_suite.main(["--smoke", "--device", "cpu", "--precision", "fp32", "--compile-backend", "eager",
+                           "--comfyui", str(fake_comfyui), "--json", str(out), "--markdown", str(md)]) == 0
     report = json.loads(out.read_text())
-    assert report["smoke"] is True and set(report["entries"]) == {"llamagen-l-24", "janus-pro-1b-384",
-                                                                   "lumina-mgpt-7b-768", "lumina-mgpt-2-768",
-                                                                   "simplear-1.5b-1024", "emu3-gen-720"}
+    assert report["smoke"] is True and list(report["entries"]) == [e.name for e in gpu_suite.ENTRIES]
     for name, entry in report["entries"].items():
-        assert "error" not in entry, (name, entry.get("traceback"))
-        assert any(r["compile"] == "on" for r in entry["results"])
+        assert "error" not in entry and "skipped" not in entry, (name, entry)
+        if name == "in-comfyui":
+            continue
+        assert any(r["compile"] == "on" for r in entry["results"]) and not entry.get("partial")
         assert all(r["peak_memory_mb"] > 0 for r in entry["results"])
-    modes = {r["compile"] for r in report["entries"]["llamagen-l-24"]["results"]}
-    assert modes == {"off", "on"}  # LlamaGen-L runs eager and compiled side by side
+    rows = report["entries"]["llamagen-l-24"]["results"]
+    assert {r["compile"] for r in rows} == {"off", "on"}  # eager and compiled side by side
+    spec = [(r["window"], r["compile"]) for r in rows if r.get("speculative")]
+    assert spec == [(16, "on"), (8, "on")]  # speculative NTP and ZipAR-8, compiled only
+    assert all(r["over_plain_same_window"] > 0 for r in rows if r.get("speculative"))
+    lumina2 = report["entries"]["lumina-mgpt-2-768"]["results"]
+    assert {(r["weights"], r["kv_dtype"]) for r in lumina2} == {("default", "default"), ("fp8_e4m3fn", "int8")}
+    assert all(r["mode"] == "ZipAR" for r in lumina2)  # the large grids leave NTP out
+    assert [r["mode"] for r in report["entries"]["janus-pro-1b-384"]["results"]] == ["NTP", "ZipAR"]
+    comfy = report["entries"]["in-comfyui"]
+    assert comfy["node_tokens_equal_api"] and comfy["lowvram_streamed"] and comfy["lowvram_tokens_equal_eager_api"]
+    assert not comfy["node_streamed"] and comfy["loaded_after_unload"] == 0 and comfy["image_shape"] == [1, 384, 384, 3]
+    # compiled, and ComfyUI re-requesting the loaded model on every run does not rebuild the steps
+    assert comfy["node_compiled"] and comfy["node_steps_built"][0] > 0 and comfy["node_steps_rebuilt_after_first_call"] == 0
     targets = {(t["entry"], t["target"]): t for t in report["targets"]}
     assert len(targets) == len(gpu_suite.TARGETS)
     llamagen = [t for (entry, _), t in targets.items() if entry == "llamagen-l-24"]
-    assert len(llamagen) == 4 and all(t["value"] is not None and t["met"] in (True, False) for t in llamagen)
-    # the tiny chat grids (4x4) have no window 8 or 16: those targets are reported as not measured
-    assert all(t["met"] is None for (entry, _), t in targets.items() if entry != "llamagen-l-24")
+    assert len(llamagen) == 6 and all(t["value"] is not None and t["met"] in (True, False) for t in llamagen)
+    assert targets[("in-comfyui", "node tokens equal the API's")]["met"] is True
+    assert targets[("in-comfyui", "no compiled step rebuilt after the first Sampler call")]["met"] is True
+    # the tiny chat grids have no window 8 or 16, and the CPU has no card memory: not measured
+    assert all(t["met"] is None for (entry, _), t in targets.items() if entry not in ("llamagen-l-24", "in-comfyui"))
+    assert "| llamagen-l-24 | NTP compiled median s | 0.35 |" in md.read_text()
+    profiles = report["entries"]["llamagen-l-24"]["profiles"]
+    assert [(p["window"], p["compile"]) for p in profiles] == [(16, "on"), (8, "on")]
+    assert all(p["cpu_ops_per_pass"] > 0 and p["forward_passes"] > 0 for p in profiles)
+
+
+def test_gpu_suite_budget_stops_starting_entries_and_keeps_what_a_stopped_one_measured(tmp_path, monkeypatch):
+    from bench import gpu_suite
+
+    out = tmp_path / "suite.json"
+    # no time at all: nothing starts, every entry says why, and the report is still written
+    assert gpu_suite.main(["--device", "cpu", "--budget", "0", "--json", str(out), "--comfyui", str(tmp_path)]) == 0
+    report = json.loads(out.read_text())
+    assert all("estimate" in e["skipped"] for e in report["entries"].values())
+    assert all(t["met"] is None for t in report["targets"])
+    # an entry still running when the budget is spent is stopped (its process group killed); its rows so far are kept
+    def child(name, args, part):
+        return [sys.executable, "-c", f"import json, time; open({str(part)!r}, 'w').write(json.dumps("
+                "{'partial': True, 'results': [{'window': 8}]})); time.sleep(120)"]
+
+    monkeypatch.setattr(gpu_suite, "child_command", child)
+    assert gpu_suite.main(["--smoke", "--device", "cpu", "--budget", "3", "--only", "llamagen-l-24",
+                           "--json", str(out), "--markdown", str(tmp_path / "suite.md")]) == 0
+    entry = json.loads(out.read_text())["entries"]["llamagen-l-24"]
+    assert entry["error"].startswith("stopped at the suite's budget") and entry["partial"] is True
+    assert entry["results"] == [{"window": 8}] and entry["entry_seconds"] < 30
+    assert "Error: stopped at the suite's budget" in (tmp_path / "suite.md").read_text()
+
+
+def test_gpu_suite_dry_run_says_what_travels_and_what_is_missing(tmp_path, fake_comfyui, capsys):
+    from bench import gpu_suite
+
+    assert gpu_suite.main(["--dry-run", "--comfyui", str(tmp_path / "nothing")]) == 1  # not ready: no tree
+    assert "NOT READY" in capsys.readouterr().out
+    assert gpu_suite.main(["--dry-run", "--comfyui", str(fake_comfyui)]) == 0
+    text = capsys.readouterr().out
+    assert "ready." in text and "carry=['.gpu']" in text and "of 64 MiB" in text
+    for entry in gpu_suite.ENTRIES:
+        assert entry.name in text
+    assert "python -m bench.decode --model L --grid 24 --windows 24,16,8,4 --compile both" in text
+
+
+def test_gpu_suite_prepare_copies_the_python_parts_and_flags_imports_the_image_lacks(tmp_path, fake_comfyui):
+    from bench import gpu_carry
+
+    (fake_comfyui / "comfy" / "big_tokenizer.json").write_text("{}")  # data files do not travel
+    target = tmp_path / "ComfyUI"
+    assert gpu_carry.prepare(fake_comfyui, target) == 0
+    assert (target / "comfy" / "model_management.py").is_file() and (target / "folder_paths.py").is_file()
+    assert not (target / "comfy" / "big_tokenizer.json").exists()
+    # an unconditional import the GPU image lacks is named; one inside try/except or a function is not
+    (target / "comfy" / "ops.py").write_text("import not_on_the_image\ntry:\n    import optional_thing\n"
+                                             "except ImportError:\n    pass\n\ndef f():\n    import lazy_thing\n")
+    assert gpu_carry.missing_modules(target) == ["not_on_the_image"]
+    (target / "comfy" / "ops.py").write_text("from .helpers import x\n")  # followed through the carried files
+    (target / "comfy" / "helpers.py").write_text("import also_missing\nx = 1\n")
+    assert gpu_carry.missing_modules(target) == ["also_missing"]
+    with pytest.raises(SystemExit, match="neither a ComfyUI checkout"):
+        gpu_carry.comfyui_source_files(tmp_path / "empty")
+
+
+def test_decode_variants_narrow_in_place_and_refuse_widening():
+    from bench.decode import parse_variants
+
+    assert parse_variants("default,fp8_e4m3fn+int8") == [("default", "default"), ("fp8_e4m3fn", "int8")]
+    with pytest.raises(SystemExit, match="widest first"):
+        parse_variants("fp8_e4m3fn,default")
+    with pytest.raises(SystemExit, match="WEIGHTS"):
+        parse_variants("int4")
 
 
 def test_memory_benchmark_measures_each_format_in_its_own_process(tmp_path):

@@ -268,6 +268,30 @@ def test_comfyuis_own_patcher_loads_and_streams_our_models(server):
     assert got["same_tokens_streamed"] and got["fp8_same_tokens_streamed"]
 
 
+def test_the_gpu_suites_comfyui_entry_runs_in_this_comfyui_without_the_server(tmp_path):
+    """bench.in_comfyui (the GPU suite's ComfyUI entry) on the CPU with ComfyUI's real modules, both from
+    the checkout and from the Python-only copy --prepare makes for the GPU machine: the nodes draw the
+    API's tokens, and streamed (low-VRAM) tokens equal the eager API's."""
+    from bench import gpu_carry
+
+    copy = tmp_path / "ComfyUI"
+    assert gpu_carry.prepare(Path(COMFYUI_PATH), copy) == 0  # no import the GPU image lacks
+    # the copy with the compiled step (inductor's CPU build, a minute or two): ComfyUI asks for the loaded
+    # model again on every run, which must not rebuild the steps
+    for tree, compile_mode in ((COMFYUI_PATH, "auto"), (str(copy), "on")):
+        out = tmp_path / "in_comfyui.json"
+        done = subprocess.run([comfy_python(), "-m", "bench.in_comfyui", "--comfyui", tree, "--smoke", "--device", "cpu",
+                               "--repeats", "2", "--compile", compile_mode, "--json", str(out)], cwd=REPO,
+                              capture_output=True, text=True, timeout=900, env={**os.environ, "PYTHONPATH": str(REPO)})
+        assert done.returncode == 0, done.stderr[-3000:]
+        got = json.loads(out.read_text())
+        assert got["node_tokens_equal_api"] and got["api_compiled_equals_eager"]
+        assert got["lowvram_streamed"] and not got["node_streamed"] and got["lowvram_tokens_equal_eager_api"]
+        assert got["loaded_by_comfyui"] == ["Held", "Held"] and got["loaded_after_unload"] == 0
+        assert got["image_shape"] == [1, 384, 384, 3] and got["passes"] == 224
+        assert got["node_compiled"] == (compile_mode == "on") and got["node_steps_rebuilt_after_first_call"] == 0
+
+
 def test_free_releases_the_model_and_the_next_run_reloads_it(server):
     from helpers.tiny_gpt import make_tiny_gpt, save_official_gpt
 
