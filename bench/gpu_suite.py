@@ -205,20 +205,17 @@ def run_child(args: argparse.Namespace) -> int:
     def write(report: dict) -> None:
         outputs.write_text(args.json, json.dumps(report, indent=2, default=str))
 
-    if args.compile_backend:  # smoke test: the compiled path traced by dynamo, without inductor's C++ build
-        import torch
+    from bench import in_comfyui
 
+    if args.compile_backend:  # smoke test: the compiled path traced by dynamo, without inductor's C++ build
         from zipar.core import static_step
 
-        static_step._compiler = lambda backend, device: (
-            lambda fn: torch.compile(fn, fullgraph=True, dynamic=False, backend=args.compile_backend))
+        in_comfyui.use_backend(static_step, args.compile_backend)  # (the ComfyUI entry's pack copy: in run)
     if entry.decode is None:
-        from bench import in_comfyui
-
         device = args.device if args.device != "auto" else ("cuda" if _cuda() else "cpu")
         # auto: what artists run (compiled on CUDA); the smoke test's stand-in backend compiles on the CPU too
         ns = argparse.Namespace(comfyui=args.comfyui, device=device, window=8, cfg=4.0,
-                                compile="on" if args.compile_backend else "auto",
+                                compile="on" if args.compile_backend else "auto", compile_backend=args.compile_backend,
                                 repeats=entry.smoke.get("repeats", 3) if args.smoke else 3, smoke=args.smoke)
         write(in_comfyui.run(ns, write))
         return 0

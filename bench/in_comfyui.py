@@ -100,6 +100,13 @@ def write_models(folder: Path, smoke: bool, pack) -> None:
         torch.save({"model": state, "steps": 0}, folder / name)  # {"model": ...}: the release's wrapper
 
 
+def use_backend(static_step, backend: str) -> None:
+    """Compile the decode steps with another torch.compile backend (a smoke test's ``eager``: the compiled
+    path traced end to end without inductor's build). ``static_step``: the module the nodes use."""
+    static_step._compiler = lambda _backend, _device: (
+        lambda fn: torch.compile(fn, fullgraph=True, dynamic=False, backend=backend))
+
+
 def sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
@@ -146,6 +153,8 @@ def run(args: argparse.Namespace, progress=None) -> dict:
     device = torch.device("cpu" if args.device == "cpu" else args.device)
     mm, folder_paths = import_comfyui(Path(args.comfyui).resolve(), device.type)
     pack = import_pack()
+    if getattr(args, "compile_backend", None):  # tests: dynamo's eager backend stands in for inductor's build
+        use_backend(sys.modules[f"{PACKAGE}.zipar.core.static_step"], args.compile_backend)
     nodes, api = pack.NODE_CLASS_MAPPINGS, sys.modules[f"{PACKAGE}.zipar.api"]
     SamplingOptions = sys.modules[f"{PACKAGE}.zipar.core.sampling"].SamplingOptions
     streamed = sys.modules[f"{PACKAGE}.nodes.memory"].streamed
@@ -274,6 +283,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--compile", choices=["auto", "on", "off"], default="auto",
                    help="the API's and the Sampler's compile setting (auto: compiled on CUDA; on: also on the CPU)")
     p.add_argument("--smoke", action="store_true", help="tiny model files (a CPU check of the whole path)")
+    p.add_argument("--compile-backend", help=argparse.SUPPRESS)  # tests: e.g. 'eager' (dynamo without inductor)
     p.add_argument("--json", required=True)
     args = p.parse_args(argv)
     from zipar.io import outputs
