@@ -188,6 +188,8 @@ def decode_command(entry: Entry, smoke: bool = False) -> str:
             continue
         if key == "draft_length" and not (args.get("speculative") or args.get("speculative_windows")):
             continue
+        if key == "ar_model":
+            value = Path(value).relative_to(REPO).as_posix()  # as it would be typed in the checkout
         parts.append(f"--{key.replace('_', '-')} {value}")
     if args.get("speculative"):
         parts.append("--speculative")
@@ -387,6 +389,9 @@ def dry_run(args: argparse.Namespace) -> int:
                         "(python -m bench.gpu_suite --prepare --comfyui-source PATH)")
     elif not (tree / "comfy" / "model_management.py").is_file():
         problems.append(f"{tree} holds no comfy/model_management.py")
+    elif not tree.resolve().is_relative_to(REPO):
+        problems.append(f"{tree} is outside the checkout and would not travel "
+                        f"(python -m bench.gpu_suite --prepare --comfyui-source {tree})")
     else:
         missing = missing_modules(tree)
         print(f"ComfyUI tree: {tree} (version {_version(tree)}), {tree_bytes(tree) / 2**20:.1f} MiB; "

@@ -278,17 +278,21 @@ def test_gpu_suite_budget_stops_starting_entries_and_keeps_what_a_stopped_one_me
     assert "Error: stopped at the suite's budget" in (tmp_path / "suite.md").read_text()
 
 
-def test_gpu_suite_dry_run_says_what_travels_and_what_is_missing(tmp_path, fake_comfyui, capsys):
+def test_gpu_suite_dry_run_says_what_travels_and_what_is_missing(tmp_path, fake_comfyui, capsys, monkeypatch):
     from bench import gpu_suite
 
     assert gpu_suite.main(["--dry-run", "--comfyui", str(tmp_path / "nothing")]) == 1  # not ready: no tree
     assert "NOT READY" in capsys.readouterr().out
+    assert gpu_suite.main(["--dry-run", "--comfyui", str(fake_comfyui)]) == 1  # a tree that would not travel
+    assert "would not travel" in capsys.readouterr().out
+    monkeypatch.setattr(gpu_suite, "REPO", fake_comfyui.parent)  # as if it were the checkout's .gpu/ComfyUI
     assert gpu_suite.main(["--dry-run", "--comfyui", str(fake_comfyui)]) == 0
     text = capsys.readouterr().out
     assert "ready." in text and "carry=['.gpu']" in text and "of 64 MiB" in text
     for entry in gpu_suite.ENTRIES:
         assert entry.name in text
     assert "python -m bench.decode --model L --grid 24 --windows 24,16,8,4 --compile both" in text
+    assert "--ar-model zipar/assets/demo/demo_c2i_64.safetensors" in text
 
 
 def test_gpu_suite_prepare_copies_the_python_parts_and_flags_imports_the_image_lacks(tmp_path, fake_comfyui):
