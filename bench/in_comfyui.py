@@ -78,21 +78,20 @@ def import_pack():
     return module
 
 
-def write_models(folder: Path, smoke: bool, pack) -> None:
+def write_models(folder: Path, smoke: bool) -> None:
     """Random LlamaGen-L c2i and VQ-16 (tiny ones with ``smoke``) saved as LlamaGen's scripts save them."""
-    gpt_mod = sys.modules[f"{PACKAGE}.zipar.nets.llamagen_gpt"]
-    vq_mod = sys.modules[f"{PACKAGE}.zipar.vq.llamagen"]
+    from bench.decode import published_config
+    from zipar.nets.llamagen_gpt import GPTConfig, LlamaGenGPT
+    from zipar.vq.llamagen import VQConfig, VQModel
+
     torch.manual_seed(0)
-    if smoke:
-        config = gpt_mod.GPTConfig(dim=128, n_layer=2, n_head=2, n_kv_head=2, ffn_hidden=352, vocab_size=64,
-                                   num_classes=1000)
-        vq_config = vq_mod.VQConfig(codebook_size=64, codebook_embed_dim=8, ch=32, z_channels=32)
+    if smoke:  # width 128: 2 heads, what the loader infers for an unpublished width
+        config = GPTConfig(dim=128, n_layer=2, n_head=2, n_kv_head=2, ffn_hidden=352, vocab_size=64, num_classes=1000)
+        vq_config = VQConfig(codebook_size=64, codebook_embed_dim=8, ch=32, z_channels=32)
     else:  # the published LlamaGen-L (343 M) and VQ-16 (72 M)
-        config = gpt_mod.GPTConfig(dim=1024, n_layer=24, n_head=16, n_kv_head=16, ffn_hidden=2816, vocab_size=16384,
-                                   num_classes=1000)
-        vq_config = vq_mod.VQConfig(codebook_size=16384, codebook_embed_dim=8)
+        config, vq_config = published_config("L"), VQConfig(codebook_size=16384, codebook_embed_dim=8)
     folder.mkdir(parents=True, exist_ok=True)
-    for net, name in ((gpt_mod.LlamaGenGPT(config), AR_FILE), (vq_mod.VQModel(vq_config), VQ_FILE)):
+    for net, name in ((LlamaGenGPT(config), AR_FILE), (VQModel(vq_config), VQ_FILE)):
         with torch.no_grad():
             for key, p in net.named_parameters():
                 p.copy_(torch.ones_like(p) if key.endswith("norm.weight") else torch.randn_like(p) * 0.02)
@@ -185,7 +184,7 @@ def run(args: argparse.Namespace, progress=None) -> dict:
             progress(report)
 
     models = Path(tempfile.mkdtemp(prefix="zipar-in-comfyui-"))
-    _, secs = timed(device, lambda: write_models(models / "zipar", args.smoke, pack))
+    _, secs = timed(device, lambda: write_models(models / "zipar", args.smoke))
     folder_paths.add_model_folder_path("zipar", str(models / "zipar"))
     note(files_written_s=round(secs, 2), allocated_before_mb=allocated_mb(device))
     seeds = list(range(args.repeats))

@@ -45,6 +45,26 @@ def write_tokenizer(folder: Path, specials: list[str], words: list[str] = WORDS,
     _portable_tokenizer_config(folder / "tokenizer_config.json")
 
 
+def write_qwen_style_tokenizer(folder: Path, vocab: dict[str, int], eos: str, specials: list[str]) -> int:
+    """A word-level stand-in for a Qwen BPE with its conventions (Lumina-mGPT 2.0, SimpleAR): ``specials``
+    are special tokens, EOS pads, BOS is unset. Replaces any tokenizer files there; returns len(tokenizer)."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, eos_token=eos, pad_token=eos, unk_token="<unk>",
+                                   additional_special_tokens=specials)
+    for f in ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"):
+        (folder / f).unlink(missing_ok=True)
+    fast.save_pretrained(folder)
+    _portable_tokenizer_config(folder / "tokenizer_config.json")
+    config = json.loads((folder / "tokenizer_config.json").read_text())
+    config["bos_token"] = None  # Qwen tokenizers name no BOS
+    (folder / "tokenizer_config.json").write_text(json.dumps(config, indent=2))
+    return len(fast)
+
+
 def janus_config(vocab: int = 40, hidden: int = 64, layers: int = 2, grid: int = GRID):
     from transformers import JanusConfig
 

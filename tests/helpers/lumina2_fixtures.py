@@ -16,7 +16,7 @@ from pathlib import Path
 
 import torch
 
-from helpers.chat_fixtures import _portable_tokenizer_config
+from helpers.chat_fixtures import write_qwen_style_tokenizer
 from helpers.lumina_fixtures import randomize_lm, shard_structured_norms, write_lumina_release
 
 IMAGE_OFFSET, CODES = 155000, 16384
@@ -43,22 +43,9 @@ def lumina2_vocab() -> dict[str, int]:
 def write_lumina2_tokenizer(folder: Path) -> None:
     """A word-level stand-in for the release's Qwen BPE, with its special-token conventions:
     every special is a special token of the tokenizer, BOS is unset, EOS is <|endoftext|>."""
-    from tokenizers import Tokenizer, models, pre_tokenizers
-    from transformers import PreTrainedTokenizerFast
-
     vocab = lumina2_vocab()
-    tok = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
-    tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
     specials = [n for n in vocab if n.startswith("<") and n not in ("<unk>", EOS)]
-    fast = PreTrainedTokenizerFast(tokenizer_object=tok, eos_token=EOS, pad_token=EOS, unk_token="<unk>",
-                                   additional_special_tokens=specials)
-    for f in ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"):
-        (folder / f).unlink(missing_ok=True)
-    fast.save_pretrained(folder)
-    _portable_tokenizer_config(folder / "tokenizer_config.json")
-    config = json.loads((folder / "tokenizer_config.json").read_text())
-    config["bos_token"] = None  # Qwen tokenizers name no BOS
-    (folder / "tokenizer_config.json").write_text(json.dumps(config, indent=2))
+    write_qwen_style_tokenizer(folder, vocab, EOS, specials)
 
 
 def chameleon2_model(seed: int = 0, layers: int = 2, swin: bool = False, shards: int = 1):

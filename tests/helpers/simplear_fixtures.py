@@ -15,7 +15,7 @@ from pathlib import Path
 
 import torch
 
-from helpers.chat_fixtures import _portable_tokenizer_config
+from helpers.chat_fixtures import write_qwen_style_tokenizer
 
 CODES = 64000
 EOS = "<|endoftext|>"
@@ -32,22 +32,7 @@ def simplear_vocab(added: list[str] = ADDED) -> dict[str, int]:
 
 def write_simplear_tokenizer(folder: Path, added: list[str] = ADDED) -> int:
     """The tokenizer files; returns len(tokenizer) (the image offset)."""
-    from tokenizers import Tokenizer, models, pre_tokenizers
-    from transformers import PreTrainedTokenizerFast
-
-    vocab = simplear_vocab(added)
-    tok = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
-    tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
-    fast = PreTrainedTokenizerFast(tokenizer_object=tok, eos_token=EOS, pad_token=EOS, unk_token="<unk>",
-                                   additional_special_tokens=list(added))
-    for f in ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"):
-        (folder / f).unlink(missing_ok=True)
-    fast.save_pretrained(folder)
-    _portable_tokenizer_config(folder / "tokenizer_config.json")
-    config = json.loads((folder / "tokenizer_config.json").read_text())
-    config["bos_token"] = None  # Qwen tokenizers name no BOS
-    (folder / "tokenizer_config.json").write_text(json.dumps(config, indent=2))
-    return len(fast)
+    return write_qwen_style_tokenizer(folder, simplear_vocab(added), EOS, list(added))
 
 
 def qwen2_model(vocab_size: int, seed: int = 0, layers: int = 2, tied: bool = True):

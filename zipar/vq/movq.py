@@ -42,7 +42,8 @@ from ..errors import ZipARError
 from ..io.block_counts import indexed_count
 from ..io.checkpoint import load_error_detail, refused_by_weights_only, unwrap_state_dict
 from .base import VQFormat, check_code_grid, check_image_batch, key_sample
-from .taming import AttnBlock, Downsample, ResnetBlock, Upsample, conv3x3, downsample_of, group_norm, swish
+from .taming import (AttnBlock, Downsample, ResnetBlock, TamingSpec, Upsample, VectorQuantizer, conv3x3,
+                     downsample_of, group_norm, swish)
 
 RELEASE_FILE = "movqgan_270M.ckpt"
 RELEASE_HINT = (f"use ai-forever/MoVQGAN {RELEASE_FILE} (https://huggingface.co/ai-forever/MoVQGAN), the VQ "
@@ -93,6 +94,15 @@ class MoVQConfig:
     @property
     def widths(self) -> list[int]:
         return [self.ch * m for m in self.ch_mult]
+
+    def codebook_spec(self) -> TamingSpec:
+        """The same network as a ``TamingSpec``, for taming's codebook (``quantize.embedding``): plain
+        rows, nearest codes by the reference's float32 distances in blocks of ``DISTANCE_ROWS``."""
+        return TamingSpec(codebook_size=self.n_embed, embed_dim=self.embed_dim, ch=self.ch, ch_mult=self.ch_mult,
+                          num_res_blocks=self.num_res_blocks, z_channels=self.z_channels,
+                          encoder_attn=self.encoder_attn, decoder_attn=self.decoder_attn,
+                          resample_with_conv=self.resample_with_conv, float32_distances=True,
+                          distance_rows=DISTANCE_ROWS)
 
     def summary(self) -> str:
         attn = lambda flags: [i for i, a in enumerate(flags) if a]  # noqa: E731
@@ -289,29 +299,6 @@ class MoVQDecoder(nn.Module):
         return self.conv_out(swish(self.norm_out(h, codes)))
 
 
-class Codebook(nn.Module):
-    """``quantize.embedding``: ids -> code vectors, and latents -> the nearest ids."""
-
-    def __init__(self, n_embed: int, embed_dim: int):
-        super().__init__()
-        self.embedding = nn.Embedding(n_embed, embed_dim)
-
-    def lookup(self, codes: torch.Tensor) -> torch.Tensor:
-        """[B, h, w] ids -> [B, D, h, w] code vectors."""
-        return self.embedding.weight[codes].permute(0, 3, 1, 2).contiguous()
-
-    def nearest(self, z: torch.Tensor) -> torch.Tensor:
-        """[B, D, h, w] latents -> [B, h, w] ids: argmin of |z|^2 + |e|^2 - 2 z.e in float32,
-        the reference's expansion (so near-ties resolve alike), in blocks of rows."""
-        b, d, h, w = z.shape
-        flat = z.permute(0, 2, 3, 1).reshape(-1, d).float()
-        book = self.embedding.weight.float()
-        squares = book.pow(2).sum(1)
-        ids = [(rows.pow(2).sum(1, keepdim=True) + squares - 2 * rows @ book.t()).argmin(dim=1)
-               for rows in flat.split(DISTANCE_ROWS)]
-        return torch.cat(ids).reshape(b, h, w)
-
-
 # ----------------------------------------------------------------------------- the tokenizer
 class MoVQGAN(nn.Module):
     """Codes <-> images with SBER-MoVQGAN (frozen once loaded); implements ``base.VQ``.
@@ -329,7 +316,7 @@ class MoVQGAN(nn.Module):
         self.source_path: str | None = source_path  # set by the loader, for messages and UIs
         self.encoder = MoVQEncoder(config)
         self.decoder = MoVQDecoder(config)
-        self.quantize = Codebook(config.n_embed, config.embed_dim)
+        self.quantize = VectorQuantizer(config.codebook_spec())  # taming's: float32 distances, in blocks
         self.quant_conv = nn.Conv2d(config.z_channels, config.embed_dim, kernel_size=1)
         self.post_quant_conv = nn.Conv2d(config.embed_dim, config.z_channels, kernel_size=1)
 
